@@ -1,0 +1,123 @@
+// nanobind glue for the CPU codec: buffers in, buffers out, the GIL released around native work.
+// Argument checking beyond buffer shapes lives in wcodec_zarr/api.py.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <cmath>
+
+#include "../src/segment_decode.h"
+#include "wcodec/codec.h"
+
+namespace nb = nanobind;
+using namespace nb::literals;
+
+using InBuf = nb::ndarray<const uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+using OutBuf = nb::ndarray<uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+
+namespace {
+
+nb::bytes encode(InBuf data, uint8_t dtype, const std::vector<uint64_t>& shape, int threads,
+                 bool checksum, bool predict, uint32_t seg_kib) {
+  wcodec::EncodeOptions opt;
+  opt.threads = threads;
+  opt.checksum = checksum;
+  opt.predict = predict;
+  opt.seg_kib = seg_kib;
+  wcodec::EncodedChunk chunk;
+  {
+    nb::gil_scoped_release release;
+    chunk = wcodec::encode_chunk(data.data(), dtype, shape.data(), static_cast<uint32_t>(shape.size()), opt);
+  }
+  PyObject* obj = PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(chunk.size()));
+  if (!obj) throw nb::python_error();
+  nb::bytes out = nb::steal<nb::bytes>(obj);
+  uint8_t* dst = reinterpret_cast<uint8_t*>(PyBytes_AS_STRING(obj));
+  {
+    nb::gil_scoped_release release;
+    chunk.write(dst);
+  }
+  return out;
+}
+
+nb::tuple header(InBuf data) {
+  const wcodec::ChunkInfo info = wcodec::parse_header(data.data(), data.size());
+  nb::list shape;
+  for (uint32_t d = 0; d < info.ndim; ++d) shape.append(info.shape[d]);
+  return nb::make_tuple(info.dtype, nb::tuple(shape));
+}
+
+void decode_batch(const std::vector<InBuf>& srcs, const std::vector<OutBuf>& dsts, int threads) {
+  if (srcs.size() != dsts.size()) throw std::invalid_argument("need one output buffer per chunk");
+  std::vector<wcodec::DecodeJob> jobs(srcs.size());
+  for (size_t k = 0; k < srcs.size(); ++k) {
+    jobs[k] = {srcs[k].data(), srcs[k].size(), dsts[k].data(), dsts[k].size()};
+  }
+  nb::gil_scoped_release release;
+  wcodec::decode_chunks(jobs.data(), jobs.size(), threads);
+}
+
+nb::dict inspect(InBuf data) {
+  const wcodec::ChunkInfo info = wcodec::parse_chunk(data.data(), data.size());
+  nb::dict d;
+  d["dtype_code"] = info.dtype;
+  nb::list shape;
+  for (uint32_t k = 0; k < info.ndim; ++k) shape.append(info.shape[k]);
+  d["shape"] = nb::tuple(shape);
+  d["nbytes"] = info.nbytes;
+  d["checksum"] = info.has_checksum ? nb::cast(info.checksum) : nb::none();
+  d["segment_elements"] = info.seg_elems;
+  d["segments"] = info.nseg;
+  d["header_bytes"] = info.data_offset;
+  nb::list planes;
+  static const char* kModes[] = {"raw", "constant", "rans"};
+  for (uint32_t p = 0; p < info.nplanes; ++p) {
+    const wcodec::PlaneInfo& pl = info.planes[p];
+    const wcodec::SegmentCounts c = wcodec::count_segments(data.data(), info, p);
+    nb::dict pd;
+    pd["mode"] = kModes[static_cast<int>(pl.mode)];
+    pd["payload_bytes"] = pl.payload_bytes;
+    pd["descriptor_bytes"] = pl.descriptor_bytes;
+    pd["index_bytes"] = pl.mode == wcodec::PlaneMode::Rans ? 8 * info.nseg : 0;
+    pd["rans_segments"] = c.rans;
+    pd["raw_segments"] = c.raw;
+    pd["delta_segments"] = c.delta;
+    planes.append(pd);
+  }
+  d["planes"] = planes;
+  return d;
+}
+
+// Per-plane order-0 entropy (bits per element) of decoded chunk bytes.
+std::vector<double> plane_entropy(InBuf decoded, uint8_t dtype) {
+  wcodec::DTypeLayout layout;
+  if (!wcodec::dtype_layout(dtype, &layout)) throw std::invalid_argument("unknown dtype code");
+  const uint64_t nelem = decoded.size() / layout.itemsize;
+  uint64_t hist[4][256];
+  {
+    nb::gil_scoped_release release;
+    wcodec::plane_histograms(decoded.data(), nelem, layout, hist);
+  }
+  std::vector<double> bits(layout.itemsize, 0.0);
+  for (uint32_t p = 0; p < layout.itemsize; ++p) {
+    for (int s = 0; s < 256; ++s) {
+      if (hist[p][s]) bits[p] -= static_cast<double>(hist[p][s]) / nelem * std::log2(static_cast<double>(hist[p][s]) / nelem);
+    }
+  }
+  return bits;
+}
+
+}  // namespace
+
+NB_MODULE(_core, m) {
+  m.doc() = "wcodec CPU codec (native core)";
+  m.def("encode", &encode, "data"_a, "dtype_code"_a, "shape"_a, "threads"_a, "checksum"_a,
+        "predict"_a, "segment_kib"_a);
+  m.def("header", &header, "data"_a);
+  m.def("decode_batch", &decode_batch, "srcs"_a, "dsts"_a, "threads"_a);
+  m.def("inspect", &inspect, "data"_a);
+  m.def("plane_entropy", &plane_entropy, "decoded"_a, "dtype_code"_a);
+  m.def("simd", &wcodec::segment_decoder_name);
+  m.attr("FORMAT_VERSION") = wcodec::kVersion;
+}

@@ -1,0 +1,99 @@
+// rANS primitives: frequency tables, their serialised form, and the per-symbol encode/decode steps.
+//
+// READ ME FIRST (invariants the rest of the code relies on)
+// - Probabilities are 12-bit: frequencies of the present symbols are >= 1 and sum to exactly 4096.
+//   A table needs at least two present symbols, so every frequency is <= 4095: a plane holding a
+//   single value is stored as a constant plane instead (4096 does not fit the 12-bit field).
+// - A state x lives in [L, 2^32), L = 2^16. Decoding symbol s (frequency f, cumulative c) maps
+//   x -> f * (x >> 12) + (x & 4095) - c, which lies in [16, 2^32); if it fell below L one 16-bit
+//   word is shifted in, which lifts it to at least 2^20. So a decode step never overflows and
+//   reads at most one word per symbol.
+// - The encoder runs backwards (last symbol first) and pushes words backwards, so the decoder
+//   reads them forwards. Encoding s from x first renormalises: while x >= f << 20 emit x & 0xffff
+//   and shift (once is always enough since x < 2^32), then x -> (x / f) << 12 | (x % f) + c.
+// - 32 states interleave: lane i codes symbols i, i + 32, ... of a segment and all lanes share
+//   one word stream, consumed in symbol order (lane 0..31 of step 0, then of step 1, ...).
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+
+#include "wcodec/format.h"
+
+namespace wcodec {
+
+struct FreqTable {
+  uint16_t freq[256];  // 0 for absent symbols
+};
+
+// Builds a normalised table from symbol counts (at least two distinct symbols present).
+// Rounds each count to its share of 4096 (at least 1), then moves the remaining units one at a
+// time to whichever symbol gains (or loses) the fewest coded bits, which is optimal for
+// single-unit moves and keeps the table within about 0.01 bit/symbol of the counts' entropy.
+void normalize_freqs(const uint64_t counts[256], FreqTable* table);
+
+// Serialised form: 32-byte presence bitmap (bit s & 7 of byte s >> 3), then for each present
+// symbol in increasing order f - 1 as one byte if f <= 128, else two bytes
+// (0x80 | (f - 1) >> 8, (f - 1) & 0xff).
+size_t serialized_table_size(const FreqTable& table);
+size_t serialize_table(const FreqTable& table, uint8_t* out);
+// Parses and validates (>= 2 symbols, each frequency 1..4095, sum 4096); returns bytes consumed.
+size_t parse_table(const uint8_t* p, size_t n, FreqTable* table);
+
+// Decode table: one packed 32-bit entry per slot: symbol (bits 0-7), frequency (bits 8-19),
+// cumulative frequency (bits 20-31). 16 KiB, so it stays in L1.
+struct DecodeTable {
+  uint32_t entry[kProbScale];
+};
+void build_decode_table(const FreqTable& table, DecodeTable* out);
+
+inline uint32_t dec_symbol(uint32_t e) { return e & 0xffu; }
+inline uint32_t dec_freq(uint32_t e) { return (e >> 8) & 0xfffu; }
+inline uint32_t dec_cum(uint32_t e) { return e >> 20; }
+
+// Per-symbol encoder constants. Division x / f is done as a 64x64 -> high 64 multiply with
+// rcp = ceil(2^64 / f): for x < 2^32 and f < 2^12 the error term x * (rcp * f - 2^64) / 2^64 is
+// below 2^-20, so the quotient is exact. f == 1 (rcp would need 65 bits) takes q = x.
+struct EncSymbol {
+  uint64_t rcp;
+  uint32_t x_max;  // f << 20
+  uint32_t freq;
+  uint32_t cmpl;  // 4096 - f
+  uint32_t cum;
+};
+struct EncodeTable {
+  EncSymbol sym[256];
+};
+void build_encode_table(const FreqTable& table, EncodeTable* out);
+
+inline uint32_t enc_put(uint32_t x, const EncSymbol& s, uint16_t*& words_back) {
+  if (x >= s.x_max) {
+    *--words_back = static_cast<uint16_t>(x & 0xffffu);
+    x >>= 16;
+  }
+  const uint32_t q = s.freq == 1
+                         ? x
+                         : static_cast<uint32_t>((static_cast<unsigned __int128>(x) * s.rcp) >> 64);
+  return x + s.cum + q * s.cmpl;  // == (q << 12) + (x - q * f) + cum
+}
+
+// Coded size estimate in bits of a histogram under a table (absent symbol -> returns false).
+bool estimate_bits(const uint32_t counts[256], const FreqTable& table, double* bits);
+
+inline uint32_t load_u32(const uint8_t* p) {
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return v;  // little-endian host assumed (checked in codec.cpp)
+}
+inline uint16_t load_u16(const uint8_t* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+inline uint64_t load_u64(const uint8_t* p) {
+  uint64_t v;
+  std::memcpy(&v, p, 8);
+  return v;
+}
+
+}  // namespace wcodec

@@ -1,0 +1,152 @@
+// CPU decoder: all segments of all chunks in a batch form one pool of tasks. A task decodes one
+// segment index j of every plane of a chunk into per-worker scratch (64 KiB a plane, so it stays
+// in L2), merges the planes into the output and checksums that output range; the per-segment
+// checksums are combined per chunk at the end.
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "segment_decode.h"
+#include "wcodec/codec.h"
+#include "wcodec/crc32c.h"
+#include "wcodec/parallel.h"
+#include "wcodec/planes.h"
+
+namespace wcodec {
+
+namespace {
+
+struct ChunkState {
+  ChunkInfo info;
+  const uint8_t* src;
+  uint8_t* dst;
+  std::unique_ptr<DecodeTable> tables[4][kNumPredictors];
+  std::vector<uint32_t> seg_crc;
+};
+
+void decode_segment_task(const ChunkState& c, uint64_t j, SegmentDecoder decode_seg,
+                         uint8_t* scratch) {
+  const ChunkInfo& info = c.info;
+  const uint64_t b = info.seg_begin(j);
+  const uint64_t n = info.seg_len(j);
+  const uint32_t np = info.nplanes;
+  uint8_t* out = c.dst + b * np;
+  const uint8_t* plane_ptr[4];
+  for (uint32_t p = 0; p < np; ++p) {
+    const PlaneInfo& pl = info.planes[p];
+    // Single-plane chunks decode straight into the output.
+    uint8_t* target = np == 1 ? out : scratch + p * size_t{info.seg_elems};
+    if (pl.mode == PlaneMode::Constant) {
+      std::memset(target, pl.constant, n);
+      plane_ptr[p] = target;
+      continue;
+    }
+    const uint8_t* payload = c.src + pl.payload_offset;
+    if (pl.mode == PlaneMode::Raw) {
+      plane_ptr[p] = payload + b;
+      continue;
+    }
+    const uint64_t e = load_u64(c.src + pl.index_offset + 8 * j);
+    const uint64_t start = j == 0 ? 0 : align_up(load_u64(c.src + pl.index_offset + 8 * (j - 1)) >> 8, 4);
+    const uint64_t end = e >> 8;
+    if ((e & 0xf) == static_cast<uint64_t>(SegCoding::Raw)) {
+      plane_ptr[p] = payload + start;
+      continue;
+    }
+    const uint32_t pred = (e >> 4) & 0xf;
+    try {
+      decode_seg(*c.tables[p][pred], payload + start, end - start, target, n);
+    } catch (const FormatError& err) {
+      throw FormatError("plane " + std::to_string(p) + " segment " + std::to_string(j) + ": " + err.what());
+    }
+    if (pred == static_cast<uint32_t>(Predictor::Delta)) undo_delta(target, b, n, info.row);
+    plane_ptr[p] = target;
+  }
+  if (np == 1) {
+    if (plane_ptr[0] != out) std::memcpy(out, plane_ptr[0], n);
+  } else {
+    merge_planes(plane_ptr, n, info.layout, out);
+  }
+}
+
+}  // namespace
+
+void decode_chunks(const DecodeJob* jobs, size_t njobs, int threads) {
+  auto prefix = [njobs](size_t k) { return njobs > 1 ? "chunk " + std::to_string(k) + ": " : std::string(); };
+  std::vector<ChunkState> chunks(njobs);
+  std::vector<uint64_t> first_task(njobs + 1, 0);
+  for (size_t k = 0; k < njobs; ++k) {
+    ChunkState& c = chunks[k];
+    try {
+      c.info = parse_chunk(jobs[k].src, jobs[k].src_len);
+    } catch (const FormatError& e) {
+      throw FormatError(prefix(k) + e.what());
+    }
+    if (jobs[k].dst_len != c.info.nbytes) {
+      throw std::invalid_argument(prefix(k) + "output buffer has " + std::to_string(jobs[k].dst_len) +
+                                  " bytes, the chunk decodes to " + std::to_string(c.info.nbytes));
+    }
+    c.src = jobs[k].src;
+    c.dst = jobs[k].dst;
+    for (uint32_t p = 0; p < c.info.nplanes; ++p) {
+      for (uint32_t q = 0; q < kNumPredictors; ++q) {
+        if (!(c.info.planes[p].table_mask & (1u << q))) continue;
+        c.tables[p][q] = std::make_unique<DecodeTable>();
+        build_decode_table(c.info.planes[p].tables[q], c.tables[p][q].get());
+      }
+    }
+    c.seg_crc.assign(c.info.has_checksum ? c.info.nseg : 0, 0);
+    first_task[k + 1] = first_task[k] + c.info.nseg;
+  }
+  const uint64_t ntasks = first_task[njobs];
+  const SegmentDecoder decode_seg = select_segment_decoder();
+  const int workers = static_cast<int>(std::min<uint64_t>(resolve_threads(threads), std::max<uint64_t>(ntasks, 1)));
+  uint32_t max_scratch = 0;
+  for (const ChunkState& c : chunks) {
+    if (c.info.nplanes > 1) max_scratch = std::max(max_scratch, c.info.nplanes * c.info.seg_elems);
+  }
+  std::vector<std::vector<uint8_t>> scratch(workers, std::vector<uint8_t>(max_scratch));
+  parallel_for(ntasks, workers, [&](size_t task, int worker) {
+    const size_t k = static_cast<size_t>(std::upper_bound(first_task.begin(), first_task.end(), task) -
+                                         first_task.begin() - 1);
+    const ChunkState& c = chunks[k];
+    const uint64_t j = task - first_task[k];
+    try {
+      decode_segment_task(c, j, decode_seg, scratch[worker].data());
+    } catch (const FormatError& e) {
+      throw FormatError(prefix(k) + e.what());
+    }
+    if (c.info.has_checksum) {
+      const uint64_t sz = c.info.nplanes;
+      chunks[k].seg_crc[j] = crc32c(c.dst + c.info.seg_begin(j) * sz, c.info.seg_len(j) * sz);
+    }
+  });
+  for (size_t k = 0; k < njobs; ++k) {
+    const ChunkState& c = chunks[k];
+    if (!c.info.has_checksum) continue;
+    uint32_t crc = crc32c(nullptr, 0);
+    for (uint64_t j = 0; j < c.info.nseg; ++j) {
+      const uint64_t len = c.info.seg_len(j) * c.info.nplanes;
+      crc = j == 0 ? c.seg_crc[0] : crc32c_combine(crc, c.seg_crc[j], len);
+    }
+    if (crc != c.info.checksum) throw FormatError(prefix(k) + "checksum mismatch: decoded bytes are corrupt");
+  }
+}
+
+void plane_histograms(const uint8_t* data, uint64_t nelem, const DTypeLayout& layout,
+                      uint64_t hist[4][256]) {
+  for (uint32_t p = 0; p < 4; ++p) std::fill(hist[p], hist[p] + 256, 0);
+  constexpr uint64_t kBlock = 1 << 16;
+  std::vector<uint8_t> buf(layout.itemsize * kBlock);
+  uint8_t* planes[4];
+  for (uint32_t p = 0; p < layout.itemsize; ++p) planes[p] = buf.data() + p * kBlock;
+  for (uint64_t b = 0; b < nelem; b += kBlock) {
+    const uint64_t n = std::min(kBlock, nelem - b);
+    split_planes(data + b * layout.itemsize, n, layout, planes);
+    for (uint32_t p = 0; p < layout.itemsize; ++p) {
+      for (uint64_t i = 0; i < n; ++i) ++hist[p][planes[p][i]];
+    }
+  }
+}
+
+}  // namespace wcodec

@@ -1,0 +1,439 @@
+// Chunk encoder: split into byte planes, choose per segment a predictor and a coding, build one
+// frequency table per plane and predictor, rANS-code the segments in parallel, lay out the chunk.
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+
+#include "wcodec/codec.h"
+#include "wcodec/crc32c.h"
+#include "wcodec/parallel.h"
+#include "wcodec/planes.h"
+#include "wcodec/rans.h"
+
+namespace wcodec {
+
+namespace {
+
+using Hist = uint32_t[256];
+
+struct SegmentPlan {
+  SegCoding coding = SegCoding::Raw;
+  Predictor pred = Predictor::None;
+  std::vector<uint8_t> payload;  // rANS segments only
+};
+
+struct PlanePlan {
+  PlaneMode mode = PlaneMode::Raw;
+  uint8_t constant = 0;
+  uint8_t table_mask = 0;
+  FreqTable tables[kNumPredictors];
+  std::vector<SegmentPlan> segs;
+  const uint8_t* bytes = nullptr;  // the plane's nelem bytes
+};
+
+double self_bits(const uint32_t* h, uint64_t n) {
+  double bits = 0.0;
+  for (int s = 0; s < 256; ++s) {
+    if (h[s]) bits += h[s] * std::log2(static_cast<double>(n) / h[s]);
+  }
+  return bits;
+}
+
+// Table for a summed histogram; a histogram with one symbol gets a second one (count 1) so the
+// table is valid (a single symbol cannot hold all 4096 slots).
+void table_from(const uint64_t* counts_in, FreqTable* t) {
+  uint64_t counts[256];
+  int present = 0;
+  for (int s = 0; s < 256; ++s) {
+    counts[s] = counts_in[s];
+    present += counts[s] != 0;
+  }
+  if (present < 2) {
+    for (int s = 0; s < 256; ++s) {
+      if (counts[s] == 0) {
+        counts[s] = 1;
+        if (++present == 2) break;
+      }
+    }
+  }
+  normalize_freqs(counts, t);
+}
+
+void histograms(const uint8_t* x, uint64_t b, uint64_t n, uint64_t row, bool delta, uint32_t* h0,
+                uint32_t* h1) {
+  std::memset(h0, 0, 256 * sizeof(uint32_t));
+  // Four partial histograms break the store-to-load dependency on repeated symbols.
+  uint32_t part[4][256] = {};
+  uint64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    ++part[0][x[i]];
+    ++part[1][x[i + 1]];
+    ++part[2][x[i + 2]];
+    ++part[3][x[i + 3]];
+  }
+  for (; i < n; ++i) ++part[0][x[i]];
+  for (int s = 0; s < 256; ++s) h0[s] = part[0][s] + part[1][s] + part[2][s] + part[3][s];
+  if (!delta) return;
+  std::memset(part, 0, sizeof(part));
+  uint64_t to_row_end = row - b % row;
+  // first element of the segment is never predicted
+  ++part[0][x[0]];
+  --to_row_end;
+  for (i = 1; i < n; ++i) {
+    uint8_t r;
+    if (to_row_end == 0) {
+      r = x[i];
+      to_row_end = row;
+    } else {
+      r = static_cast<uint8_t>(x[i] - x[i - 1]);
+    }
+    --to_row_end;
+    ++part[i & 3][r];
+  }
+  for (int s = 0; s < 256; ++s) h1[s] = part[0][s] + part[1][s] + part[2][s] + part[3][s];
+}
+
+// rANS-codes n symbols (the plane bytes, or their delta residuals) into `out`, which must hold
+// kStateBytes + 2 * n bytes; returns the payload length.
+size_t encode_segment(const uint8_t* x, uint64_t b, uint64_t n, uint64_t row, Predictor pred,
+                      const EncodeTable& tab, uint8_t* out) {
+  uint32_t state[kLanes];
+  for (uint32_t k = 0; k < kLanes; ++k) state[k] = kStateLow;
+  uint16_t* words_end = reinterpret_cast<uint16_t*>(out + kStateBytes) + n;
+  uint16_t* w = words_end;
+  if (pred == Predictor::None) {
+    for (uint64_t i = n; i-- > 0;) {
+      uint32_t& st = state[i & (kLanes - 1)];
+      st = enc_put(st, tab.sym[x[i]], w);
+    }
+  } else {
+    // position of element i inside its row, walked backwards
+    uint64_t col = (b + n - 1) % row;
+    for (uint64_t i = n; i-- > 0;) {
+      const uint8_t r = (i == 0 || col == 0) ? x[i] : static_cast<uint8_t>(x[i] - x[i - 1]);
+      col = col == 0 ? row - 1 : col - 1;
+      uint32_t& st = state[i & (kLanes - 1)];
+      st = enc_put(st, tab.sym[r], w);
+    }
+  }
+  for (uint32_t k = 0; k < kLanes; ++k) std::memcpy(out + 4 * k, &state[k], 4);
+  const size_t nwords = static_cast<size_t>(words_end - w);
+  std::memmove(out + kStateBytes, w, 2 * nwords);
+  return kStateBytes + 2 * nwords;
+}
+
+void put_u64(uint8_t* p, uint64_t v) { std::memcpy(p, &v, 8); }
+
+}  // namespace
+
+struct EncodedChunk::Impl {
+  std::vector<uint8_t> head;  // header, shape, descriptors, padding, index
+  std::vector<uint8_t> plane_store;  // split planes of multi-byte dtypes; raw planes point here
+  std::vector<PlanePlan> planes;
+  uint64_t nelem = 0;
+  uint64_t seg_elems = 0;
+  uint64_t total = 0;
+};
+
+EncodedChunk::EncodedChunk() : impl(std::make_unique<Impl>()) {}
+EncodedChunk::~EncodedChunk() = default;
+EncodedChunk::EncodedChunk(EncodedChunk&&) noexcept = default;
+EncodedChunk& EncodedChunk::operator=(EncodedChunk&&) noexcept = default;
+size_t EncodedChunk::size() const { return impl->total; }
+
+void EncodedChunk::write(uint8_t* dst) const {
+  std::memcpy(dst, impl->head.data(), impl->head.size());
+  uint64_t pos = 0;  // relative to the data section
+  uint8_t* data = dst + impl->head.size();
+  for (const PlanePlan& pp : impl->planes) {
+    if (pp.mode == PlaneMode::Constant) continue;
+    const uint64_t start = align_up(pos, 4);
+    std::memset(data + pos, 0, start - pos);
+    pos = start;
+    if (pp.mode == PlaneMode::Raw) {
+      std::memcpy(data + pos, pp.bytes, impl->nelem);
+      pos += impl->nelem;
+      continue;
+    }
+    const uint64_t seg_elems = impl->seg_elems;
+    for (size_t j = 0; j < pp.segs.size(); ++j) {
+      const SegmentPlan& sp = pp.segs[j];
+      const uint64_t s = align_up(pos, 4);
+      std::memset(data + pos, 0, s - pos);
+      pos = s;
+      if (sp.coding == SegCoding::Rans) {
+        std::memcpy(data + pos, sp.payload.data(), sp.payload.size());
+        pos += sp.payload.size();
+      } else {
+        const uint64_t b = j * seg_elems;
+        const uint64_t n = std::min<uint64_t>(seg_elems, impl->nelem - b);
+        std::memcpy(data + pos, pp.bytes + b, n);
+        pos += n;
+      }
+    }
+  }
+}
+
+EncodedChunk encode_chunk(const uint8_t* data, uint8_t dtype, const uint64_t* shape, uint32_t ndim,
+                          const EncodeOptions& opt) {
+  DTypeLayout layout;
+  if (!dtype_layout(dtype, &layout)) throw std::invalid_argument("unsupported dtype code");
+  if (ndim > kMaxNdim) throw std::invalid_argument("too many dimensions (limit 32)");
+  if (opt.seg_kib < kMinSegKib || opt.seg_kib > kMaxSegKib) {
+    throw std::invalid_argument("segment size must be 16..64 KiB");
+  }
+  uint64_t nelem = 1;
+  for (uint32_t d = 0; d < ndim; ++d) {
+    if (shape[d] != 0 && nelem > kMaxChunkBytes / shape[d]) {
+      throw std::invalid_argument("chunk exceeds the 1 TiB size limit");
+    }
+    nelem *= shape[d];
+  }
+  if (nelem > kMaxChunkBytes / layout.itemsize) {
+    throw std::invalid_argument("chunk exceeds the 1 TiB size limit");
+  }
+  const uint32_t nplanes = layout.itemsize;
+  const uint64_t seg_elems = uint64_t{opt.seg_kib} * 1024;
+  const uint64_t nseg = (nelem + seg_elems - 1) / seg_elems;
+  const uint64_t row = ndim == 0 || shape[ndim - 1] == 0 ? 1 : shape[ndim - 1];
+
+  EncodedChunk result;
+  EncodedChunk::Impl& E = *result.impl;
+  E.nelem = nelem;
+  E.seg_elems = seg_elems;
+  E.planes.resize(nplanes);
+
+  // Phase 1, per segment: split planes, histograms, checksum.
+  std::vector<uint8_t>& plane_store = E.plane_store;
+  if (nplanes > 1) plane_store.resize(nplanes * nelem);
+  for (uint32_t p = 0; p < nplanes; ++p) {
+    E.planes[p].bytes = nplanes > 1 ? plane_store.data() + p * nelem : data;
+  }
+  std::vector<uint32_t> hist(nseg * nplanes * kNumPredictors * 256);
+  auto H = [&](uint64_t j, uint32_t p, uint32_t pred) {
+    return hist.data() + ((j * nplanes + p) * kNumPredictors + pred) * 256;
+  };
+  std::vector<uint32_t> seg_crc(nseg);
+  const int threads = resolve_threads(opt.threads);
+  parallel_for(nseg, threads, [&](size_t j, int) {
+    const uint64_t b = j * seg_elems;
+    const uint64_t n = std::min(seg_elems, nelem - b);
+    uint8_t* dst[4];
+    for (uint32_t p = 0; p < nplanes; ++p) dst[p] = const_cast<uint8_t*>(E.planes[p].bytes) + b;
+    if (nplanes > 1) split_planes(data + b * nplanes, n, layout, dst);
+    for (uint32_t p = 0; p < nplanes; ++p) {
+      histograms(dst[p], b, n, row, opt.predict, H(j, p, 0), H(j, p, 1));
+    }
+    if (opt.checksum) seg_crc[j] = crc32c(data + b * nplanes, n * nplanes);
+  });
+  uint32_t checksum = 0;
+  if (opt.checksum) {
+    for (uint64_t j = 0; j < nseg; ++j) {
+      const uint64_t n = std::min(seg_elems, nelem - j * seg_elems);
+      checksum = j == 0 ? seg_crc[0] : crc32c_combine(checksum, seg_crc[j], n * nplanes);
+    }
+    if (nseg == 0) checksum = crc32c(nullptr, 0);
+  }
+
+  // Phase 2, per plane: mode, predictor per segment, tables.
+  for (uint32_t p = 0; p < nplanes; ++p) {
+    PlanePlan& pp = E.planes[p];
+    if (nelem == 0) {
+      pp.mode = PlaneMode::Raw;
+      continue;
+    }
+    uint64_t total[256] = {};
+    for (uint64_t j = 0; j < nseg; ++j) {
+      for (int s = 0; s < 256; ++s) total[s] += H(j, p, 0)[s];
+    }
+    int present = 0;
+    for (int s = 0; s < 256; ++s) present += total[s] != 0;
+    if (present == 1) {
+      pp.mode = PlaneMode::Constant;
+      for (int s = 0; s < 256; ++s) {
+        if (total[s]) pp.constant = static_cast<uint8_t>(s);
+      }
+      continue;
+    }
+    pp.mode = PlaneMode::Rans;
+    pp.segs.resize(nseg);
+    FreqTable all_none;
+    table_from(total, &all_none);
+    std::vector<uint8_t> choice(nseg, 0);
+    if (opt.predict) {
+      for (uint64_t j = 0; j < nseg; ++j) {
+        const uint64_t n = std::min(seg_elems, nelem - j * seg_elems);
+        choice[j] = self_bits(H(j, p, 1), n) < self_bits(H(j, p, 0), n) ? 1 : 0;
+      }
+      // Alternate between fitting tables to the choices and choices to the tables.
+      FreqTable t[kNumPredictors];
+      bool have[kNumPredictors] = {};
+      for (int iter = 0; iter < 3; ++iter) {
+        for (uint32_t q = 0; q < kNumPredictors; ++q) {
+          uint64_t sum[256] = {};
+          have[q] = false;
+          for (uint64_t j = 0; j < nseg; ++j) {
+            if (choice[j] != q) continue;
+            have[q] = true;
+            for (int s = 0; s < 256; ++s) sum[s] += H(j, p, q)[s];
+          }
+          if (have[q]) table_from(sum, &t[q]);
+        }
+        bool changed = false;
+        for (uint64_t j = 0; j < nseg; ++j) {
+          double best = std::numeric_limits<double>::infinity();
+          uint8_t best_q = choice[j];
+          for (uint32_t q = 0; q < kNumPredictors; ++q) {
+            double bits;
+            if (have[q] && estimate_bits(H(j, p, q), t[q], &bits) && bits < best) {
+              best = bits;
+              best_q = static_cast<uint8_t>(q);
+            }
+          }
+          changed |= best_q != choice[j];
+          choice[j] = best_q;
+        }
+        if (!changed) break;
+      }
+      // Keep the mix only if it beats a single no-prediction table, tables included.
+      double mixed = 0.0, plain = 0.0;
+      bool used[kNumPredictors] = {};
+      for (uint64_t j = 0; j < nseg; ++j) used[choice[j]] = true;
+      for (uint32_t q = 0; q < kNumPredictors; ++q) {
+        if (!used[q]) continue;
+        uint64_t sum[256] = {};
+        for (uint64_t j = 0; j < nseg; ++j) {
+          if (choice[j] != q) continue;
+          for (int s = 0; s < 256; ++s) sum[s] += H(j, p, q)[s];
+        }
+        table_from(sum, &t[q]);
+        mixed += 8.0 * serialized_table_size(t[q]);
+        for (uint64_t j = 0; j < nseg; ++j) {
+          double bits = 0.0;
+          if (choice[j] == q) estimate_bits(H(j, p, q), t[q], &bits);
+          mixed += bits;
+        }
+      }
+      plain += 8.0 * serialized_table_size(all_none);
+      for (uint64_t j = 0; j < nseg; ++j) {
+        double bits = 0.0;
+        estimate_bits(H(j, p, 0), all_none, &bits);
+        plain += bits;
+      }
+      if (used[1] && mixed < plain) {
+        for (uint32_t q = 0; q < kNumPredictors; ++q) {
+          if (used[q]) {
+            pp.tables[q] = t[q];
+            pp.table_mask = static_cast<uint8_t>(pp.table_mask | (1u << q));
+          }
+        }
+      } else {
+        std::fill(choice.begin(), choice.end(), 0);
+      }
+    }
+    if (pp.table_mask == 0) {
+      pp.tables[0] = all_none;
+      pp.table_mask = 1;
+    }
+    for (uint64_t j = 0; j < nseg; ++j) {
+      pp.segs[j].pred = static_cast<Predictor>(choice[j]);
+      pp.segs[j].coding = SegCoding::Rans;
+    }
+  }
+
+  // Phase 3, per (plane, segment): rANS-code; a segment that does not shrink is stored raw.
+  EncodeTable enc[4][kNumPredictors];
+  for (uint32_t p = 0; p < nplanes; ++p) {
+    for (uint32_t q = 0; q < kNumPredictors; ++q) {
+      if (E.planes[p].table_mask & (1u << q)) build_encode_table(E.planes[p].tables[q], &enc[p][q]);
+    }
+  }
+  parallel_for(nseg * nplanes, threads, [&](size_t task, int) {
+    const uint32_t p = static_cast<uint32_t>(task % nplanes);
+    const uint64_t j = task / nplanes;
+    PlanePlan& pp = E.planes[p];
+    if (pp.mode != PlaneMode::Rans) return;
+    SegmentPlan& sp = pp.segs[j];
+    const uint64_t b = j * seg_elems;
+    const uint64_t n = std::min(seg_elems, nelem - b);
+    sp.payload.resize(kStateBytes + 2 * n);
+    const size_t len = encode_segment(pp.bytes + b, b, n, row, sp.pred,
+                                      enc[p][static_cast<int>(sp.pred)], sp.payload.data());
+    if (len >= n) {
+      sp.coding = SegCoding::Raw;
+      sp.pred = Predictor::None;
+      std::vector<uint8_t>().swap(sp.payload);
+    } else {
+      sp.payload.resize(len);
+    }
+  });
+
+  // Phase 4: a rANS plane that ends up no smaller than raw is stored raw.
+  for (uint32_t p = 0; p < nplanes; ++p) {
+    PlanePlan& pp = E.planes[p];
+    if (pp.mode != PlaneMode::Rans) continue;
+    uint64_t coded = 1 + 8 * nseg;
+    for (uint32_t q = 0; q < kNumPredictors; ++q) {
+      if (pp.table_mask & (1u << q)) coded += serialized_table_size(pp.tables[q]);
+    }
+    for (uint64_t j = 0; j < nseg; ++j) {
+      const SegmentPlan& sp = pp.segs[j];
+      coded += 3 + (sp.coding == SegCoding::Rans ? sp.payload.size()
+                                                 : std::min(seg_elems, nelem - j * seg_elems));
+    }
+    if (coded >= nelem) {
+      pp.mode = PlaneMode::Raw;
+      pp.table_mask = 0;
+      std::vector<SegmentPlan>().swap(pp.segs);
+    }
+  }
+
+  // Layout: header, shape, descriptors, pad to 8, index; data sizes follow from the plans.
+  std::vector<uint8_t>& head = E.head;
+  head.resize(kHeaderBytes + 8 * ndim);
+  std::memcpy(head.data(), kMagic, 4);
+  head[4] = kVersion;
+  head[5] = dtype;
+  head[6] = static_cast<uint8_t>(ndim);
+  head[7] = opt.checksum ? kFlagChecksum : 0;
+  head[8] = static_cast<uint8_t>(opt.seg_kib);
+  std::memcpy(head.data() + 12, &checksum, 4);
+  for (uint32_t d = 0; d < ndim; ++d) put_u64(head.data() + kHeaderBytes + 8 * d, shape[d]);
+  for (const PlanePlan& pp : E.planes) {
+    head.push_back(static_cast<uint8_t>(pp.mode));
+    if (pp.mode == PlaneMode::Constant) head.push_back(pp.constant);
+    if (pp.mode != PlaneMode::Rans) continue;
+    head.push_back(pp.table_mask);
+    for (uint32_t q = 0; q < kNumPredictors; ++q) {
+      if (!(pp.table_mask & (1u << q))) continue;
+      const size_t at = head.size();
+      head.resize(at + serialized_table_size(pp.tables[q]));
+      serialize_table(pp.tables[q], head.data() + at);
+    }
+  }
+  head.resize(align_up(head.size(), 8), 0);
+  uint64_t data_bytes = 0;
+  for (const PlanePlan& pp : E.planes) {
+    if (pp.mode == PlaneMode::Constant) continue;
+    data_bytes = align_up(data_bytes, 4);
+    if (pp.mode == PlaneMode::Raw) {
+      data_bytes += nelem;
+      continue;
+    }
+    uint64_t end = 0;
+    for (uint64_t j = 0; j < nseg; ++j) {
+      const SegmentPlan& sp = pp.segs[j];
+      end = align_up(end, 4);
+      end += sp.coding == SegCoding::Rans ? sp.payload.size() : std::min(seg_elems, nelem - j * seg_elems);
+      const size_t at = head.size();
+      head.resize(at + 8);
+      put_u64(head.data() + at, make_index_entry(end, sp.coding, sp.pred));
+    }
+    data_bytes += end;
+  }
+  E.total = head.size() + data_bytes;
+  return result;
+}
+
+}  // namespace wcodec

@@ -1,0 +1,38 @@
+// Decoding one rANS segment (the hot loop) and undoing the delta predictor. Internal header.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "wcodec/rans.h"
+
+namespace wcodec {
+
+// Decodes n symbols from a segment payload (kStateBytes of final states, then 16-bit words) into
+// out. Throws FormatError if a state is out of range, the words run out or are left over, or a
+// final state differs from L.
+using SegmentDecoder = void (*)(const DecodeTable& table, const uint8_t* payload, size_t len,
+                                uint8_t* out, size_t n);
+
+void decode_segment_scalar(const DecodeTable& table, const uint8_t* payload, size_t len,
+                           uint8_t* out, size_t n);
+#if defined(__x86_64__)
+void decode_segment_avx2(const DecodeTable& table, const uint8_t* payload, size_t len, uint8_t* out,
+                         size_t n);
+#endif
+
+// The fastest decoder this CPU runs; WCODEC_SIMD=scalar in the environment forces the scalar one.
+SegmentDecoder select_segment_decoder();
+const char* segment_decoder_name();
+
+// Scalar continuation shared by all decoders: decodes symbols i..n-1 from lane states `state`
+// (i a multiple of 32 or the first symbol), reading words from *wp up to wend, then checks that
+// the words are used up and every state is back at L.
+void decode_segment_tail(const DecodeTable& table, uint32_t state[kLanes], size_t i, size_t n,
+                         const uint8_t* wp, const uint8_t* wend, uint8_t* out);
+
+// x[i] += x[i-1] wherever element b + i does not start a row (b: index of x[0] in the chunk);
+// x[0] is never predicted.
+void undo_delta(uint8_t* x, uint64_t b, uint64_t n, uint64_t row);
+
+}  // namespace wcodec

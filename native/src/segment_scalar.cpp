@@ -1,0 +1,76 @@
+#include <cstdlib>
+#include <cstring>
+
+#include "segment_decode.h"
+
+namespace wcodec {
+
+void decode_segment_tail(const DecodeTable& table, uint32_t state[kLanes], size_t i, size_t n,
+                         const uint8_t* wp, const uint8_t* wend, uint8_t* out) {
+  for (; i < n; ++i) {
+    uint32_t x = state[i & (kLanes - 1)];
+    const uint32_t slot = x & (kProbScale - 1);
+    const uint32_t e = table.entry[slot];
+    out[i] = static_cast<uint8_t>(dec_symbol(e));
+    x = dec_freq(e) * (x >> kProbBits) + slot - dec_cum(e);
+    if (x < kStateLow) {
+      if (wend - wp < 2) throw FormatError("truncated segment: renormalisation words run out");
+      x = (x << 16) | load_u16(wp);
+      wp += 2;
+    }
+    state[i & (kLanes - 1)] = x;
+  }
+  if (wp != wend) throw FormatError("corrupt segment: unread renormalisation words remain");
+  for (uint32_t k = 0; k < kLanes; ++k) {
+    if (state[k] != kStateLow) throw FormatError("corrupt segment: final rANS state mismatch");
+  }
+}
+
+void decode_segment_scalar(const DecodeTable& table, const uint8_t* payload, size_t len,
+                           uint8_t* out, size_t n) {
+  uint32_t state[kLanes];
+  for (uint32_t k = 0; k < kLanes; ++k) {
+    state[k] = load_u32(payload + 4 * k);
+    if (state[k] < kStateLow) throw FormatError("corrupt segment: initial rANS state below 2^16");
+  }
+  decode_segment_tail(table, state, 0, n, payload + kStateBytes, payload + len, out);
+}
+
+void undo_delta(uint8_t* x, uint64_t b, uint64_t n, uint64_t row) {
+  uint64_t col = b % row;
+  uint8_t prev = n ? x[0] : 0;
+  for (uint64_t i = 1; i < n; ++i) {
+    col = col + 1 == row ? 0 : col + 1;
+    const uint8_t v = col == 0 ? x[i] : static_cast<uint8_t>(x[i] + prev);
+    x[i] = v;
+    prev = v;
+  }
+}
+
+namespace {
+
+bool force_scalar() {
+  const char* env = std::getenv("WCODEC_SIMD");
+  return env != nullptr && std::strcmp(env, "scalar") == 0;
+}
+
+}  // namespace
+
+SegmentDecoder select_segment_decoder() {
+#if defined(__x86_64__)
+  static const SegmentDecoder chosen =
+      !force_scalar() && __builtin_cpu_supports("avx2") ? decode_segment_avx2 : decode_segment_scalar;
+  return chosen;
+#else
+  return decode_segment_scalar;
+#endif
+}
+
+const char* segment_decoder_name() {
+#if defined(__x86_64__)
+  if (select_segment_decoder() == decode_segment_avx2) return "avx2";
+#endif
+  return "scalar";
+}
+
+}  // namespace wcodec

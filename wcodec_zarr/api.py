@@ -1,0 +1,156 @@
+"""encode / decode / decode_batch / inspect on NumPy arrays and byte buffers (CPU)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ._native import core
+from .dtypes import CODE_TO_DTYPE, dtype_code, little_endian
+
+SEGMENT_KIB = 64
+
+
+def _threads(threads: int | None) -> int:
+    """Native thread count: 0 means every core."""
+    if threads is None:
+        return 0
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+    return threads
+
+
+def _as_bytes_view(data: Any) -> npt.NDArray[np.uint8]:
+    """A zero-copy flat uint8 view of bytes, bytearray, memoryview or a contiguous ndarray."""
+    if isinstance(data, np.ndarray):
+        if not data.flags.c_contiguous:
+            raise ValueError("encoded data must be a contiguous buffer")
+        return data.reshape(-1).view(np.uint8)
+    try:
+        view = memoryview(data)
+    except TypeError:
+        raise TypeError(f"expected a bytes-like object, got {type(data).__name__}") from None
+    if not view.c_contiguous:
+        raise ValueError("encoded data must be a contiguous buffer")
+    return np.frombuffer(view.cast("B"), dtype=np.uint8)
+
+
+def encode(
+    array: npt.ArrayLike,
+    *,
+    threads: int | None = None,
+    checksum: bool = True,
+    predict: bool = True,
+) -> bytes:
+    """Encodes an array into one self-describing chunk.
+
+    Any layout is accepted (Fortran order, strided views, big-endian): the chunk stores the
+    values in C order, little-endian. ``checksum`` stores a CRC32C of the decoded bytes that
+    every decode verifies; ``predict`` lets the encoder use the delta predictor on segments
+    where it lowers the coded size. ``threads=None`` uses every core, ``threads=1`` only the
+    calling thread.
+    """
+    arr = np.asarray(array)
+    code = dtype_code(arr.dtype)
+    contiguous = np.ascontiguousarray(arr, dtype=little_endian(arr.dtype))
+    flat = contiguous.reshape(-1).view(np.uint8)
+    shape = [int(n) for n in arr.shape]
+    encoded: bytes = core.encode(
+        flat, code, shape, _threads(threads), bool(checksum), bool(predict), SEGMENT_KIB
+    )
+    return encoded
+
+
+def _check_out(out: Any, dtype: np.dtype[Any], shape: tuple[int, ...]) -> npt.NDArray[Any]:
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise ValueError(f"out has dtype {out.dtype}, the chunk decodes to {dtype}")
+    if out.shape != shape:
+        raise ValueError(f"out has shape {out.shape}, the chunk decodes to {shape}")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError("out must be a writeable C-contiguous array")
+    return out
+
+
+def _prepare(data: Any, out: Any | None) -> tuple[npt.NDArray[np.uint8], npt.NDArray[Any]]:
+    buf = _as_bytes_view(data)
+    code, shape = core.header(buf)
+    dtype = CODE_TO_DTYPE[code]
+    target = np.empty(shape, dtype=dtype) if out is None else _check_out(out, dtype, shape)
+    return buf, target
+
+
+def decode(data: Any, *, out: npt.NDArray[Any] | None = None, threads: int | None = None) -> Any:
+    """Decodes one chunk; dtype and shape come from its header.
+
+    ``out`` (a writeable C-contiguous array of exactly that dtype and shape) is filled in place
+    and returned. Corrupt or truncated input raises ``ValueError`` naming the problem.
+    """
+    buf, target = _prepare(data, out)
+    core.decode_batch([buf], [target.reshape(-1).view(np.uint8)], _threads(threads))
+    return target
+
+
+def decode_batch(
+    chunks: Sequence[Any],
+    *,
+    outs: Sequence[npt.NDArray[Any] | None] | None = None,
+    threads: int | None = None,
+) -> list[Any]:
+    """Decodes many chunks in one native call whose threads share all their segments.
+
+    A corrupt chunk raises ``ValueError`` whose message starts with ``chunk <i>:``.
+    """
+    if outs is not None and len(outs) != len(chunks):
+        raise ValueError(f"got {len(outs)} output arrays for {len(chunks)} chunks")
+    bufs: list[npt.NDArray[np.uint8]] = []
+    targets: list[npt.NDArray[Any]] = []
+    for i, data in enumerate(chunks):
+        try:
+            buf, target = _prepare(data, None if outs is None else outs[i])
+        except ValueError as exc:
+            raise ValueError(f"chunk {i}: {exc}") from None
+        bufs.append(buf)
+        targets.append(target)
+    core.decode_batch(bufs, [t.reshape(-1).view(np.uint8) for t in targets], _threads(threads))
+    return targets
+
+
+def inspect(data: Any) -> dict[str, Any]:
+    """Describes a chunk: header fields, per-plane coding, sizes and order-0 entropy bounds.
+
+    The entropy bound of a plane is its order-0 entropy (bits per element, computed on the
+    decoded bytes, so this decodes the chunk). ``coded_bound_bytes`` counts raw planes at their
+    stored size, the bound the codec is measured against.
+    """
+    buf = _as_bytes_view(data)
+    info: dict[str, Any] = dict(core.inspect(buf))
+    dtype = CODE_TO_DTYPE[info.pop("dtype_code")]
+    decoded = decode(buf)
+    nelem = int(decoded.size)
+    entropy = core.plane_entropy(decoded.reshape(-1).view(np.uint8), dtype_code(dtype))
+    planes = []
+    bound = 0.0
+    coded_bound = 0.0
+    for plane, bits in zip(info["planes"], entropy, strict=True):
+        plane = dict(plane)
+        plane["entropy_bits"] = bits
+        plane["bound_bytes"] = bits * nelem / 8
+        plane["bytes"] = plane["descriptor_bytes"] + plane["index_bytes"] + plane["payload_bytes"]
+        bound += plane["bound_bytes"]
+        coded_bound += nelem if plane["mode"] == "raw" else plane["bound_bytes"]
+        planes.append(plane)
+    compressed = int(buf.size)
+    info.update(
+        dtype=str(dtype),
+        compressed_nbytes=compressed,
+        ratio=info["nbytes"] / compressed if compressed else float("inf"),
+        planes=planes,
+        entropy_bound_bytes=bound,
+        coded_bound_bytes=coded_bound,
+    )
+    return info
