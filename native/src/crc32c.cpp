@@ -48,8 +48,34 @@ uint32_t crc_portable(uint32_t c, const uint8_t* p, size_t n) {
   return c;
 }
 
+uint32_t multmodp(uint32_t a, uint32_t b);
+uint32_t x2nmodp(uint64_t n, int k);
+
 #ifdef WCODEC_X86
+// The crc32 instruction has a latency of 3 cycles and a throughput of 1, so three independent
+// streams over adjacent blocks run about 3x faster; they are joined by multiplying the earlier
+// registers by x^(8 * bytes that follow) modulo the polynomial (the CRC is linear).
+constexpr size_t kBlock = 4096;
+
 __attribute__((target("sse4.2"))) uint32_t crc_hw(uint32_t c, const uint8_t* p, size_t n) {
+  static const uint32_t shift1 = x2nmodp(kBlock, 3);
+  static const uint32_t shift2 = x2nmodp(2 * kBlock, 3);
+  while (n >= 3 * kBlock) {
+    uint64_t r0 = c, r1 = 0, r2 = 0;
+    for (size_t i = 0; i < kBlock; i += 8) {
+      uint64_t w0, w1, w2;
+      std::memcpy(&w0, p + i, 8);
+      std::memcpy(&w1, p + kBlock + i, 8);
+      std::memcpy(&w2, p + 2 * kBlock + i, 8);
+      r0 = _mm_crc32_u64(r0, w0);
+      r1 = _mm_crc32_u64(r1, w1);
+      r2 = _mm_crc32_u64(r2, w2);
+    }
+    c = multmodp(shift2, static_cast<uint32_t>(r0)) ^ multmodp(shift1, static_cast<uint32_t>(r1)) ^
+        static_cast<uint32_t>(r2);
+    p += 3 * kBlock;
+    n -= 3 * kBlock;
+  }
   uint64_t c64 = c;
   while (n >= 8) {
     uint64_t w;

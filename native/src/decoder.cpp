@@ -22,50 +22,86 @@ struct ChunkState {
   uint8_t* dst;
   std::unique_ptr<DecodeTable> tables[4][kNumPredictors];
   std::vector<uint32_t> seg_crc;
+  SegmentDecoder decoder;
+  SegmentPairDecoder pair_decoder;
 };
 
-void decode_segment_task(const ChunkState& c, uint64_t j, SegmentDecoder decode_seg,
-                         uint8_t* scratch) {
+std::string seg_context(uint32_t p, uint64_t j) {
+  return "plane " + std::to_string(p) + " segment " + std::to_string(j) + ": ";
+}
+
+// Decodes segments j0 .. j0 + count - 1 (count is 1 or 2) of every plane: rANS segments of one
+// plane are decoded as a pair, then each segment's planes are merged into the output.
+void decode_group_task(const ChunkState& c, uint64_t j0, uint64_t count, uint8_t* scratch) {
   const ChunkInfo& info = c.info;
-  const uint64_t b = info.seg_begin(j);
-  const uint64_t n = info.seg_len(j);
   const uint32_t np = info.nplanes;
-  uint8_t* out = c.dst + b * np;
-  const uint8_t* plane_ptr[4];
+  const uint8_t* plane_ptr[2][4];
   for (uint32_t p = 0; p < np; ++p) {
     const PlaneInfo& pl = info.planes[p];
-    // Single-plane chunks decode straight into the output.
-    uint8_t* target = np == 1 ? out : scratch + p * size_t{info.seg_elems};
-    if (pl.mode == PlaneMode::Constant) {
-      std::memset(target, pl.constant, n);
-      plane_ptr[p] = target;
-      continue;
-    }
     const uint8_t* payload = c.src + pl.payload_offset;
-    if (pl.mode == PlaneMode::Raw) {
-      plane_ptr[p] = payload + b;
-      continue;
+    SegmentJob jobs[2];
+    uint64_t job_seg[2];
+    Predictor job_pred[2];
+    int njobs = 0;
+    for (uint64_t g = 0; g < count; ++g) {
+      const uint64_t j = j0 + g;
+      const uint64_t b = info.seg_begin(j);
+      const uint64_t n = info.seg_len(j);
+      // Single-plane chunks decode straight into the output.
+      uint8_t* target = np == 1 ? c.dst + b : scratch + (g * np + p) * size_t{info.seg_elems};
+      if (pl.mode == PlaneMode::Constant) {
+        std::memset(target, pl.constant, n);
+        plane_ptr[g][p] = target;
+        continue;
+      }
+      if (pl.mode == PlaneMode::Raw) {
+        plane_ptr[g][p] = payload + b;
+        continue;
+      }
+      const uint64_t e = load_u64(c.src + pl.index_offset + 8 * j);
+      const uint64_t start = j == 0 ? 0 : align_up(load_u64(c.src + pl.index_offset + 8 * (j - 1)) >> 8, 4);
+      const uint64_t end = e >> 8;
+      if ((e & 0xf) == static_cast<uint64_t>(SegCoding::Raw)) {
+        plane_ptr[g][p] = payload + start;
+        continue;
+      }
+      const uint32_t pred = (e >> 4) & 0xf;
+      jobs[njobs] = {c.tables[p][pred].get(), payload + start, end - start, target, n};
+      job_seg[njobs] = j;
+      job_pred[njobs] = static_cast<Predictor>(pred);
+      ++njobs;
+      plane_ptr[g][p] = target;
     }
-    const uint64_t e = load_u64(c.src + pl.index_offset + 8 * j);
-    const uint64_t start = j == 0 ? 0 : align_up(load_u64(c.src + pl.index_offset + 8 * (j - 1)) >> 8, 4);
-    const uint64_t end = e >> 8;
-    if ((e & 0xf) == static_cast<uint64_t>(SegCoding::Raw)) {
-      plane_ptr[p] = payload + start;
-      continue;
+    bool decoded = false;
+    if (njobs == 2) {
+      try {
+        c.pair_decoder(jobs[0], jobs[1]);
+        decoded = true;
+      } catch (const FormatError&) {
+        // decoded singly below, which names the failing segment
+      }
     }
-    const uint32_t pred = (e >> 4) & 0xf;
-    try {
-      decode_seg(*c.tables[p][pred], payload + start, end - start, target, n);
-    } catch (const FormatError& err) {
-      throw FormatError("plane " + std::to_string(p) + " segment " + std::to_string(j) + ": " + err.what());
+    for (int k = 0; k < njobs; ++k) {
+      if (!decoded) {
+        try {
+          c.decoder(*jobs[k].table, jobs[k].payload, jobs[k].len, jobs[k].out, jobs[k].n);
+        } catch (const FormatError& err) {
+          throw FormatError(seg_context(p, job_seg[k]) + err.what());
+        }
+      }
+      if (job_pred[k] == Predictor::Delta) {
+        undo_delta(jobs[k].out, info.seg_begin(job_seg[k]), jobs[k].n, info.row);
+      }
     }
-    if (pred == static_cast<uint32_t>(Predictor::Delta)) undo_delta(target, b, n, info.row);
-    plane_ptr[p] = target;
   }
-  if (np == 1) {
-    if (plane_ptr[0] != out) std::memcpy(out, plane_ptr[0], n);
-  } else {
-    merge_planes(plane_ptr, n, info.layout, out);
+  for (uint64_t g = 0; g < count; ++g) {
+    const uint64_t j = j0 + g;
+    uint8_t* out = c.dst + info.seg_begin(j) * np;
+    if (np == 1) {
+      if (plane_ptr[g][0] != out) std::memcpy(out, plane_ptr[g][0], info.seg_len(j));
+    } else {
+      merge_planes(plane_ptr[g], info.seg_len(j), info.layout, out);
+    }
   }
 }
 
@@ -96,29 +132,34 @@ void decode_chunks(const DecodeJob* jobs, size_t njobs, int threads) {
       }
     }
     c.seg_crc.assign(c.info.has_checksum ? c.info.nseg : 0, 0);
-    first_task[k + 1] = first_task[k] + c.info.nseg;
+    c.decoder = select_segment_decoder();
+    c.pair_decoder = select_segment_pair_decoder();
+    // a task is a group of two consecutive segments
+    first_task[k + 1] = first_task[k] + (c.info.nseg + 1) / 2;
   }
   const uint64_t ntasks = first_task[njobs];
-  const SegmentDecoder decode_seg = select_segment_decoder();
   const int workers = static_cast<int>(std::min<uint64_t>(resolve_threads(threads), std::max<uint64_t>(ntasks, 1)));
   uint32_t max_scratch = 0;
   for (const ChunkState& c : chunks) {
-    if (c.info.nplanes > 1) max_scratch = std::max(max_scratch, c.info.nplanes * c.info.seg_elems);
+    if (c.info.nplanes > 1) max_scratch = std::max(max_scratch, 2 * c.info.nplanes * c.info.seg_elems);
   }
   std::vector<std::vector<uint8_t>> scratch(workers, std::vector<uint8_t>(max_scratch));
   parallel_for(ntasks, workers, [&](size_t task, int worker) {
     const size_t k = static_cast<size_t>(std::upper_bound(first_task.begin(), first_task.end(), task) -
                                          first_task.begin() - 1);
     const ChunkState& c = chunks[k];
-    const uint64_t j = task - first_task[k];
+    const uint64_t j0 = 2 * (task - first_task[k]);
+    const uint64_t count = std::min<uint64_t>(2, c.info.nseg - j0);
     try {
-      decode_segment_task(c, j, decode_seg, scratch[worker].data());
+      decode_group_task(c, j0, count, scratch[worker].data());
     } catch (const FormatError& e) {
       throw FormatError(prefix(k) + e.what());
     }
     if (c.info.has_checksum) {
       const uint64_t sz = c.info.nplanes;
-      chunks[k].seg_crc[j] = crc32c(c.dst + c.info.seg_begin(j) * sz, c.info.seg_len(j) * sz);
+      for (uint64_t j = j0; j < j0 + count; ++j) {
+        chunks[k].seg_crc[j] = crc32c(c.dst + c.info.seg_begin(j) * sz, c.info.seg_len(j) * sz);
+      }
     }
   });
   for (size_t k = 0; k < njobs; ++k) {

@@ -60,9 +60,17 @@ void table_from(const uint64_t* counts_in, FreqTable* t) {
   normalize_freqs(counts, t);
 }
 
-void histograms(const uint8_t* x, uint64_t b, uint64_t n, uint64_t row, bool delta, uint32_t* h0,
-                uint32_t* h1) {
-  std::memset(h0, 0, 256 * sizeof(uint32_t));
+// r[i] = x[i] - x[i-1] (mod 256), except where element b + i starts a row, and at i == 0: the
+// residuals of the delta predictor, written so that the main loop vectorises.
+void delta_residuals(const uint8_t* __restrict x, uint64_t b, uint64_t n, uint64_t row,
+                     uint8_t* __restrict r) {
+  if (n == 0) return;
+  r[0] = x[0];
+  for (uint64_t i = 1; i < n; ++i) r[i] = static_cast<uint8_t>(x[i] - x[i - 1]);
+  for (uint64_t i = (row - b % row) % row; i < n; i += row) r[i] = x[i];
+}
+
+void histogram(const uint8_t* x, uint64_t n, uint32_t* h) {
   // Four partial histograms break the store-to-load dependency on repeated symbols.
   uint32_t part[4][256] = {};
   uint64_t i = 0;
@@ -73,49 +81,19 @@ void histograms(const uint8_t* x, uint64_t b, uint64_t n, uint64_t row, bool del
     ++part[3][x[i + 3]];
   }
   for (; i < n; ++i) ++part[0][x[i]];
-  for (int s = 0; s < 256; ++s) h0[s] = part[0][s] + part[1][s] + part[2][s] + part[3][s];
-  if (!delta) return;
-  std::memset(part, 0, sizeof(part));
-  uint64_t to_row_end = row - b % row;
-  // first element of the segment is never predicted
-  ++part[0][x[0]];
-  --to_row_end;
-  for (i = 1; i < n; ++i) {
-    uint8_t r;
-    if (to_row_end == 0) {
-      r = x[i];
-      to_row_end = row;
-    } else {
-      r = static_cast<uint8_t>(x[i] - x[i - 1]);
-    }
-    --to_row_end;
-    ++part[i & 3][r];
-  }
-  for (int s = 0; s < 256; ++s) h1[s] = part[0][s] + part[1][s] + part[2][s] + part[3][s];
+  for (int s = 0; s < 256; ++s) h[s] = part[0][s] + part[1][s] + part[2][s] + part[3][s];
 }
 
-// rANS-codes n symbols (the plane bytes, or their delta residuals) into `out`, which must hold
-// kStateBytes + 2 * n bytes; returns the payload length.
-size_t encode_segment(const uint8_t* x, uint64_t b, uint64_t n, uint64_t row, Predictor pred,
-                      const EncodeTable& tab, uint8_t* out) {
+// rANS-codes n symbols into `out`, which must hold kStateBytes + 2 * n bytes; returns the
+// payload length.
+size_t encode_segment(const uint8_t* sym, uint64_t n, const EncodeTable& tab, uint8_t* out) {
   uint32_t state[kLanes];
   for (uint32_t k = 0; k < kLanes; ++k) state[k] = kStateLow;
   uint16_t* words_end = reinterpret_cast<uint16_t*>(out + kStateBytes) + n;
   uint16_t* w = words_end;
-  if (pred == Predictor::None) {
-    for (uint64_t i = n; i-- > 0;) {
-      uint32_t& st = state[i & (kLanes - 1)];
-      st = enc_put(st, tab.sym[x[i]], w);
-    }
-  } else {
-    // position of element i inside its row, walked backwards
-    uint64_t col = (b + n - 1) % row;
-    for (uint64_t i = n; i-- > 0;) {
-      const uint8_t r = (i == 0 || col == 0) ? x[i] : static_cast<uint8_t>(x[i] - x[i - 1]);
-      col = col == 0 ? row - 1 : col - 1;
-      uint32_t& st = state[i & (kLanes - 1)];
-      st = enc_put(st, tab.sym[r], w);
-    }
+  for (uint64_t i = n; i-- > 0;) {
+    uint32_t& st = state[i & (kLanes - 1)];
+    st = enc_put(st, tab.sym[sym[i]], w);
   }
   for (uint32_t k = 0; k < kLanes; ++k) std::memcpy(out + 4 * k, &state[k], 4);
   const size_t nwords = static_cast<size_t>(words_end - w);
@@ -216,14 +194,21 @@ EncodedChunk encode_chunk(const uint8_t* data, uint8_t dtype, const uint64_t* sh
   };
   std::vector<uint32_t> seg_crc(nseg);
   const int threads = resolve_threads(opt.threads);
-  parallel_for(nseg, threads, [&](size_t j, int) {
+  // The delta predictor needs rows of at least two elements.
+  const bool predict = opt.predict && row > 1;
+  std::vector<std::vector<uint8_t>> residuals(threads, std::vector<uint8_t>(predict ? seg_elems : 0));
+  parallel_for(nseg, threads, [&](size_t j, int worker) {
     const uint64_t b = j * seg_elems;
     const uint64_t n = std::min(seg_elems, nelem - b);
     uint8_t* dst[4];
     for (uint32_t p = 0; p < nplanes; ++p) dst[p] = const_cast<uint8_t*>(E.planes[p].bytes) + b;
     if (nplanes > 1) split_planes(data + b * nplanes, n, layout, dst);
     for (uint32_t p = 0; p < nplanes; ++p) {
-      histograms(dst[p], b, n, row, opt.predict, H(j, p, 0), H(j, p, 1));
+      histogram(dst[p], n, H(j, p, 0));
+      if (predict) {
+        delta_residuals(dst[p], b, n, row, residuals[worker].data());
+        histogram(residuals[worker].data(), n, H(j, p, 1));
+      }
     }
     if (opt.checksum) seg_crc[j] = crc32c(data + b * nplanes, n * nplanes);
   });
@@ -261,7 +246,7 @@ EncodedChunk encode_chunk(const uint8_t* data, uint8_t dtype, const uint64_t* sh
     FreqTable all_none;
     table_from(total, &all_none);
     std::vector<uint8_t> choice(nseg, 0);
-    if (opt.predict) {
+    if (predict) {
       for (uint64_t j = 0; j < nseg; ++j) {
         const uint64_t n = std::min(seg_elems, nelem - j * seg_elems);
         choice[j] = self_bits(H(j, p, 1), n) < self_bits(H(j, p, 0), n) ? 1 : 0;
@@ -349,7 +334,7 @@ EncodedChunk encode_chunk(const uint8_t* data, uint8_t dtype, const uint64_t* sh
       if (E.planes[p].table_mask & (1u << q)) build_encode_table(E.planes[p].tables[q], &enc[p][q]);
     }
   }
-  parallel_for(nseg * nplanes, threads, [&](size_t task, int) {
+  parallel_for(nseg * nplanes, threads, [&](size_t task, int worker) {
     const uint32_t p = static_cast<uint32_t>(task % nplanes);
     const uint64_t j = task / nplanes;
     PlanePlan& pp = E.planes[p];
@@ -358,8 +343,12 @@ EncodedChunk encode_chunk(const uint8_t* data, uint8_t dtype, const uint64_t* sh
     const uint64_t b = j * seg_elems;
     const uint64_t n = std::min(seg_elems, nelem - b);
     sp.payload.resize(kStateBytes + 2 * n);
-    const size_t len = encode_segment(pp.bytes + b, b, n, row, sp.pred,
-                                      enc[p][static_cast<int>(sp.pred)], sp.payload.data());
+    const uint8_t* sym = pp.bytes + b;
+    if (sp.pred == Predictor::Delta) {
+      delta_residuals(sym, b, n, row, residuals[worker].data());
+      sym = residuals[worker].data();
+    }
+    const size_t len = encode_segment(sym, n, enc[p][static_cast<int>(sp.pred)], sp.payload.data());
     if (len >= n) {
       sp.coding = SegCoding::Raw;
       sp.pred = Predictor::None;

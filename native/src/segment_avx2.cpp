@@ -1,5 +1,7 @@
 // AVX2 segment decoder: the 32 lanes are four 8-lane vectors. Compiled with -mavx2 and called only
-// after a runtime check (segment_scalar.cpp).
+// after a runtime check (segment_scalar.cpp). One step decodes 32 symbols; its latency (gather,
+// multiply, renormalisation) rather than its instruction count bounds a single segment, so the
+// pair decoder runs the steps of two independent segments side by side.
 #if defined(__x86_64__)
 #include <immintrin.h>
 
@@ -9,8 +11,8 @@ namespace wcodec {
 
 namespace {
 
-// kExpand[m][k]: for lane k that needs a word under renormalisation mask m, the index of its word
-// among the next eight (the number of lower lanes that also need one).
+// kExpand.idx[m][k]: for lane k that needs a word under renormalisation mask m, the index of its
+// word among the next eight (the number of lower lanes that also need one).
 struct ExpandTable {
   alignas(32) uint32_t idx[256][8];
   ExpandTable() {
@@ -25,58 +27,87 @@ struct ExpandTable {
 };
 const ExpandTable kExpand;
 
-inline __m256i decode_quarter(const DecodeTable& table, __m256i x, __m256i* sym) {
-  const __m256i slot_mask = _mm256_set1_epi32(kProbScale - 1);
-  const __m256i slot = _mm256_and_si256(x, slot_mask);
-  const __m256i e = _mm256_i32gather_epi32(reinterpret_cast<const int*>(table.entry), slot, 4);
-  const __m256i f = _mm256_and_si256(_mm256_srli_epi32(e, 8), slot_mask);
-  const __m256i c = _mm256_srli_epi32(e, 20);
-  *sym = _mm256_and_si256(e, _mm256_set1_epi32(0xff));
-  return _mm256_sub_epi32(_mm256_add_epi32(_mm256_mullo_epi32(f, _mm256_srli_epi32(x, kProbBits)), slot), c);
+struct Stream {
+  const DecodeTable* table;
+  __m256i x[4];
+  const uint8_t* wp;
+  const uint8_t* wend;
+  uint8_t* out;
+  size_t i;
+  size_t n;
+};
+
+Stream open_stream(const DecodeTable& table, const uint8_t* payload, size_t len, uint8_t* out, size_t n) {
+  Stream s{&table, {}, payload + kStateBytes, payload + len, out, 0, n};
+  const __m256i zero = _mm256_setzero_si256();
+  __m256i low = zero;
+  for (int q = 0; q < 4; ++q) {
+    s.x[q] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(payload + 32 * q));
+    low = _mm256_or_si256(low, _mm256_cmpeq_epi32(_mm256_srli_epi32(s.x[q], 16), zero));
+  }
+  if (!_mm256_testz_si256(low, low)) throw FormatError("corrupt segment: initial rANS state below 2^16");
+  return s;
 }
 
-// Shifts one word into each lane whose state fell below L; words are taken in lane order.
-inline __m256i renorm_quarter(__m256i x, const uint8_t*& wp) {
-  const __m256i need = _mm256_cmpeq_epi32(_mm256_srli_epi32(x, 16), _mm256_setzero_si256());
-  const int m = _mm256_movemask_ps(_mm256_castsi256_ps(need));
-  const __m256i words = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wp)));
-  const __m256i idx = _mm256_load_si256(reinterpret_cast<const __m256i*>(kExpand.idx[m]));
-  const __m256i placed = _mm256_permutevar8x32_epi32(words, idx);
-  const __m256i shifted = _mm256_or_si256(_mm256_slli_epi32(x, 16), placed);
-  wp += 2 * __builtin_popcount(static_cast<unsigned>(m));
-  return _mm256_blendv_epi8(x, shifted, need);
+// A step consumes at most 32 words (64 bytes) and each quarter loads 16 bytes from its current
+// position, so steps run only while 64 bytes remain; the rest goes to the bounds-checked tail.
+inline bool can_step(const Stream& s) { return s.i + kLanes <= s.n && s.wend - s.wp >= 64; }
+
+inline void step(Stream& s) {
+  const __m256i slot_mask = _mm256_set1_epi32(kProbScale - 1);
+  __m256i sym[4];
+  for (int q = 0; q < 4; ++q) {
+    const __m256i slot = _mm256_and_si256(s.x[q], slot_mask);
+    const __m256i e = _mm256_i32gather_epi32(reinterpret_cast<const int*>(s.table->entry), slot, 4);
+    const __m256i f = _mm256_and_si256(_mm256_srli_epi32(e, 8), slot_mask);
+    const __m256i c = _mm256_srli_epi32(e, 20);
+    sym[q] = _mm256_and_si256(e, _mm256_set1_epi32(0xff));
+    s.x[q] = _mm256_sub_epi32(
+        _mm256_add_epi32(_mm256_mullo_epi32(f, _mm256_srli_epi32(s.x[q], kProbBits)), slot), c);
+  }
+  // Renormalise in lane order: each lane below L takes the next word of the shared stream.
+  for (int q = 0; q < 4; ++q) {
+    const __m256i need = _mm256_cmpeq_epi32(_mm256_srli_epi32(s.x[q], 16), _mm256_setzero_si256());
+    const int m = _mm256_movemask_ps(_mm256_castsi256_ps(need));
+    const __m256i words = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s.wp)));
+    const __m256i idx = _mm256_load_si256(reinterpret_cast<const __m256i*>(kExpand.idx[m]));
+    const __m256i shifted = _mm256_or_si256(_mm256_slli_epi32(s.x[q], 16), _mm256_permutevar8x32_epi32(words, idx));
+    s.x[q] = _mm256_blendv_epi8(s.x[q], shifted, need);
+    s.wp += 2 * __builtin_popcount(static_cast<unsigned>(m));
+  }
+  // 32 symbols, one per 32-bit lane, packed to bytes in lane order.
+  const __m256i p01 = _mm256_packus_epi32(sym[0], sym[1]);
+  const __m256i p23 = _mm256_packus_epi32(sym[2], sym[3]);
+  const __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(p01, p23),
+                                                    _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(s.out + s.i), bytes);
+  s.i += kLanes;
+}
+
+void finish(Stream& s) {
+  while (can_step(s)) step(s);
+  alignas(32) uint32_t state[kLanes];
+  for (int q = 0; q < 4; ++q) _mm256_store_si256(reinterpret_cast<__m256i*>(state + 8 * q), s.x[q]);
+  decode_segment_tail(*s.table, state, s.i, s.n, s.wp, s.wend, s.out);
 }
 
 }  // namespace
 
 void decode_segment_avx2(const DecodeTable& table, const uint8_t* payload, size_t len, uint8_t* out,
                          size_t n) {
-  __m256i x[4];
-  for (int q = 0; q < 4; ++q) x[q] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(payload + 32 * q));
-  const __m256i zero = _mm256_setzero_si256();
-  __m256i low = zero;
-  for (int q = 0; q < 4; ++q) low = _mm256_or_si256(low, _mm256_cmpeq_epi32(_mm256_srli_epi32(x[q], 16), zero));
-  if (!_mm256_testz_si256(low, low)) throw FormatError("corrupt segment: initial rANS state below 2^16");
+  Stream s = open_stream(table, payload, len, out, n);
+  finish(s);
+}
 
-  const uint8_t* wp = payload + kStateBytes;
-  const uint8_t* const wend = payload + len;
-  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-  size_t i = 0;
-  // A step consumes at most 32 words (64 bytes) and each quarter loads 16 bytes from its current
-  // position, so the fast loop runs only while 64 bytes remain; the tail is bounds-checked.
-  while (i + kLanes <= n && wend - wp >= 64) {
-    __m256i s[4];
-    for (int q = 0; q < 4; ++q) x[q] = decode_quarter(table, x[q], &s[q]);
-    for (int q = 0; q < 4; ++q) x[q] = renorm_quarter(x[q], wp);
-    const __m256i p01 = _mm256_packus_epi32(s[0], s[1]);
-    const __m256i p23 = _mm256_packus_epi32(s[2], s[3]);
-    const __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(p01, p23), order);
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), bytes);
-    i += kLanes;
+void decode_segment_pair_avx2(const SegmentJob& a, const SegmentJob& b) {
+  Stream sa = open_stream(*a.table, a.payload, a.len, a.out, a.n);
+  Stream sb = open_stream(*b.table, b.payload, b.len, b.out, b.n);
+  while (can_step(sa) && can_step(sb)) {
+    step(sa);
+    step(sb);
   }
-  alignas(32) uint32_t state[kLanes];
-  for (int q = 0; q < 4; ++q) _mm256_store_si256(reinterpret_cast<__m256i*>(state + 8 * q), x[q]);
-  decode_segment_tail(table, state, i, n, wp, wend, out);
+  finish(sa);
+  finish(sb);
 }
 
 }  // namespace wcodec

@@ -21,6 +21,23 @@ void decode_segment_avx2(const DecodeTable& table, const uint8_t* payload, size_
                          size_t n);
 #endif
 
+// One segment to decode, for the pair decoders.
+struct SegmentJob {
+  const DecodeTable* table;
+  const uint8_t* payload;
+  size_t len;
+  uint8_t* out;
+  size_t n;
+};
+// Decodes two independent segments at once (more work in flight per core). On error it throws
+// without saying which segment failed; callers decode the two singly to find out.
+using SegmentPairDecoder = void (*)(const SegmentJob& a, const SegmentJob& b);
+void decode_segment_pair_scalar(const SegmentJob& a, const SegmentJob& b);
+#if defined(__x86_64__)
+void decode_segment_pair_avx2(const SegmentJob& a, const SegmentJob& b);
+#endif
+SegmentPairDecoder select_segment_pair_decoder();
+
 // The fastest decoder this CPU runs; WCODEC_SIMD=scalar in the environment forces the scalar one.
 SegmentDecoder select_segment_decoder();
 const char* segment_decoder_name();

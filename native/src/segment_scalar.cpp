@@ -36,6 +36,11 @@ void decode_segment_scalar(const DecodeTable& table, const uint8_t* payload, siz
   decode_segment_tail(table, state, 0, n, payload + kStateBytes, payload + len, out);
 }
 
+void decode_segment_pair_scalar(const SegmentJob& a, const SegmentJob& b) {
+  decode_segment_scalar(*a.table, a.payload, a.len, a.out, a.n);
+  decode_segment_scalar(*b.table, b.payload, b.len, b.out, b.n);
+}
+
 void undo_delta(uint8_t* x, uint64_t b, uint64_t n, uint64_t row) {
   uint64_t col = b % row;
   uint8_t prev = n ? x[0] : 0;
@@ -64,6 +69,13 @@ SegmentDecoder select_segment_decoder() {
 #else
   return decode_segment_scalar;
 #endif
+}
+
+SegmentPairDecoder select_segment_pair_decoder() {
+#if defined(__x86_64__)
+  if (select_segment_decoder() == decode_segment_avx2) return decode_segment_pair_avx2;
+#endif
+  return decode_segment_pair_scalar;
 }
 
 const char* segment_decoder_name() {

@@ -66,11 +66,14 @@ struct EncodeTable {
 };
 void build_encode_table(const FreqTable& table, EncodeTable* out);
 
+// Branch-free (renormalisation happens for about half the symbols, unpredictably): the low
+// word is always stored below words_back, which then moves down only if it was needed. The
+// buffer must therefore have one writable uint16 below the lowest word ever emitted.
 inline uint32_t enc_put(uint32_t x, const EncSymbol& s, uint16_t*& words_back) {
-  if (x >= s.x_max) {
-    *--words_back = static_cast<uint16_t>(x & 0xffffu);
-    x >>= 16;
-  }
+  const uint32_t renorm = x >= s.x_max;
+  words_back[-1] = static_cast<uint16_t>(x & 0xffffu);
+  words_back -= renorm;
+  x >>= renorm * 16;
   const uint32_t q = s.freq == 1
                          ? x
                          : static_cast<uint32_t>((static_cast<unsigned __int128>(x) * s.rcp) >> 64);

