@@ -130,7 +130,7 @@ void EncodedChunk::write(uint8_t* dst) const {
     std::memset(data + pos, 0, start - pos);
     pos = start;
     if (pp.mode == PlaneMode::Raw) {
-      std::memcpy(data + pos, pp.bytes, impl->nelem);
+      if (impl->nelem) std::memcpy(data + pos, pp.bytes, impl->nelem);
       pos += impl->nelem;
       continue;
     }

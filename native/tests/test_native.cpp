@@ -1,0 +1,179 @@
+// Native unit tests, run under AddressSanitizer and UBSan in CI (.ci/run). Each check prints what
+// failed and the program exits nonzero.
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "segment_decode.h"
+#include "wcodec/codec.h"
+#include "wcodec/crc32c.h"
+
+using namespace wcodec;
+
+static int failures = 0;
+#define CHECK(cond)                                                   \
+  do {                                                                \
+    if (!(cond)) {                                                    \
+      std::fprintf(stderr, "%s:%d: CHECK(%s)\n", __FILE__, __LINE__, #cond); \
+      ++failures;                                                     \
+    }                                                                 \
+  } while (0)
+
+template <class F>
+static bool throws_format_error(F&& f) {
+  try {
+    f();
+  } catch (const FormatError&) {
+    return true;
+  }
+  return false;
+}
+
+static std::vector<uint8_t> encode(const std::vector<uint8_t>& data, DType dt, std::vector<uint64_t> shape,
+                                   bool checksum = true) {
+  EncodeOptions opt;
+  opt.threads = 2;
+  opt.checksum = checksum;
+  EncodedChunk c = encode_chunk(data.data(), static_cast<uint8_t>(dt), shape.data(),
+                                static_cast<uint32_t>(shape.size()), opt);
+  std::vector<uint8_t> out(c.size());
+  c.write(out.data());
+  return out;
+}
+
+static std::vector<uint8_t> decode(const std::vector<uint8_t>& chunk, int threads = 2) {
+  const ChunkInfo info = parse_header(chunk.data(), chunk.size());
+  std::vector<uint8_t> out(info.nbytes);
+  DecodeJob job{chunk.data(), chunk.size(), out.data(), out.size()};
+  decode_chunks(&job, 1, threads);
+  return out;
+}
+
+static void test_crc() {
+  const char* s = "123456789";
+  CHECK(crc32c(reinterpret_cast<const uint8_t*>(s), 9) == 0xE3069283u);
+  std::vector<uint8_t> buf(100000);
+  std::mt19937 rng(1);
+  for (auto& b : buf) b = static_cast<uint8_t>(rng());
+  const uint32_t whole = crc32c(buf.data(), buf.size());
+  for (size_t cut : {size_t{0}, size_t{1}, size_t{4095}, size_t{12288}, size_t{77777}}) {
+    const uint32_t a = crc32c(buf.data(), cut);
+    const uint32_t b = crc32c(buf.data() + cut, buf.size() - cut);
+    CHECK(crc32c_combine(a, b, buf.size() - cut) == whole);
+    CHECK(crc32c(buf.data() + cut, buf.size() - cut, a) == whole);
+  }
+}
+
+static void test_tables() {
+  uint64_t counts[256] = {};
+  counts[0] = 1000000;
+  counts[1] = 1;
+  counts[200] = 3;
+  FreqTable t;
+  normalize_freqs(counts, &t);
+  uint32_t sum = 0;
+  for (int s = 0; s < 256; ++s) sum += t.freq[s];
+  CHECK(sum == kProbScale);
+  CHECK(t.freq[1] >= 1 && t.freq[200] >= 1 && t.freq[0] == kProbScale - t.freq[1] - t.freq[200]);
+  uint8_t buf[600];
+  const size_t n = serialize_table(t, buf);
+  FreqTable back;
+  CHECK(parse_table(buf, n, &back) == n);
+  CHECK(std::memcmp(&back, &t, sizeof t) == 0);
+  for (size_t cut = 0; cut < n; ++cut) CHECK(throws_format_error([&] { parse_table(buf, cut, &back); }));
+  // frequencies that do not sum to 4096
+  uint8_t bad[34] = {};
+  bad[0] = 0x03;  // symbols 0 and 1
+  bad[32] = 10;
+  bad[33] = 10;
+  CHECK(throws_format_error([&] { parse_table(bad, sizeof bad, &back); }));
+  // a single symbol holding the whole range (4096 needs 13 bits)
+  uint8_t single[34] = {};
+  single[0] = 0x01;
+  single[32] = 0x80 | 0x0f;
+  single[33] = 0xff;
+  CHECK(throws_format_error([&] { parse_table(single, sizeof single, &back); }));
+}
+
+static void test_round_trips() {
+  std::mt19937 rng(7);
+  const DType types[] = {DType::Int8, DType::UInt16, DType::Float16, DType::BFloat16, DType::Float32, DType::Int32};
+  for (DType dt : types) {
+    DTypeLayout layout;
+    dtype_layout(static_cast<uint8_t>(dt), &layout);
+    for (uint64_t n : {uint64_t{0}, uint64_t{1}, uint64_t{31}, uint64_t{33}, uint64_t{65536}, uint64_t{200003}}) {
+      std::vector<uint8_t> data(n * layout.itemsize);
+      std::normal_distribution<double> normal(0.0, 12.0);
+      for (size_t i = 0; i < data.size(); ++i) {
+        // peaked low bytes, noisy high bytes: exercises raw, rANS and constant planes
+        data[i] = static_cast<uint8_t>(i % layout.itemsize == 0 ? static_cast<int>(normal(rng)) : rng() & 3);
+      }
+      const std::vector<uint8_t> chunk = encode(data, dt, {n});
+      CHECK(decode(chunk, 1) == data);
+      CHECK(decode(chunk, 3) == data);
+    }
+  }
+}
+
+static void test_scalar_matches_avx2() {
+#if defined(__x86_64__)
+  if (!__builtin_cpu_supports("avx2")) return;
+  std::mt19937 rng(3);
+  std::vector<uint8_t> data(65536);
+  std::geometric_distribution<int> geo(0.05);
+  for (auto& b : data) b = static_cast<uint8_t>(geo(rng));
+  const std::vector<uint8_t> chunk = encode(data, DType::UInt8, {65536}, false);
+  const ChunkInfo info = parse_chunk(chunk.data(), chunk.size());
+  DecodeTable table;
+  build_decode_table(info.planes[0].tables[0], &table);
+  const uint8_t* payload = chunk.data() + info.planes[0].payload_offset;
+  const size_t len = info.planes[0].payload_bytes;
+  std::vector<uint8_t> a(65536), b(65536), c(65536), d(65536);
+  decode_segment_scalar(table, payload, len, a.data(), a.size());
+  decode_segment_avx2(table, payload, len, b.data(), b.size());
+  decode_segment_pair_avx2({&table, payload, len, c.data(), c.size()}, {&table, payload, len, d.data(), d.size()});
+  CHECK(a == data && b == data && c == data && d == data);
+#endif
+}
+
+static void test_corruption() {
+  std::mt19937 rng(11);
+  std::vector<uint8_t> data(3000 * 2);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(i & 1 ? rng() % 7 : rng());
+  const std::vector<uint8_t> chunk = encode(data, DType::BFloat16, {3, 1000});
+  // Every truncation is rejected.
+  for (size_t cut = 0; cut < chunk.size(); ++cut) {
+    std::vector<uint8_t> t(chunk.begin(), chunk.begin() + static_cast<long>(cut));
+    CHECK(throws_format_error([&] { decode(t); }));
+  }
+  // Every single-byte change is rejected or (if it hit nothing that matters) decodes exactly.
+  for (size_t pos = 0; pos < chunk.size(); ++pos) {
+    std::vector<uint8_t> t = chunk;
+    t[pos] ^= static_cast<uint8_t>(1 + rng() % 255);
+    try {
+      CHECK(decode(t) == data);
+    } catch (const FormatError&) {
+    } catch (const std::invalid_argument&) {
+    }
+  }
+  // A trailing byte is rejected.
+  std::vector<uint8_t> longer = chunk;
+  longer.push_back(0);
+  CHECK(throws_format_error([&] { decode(longer); }));
+}
+
+int main() {
+  test_crc();
+  test_tables();
+  test_round_trips();
+  test_scalar_matches_avx2();
+  test_corruption();
+  if (failures) {
+    std::fprintf(stderr, "%d check(s) failed\n", failures);
+    return 1;
+  }
+  std::printf("native tests passed\n");
+  return 0;
+}
