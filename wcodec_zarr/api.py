@@ -55,7 +55,7 @@ def encode(
     """
     arr = np.asarray(array)
     code = dtype_code(arr.dtype)
-    contiguous = np.ascontiguousarray(arr, dtype=little_endian(arr.dtype))
+    contiguous = np.asarray(arr, dtype=little_endian(arr.dtype), order="C")
     flat = contiguous.reshape(-1).view(np.uint8)
     shape = [int(n) for n in arr.shape]
     encoded: bytes = core.encode(

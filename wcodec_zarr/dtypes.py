@@ -40,3 +40,7 @@ def dtype_code(dtype: npt.DTypeLike) -> int:
             + ", ".join(SUPPORTED_DTYPES)
         )
     return code
+
+
+def is_supported(dtype: npt.DTypeLike) -> bool:
+    return little_endian(dtype) in DTYPE_TO_CODE

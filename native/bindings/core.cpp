@@ -41,8 +41,10 @@ nb::bytes encode(InBuf data, uint8_t dtype, const std::vector<uint64_t>& shape, 
   return out;
 }
 
+// dtype code and shape, after validating the whole container: a caller allocates the output from
+// these, so nothing is allocated for input that is malformed.
 nb::tuple header(InBuf data) {
-  const wcodec::ChunkInfo info = wcodec::parse_header(data.data(), data.size());
+  const wcodec::ChunkInfo info = wcodec::parse_chunk(data.data(), data.size());
   nb::list shape;
   for (uint32_t d = 0; d < info.ndim; ++d) shape.append(info.shape[d]);
   return nb::make_tuple(info.dtype, nb::tuple(shape));

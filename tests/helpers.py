@@ -1,0 +1,49 @@
+"""Shared checkers: a round trip must give back the same dtype, shape and bytes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+
+import wcodec_zarr as wc
+
+DTYPES = [
+    np.dtype(np.int8),
+    np.dtype(np.uint8),
+    np.dtype(np.int16),
+    np.dtype(np.uint16),
+    np.dtype(np.int32),
+    np.dtype(np.float16),
+    np.dtype(ml_dtypes.bfloat16),
+    np.dtype(np.float32),
+    np.dtype(ml_dtypes.float8_e4m3fn),
+    np.dtype(ml_dtypes.float8_e5m2),
+]
+
+
+def random_bits(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Any:
+    """Uniformly random bit patterns (NaNs and infinities included) viewed as dtype."""
+    raw = rng.integers(0, 256, size=int(np.prod(shape)) * dtype.itemsize, dtype=np.uint8)
+    return raw.view(dtype).reshape(shape)
+
+
+def weight_like(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Any:
+    """Gaussian values of a plausible scale for the dtype: what weights look like."""
+    scale = 0.05 if dtype.kind == "f" or dtype.itemsize == 1 and dtype.kind == "V" else 20.0
+    values = rng.standard_normal(shape) * scale
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        values = np.clip(np.rint(values), info.min, info.max)
+    return values.astype(dtype)
+
+
+def assert_round_trip(array: Any, **encode_kwargs: Any) -> bytes:
+    encoded = wc.encode(array, **encode_kwargs)
+    decoded = wc.decode(encoded)
+    expected = np.asarray(array, order="C")
+    assert decoded.dtype == expected.dtype.newbyteorder("<") or decoded.dtype == expected.dtype
+    assert decoded.shape == expected.shape
+    assert decoded.tobytes() == expected.astype(decoded.dtype).tobytes()
+    return encoded
