@@ -31,7 +31,7 @@ def random_bits(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtyp
 
 def weight_like(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype[Any]) -> Any:
     """Gaussian values of a plausible scale for the dtype: what weights look like."""
-    scale = 0.05 if dtype.kind == "f" or dtype.itemsize == 1 and dtype.kind == "V" else 20.0
+    scale = 0.05 if dtype.kind == "f" or (dtype.itemsize == 1 and dtype.kind == "V") else 20.0
     values = rng.standard_normal(shape) * scale
     if dtype.kind in "iu":
         info = np.iinfo(dtype)

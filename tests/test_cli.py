@@ -11,7 +11,9 @@ import pytest
 from wcodec_zarr.cli import main
 
 
-def test_demo_reports_every_view_bit_exact(minilm: object, capsys: pytest.CaptureFixture[str]) -> None:
+def test_demo_reports_every_view_bit_exact(
+    minilm: object, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["demo", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     for view in ("fp32", "bf16", "int8"):
@@ -21,7 +23,14 @@ def test_demo_reports_every_view_bit_exact(minilm: object, capsys: pytest.Captur
 
 def test_demo_with_missing_model_is_one_clear_line(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "wcodec_zarr", "demo", "--model", str(tmp_path / "none.safetensors")],
+        [
+            sys.executable,
+            "-m",
+            "wcodec_zarr",
+            "demo",
+            "--model",
+            str(tmp_path / "none.safetensors"),
+        ],
         capture_output=True,
         text=True,
         check=False,

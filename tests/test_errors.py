@@ -3,6 +3,7 @@ ValueError naming the problem, and never crash."""
 
 from __future__ import annotations
 
+import contextlib
 import struct
 
 import numpy as np
@@ -86,14 +87,12 @@ def test_every_byte_flip_is_rejected_or_harmless(chunk: bytes) -> None:
     for pos in rng.choice(len(chunk), size=300, replace=False):
         tampered = bytearray(chunk)
         tampered[pos] ^= int(rng.integers(1, 256))
-        try:
+        with contextlib.suppress(ValueError):
             assert wc.decode(bytes(tampered)).tobytes() == original.tobytes()
-        except ValueError:
-            pass
 
 
 def test_batch_error_names_the_chunk(chunk: bytes) -> None:
-    with pytest.raises(ValueError, match="chunk 1: .*checksum mismatch"):
+    with pytest.raises(ValueError, match=r"chunk 1: .*checksum mismatch"):
         wc.decode_batch([chunk, chunk[:12] + b"\0\0\0\0" + chunk[16:]])
 
 
@@ -104,7 +103,7 @@ def test_out_mismatches(chunk: bytes) -> None:
         wc.decode(chunk, out=np.empty((70000, 3), np.float16))
     with pytest.raises(ValueError, match="C-contiguous"):
         wc.decode(chunk, out=np.empty((70000, 3), np.float16).T)
-    with pytest.raises(TypeError, match="numpy.ndarray"):
+    with pytest.raises(TypeError, match=r"numpy\.ndarray"):
         wc.decode(chunk, out=[0])  # type: ignore[arg-type]
 
 

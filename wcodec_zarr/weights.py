@@ -47,12 +47,13 @@ def load_safetensors(path: str | Path) -> Tensors:
     return dict(load_file(str(path)))
 
 
-def quantize_int8_per_row(weight: npt.NDArray[np.floating]) -> npt.NDArray[np.int8]:
+def quantize_int8_per_row(weight: npt.ArrayLike) -> npt.NDArray[np.int8]:
     """Symmetric per-output-row int8 quantization of a 2-D weight (rows of zeros stay zero)."""
     w = np.asarray(weight, dtype=np.float32)
     absmax = np.abs(w).max(axis=1, keepdims=True)
     scale = np.where(absmax > 0, absmax / 127.0, 1.0).astype(np.float32)
-    return np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
+    quantized: npt.NDArray[np.int8] = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
+    return quantized
 
 
 def minilm_views(path: str | Path | None = None) -> dict[str, Tensors]:
