@@ -91,9 +91,16 @@ size_t encode_segment(const uint8_t* sym, uint64_t n, const EncodeTable& tab, ui
   for (uint32_t k = 0; k < kLanes; ++k) state[k] = kStateLow;
   uint16_t* words_end = reinterpret_cast<uint16_t*>(out + kStateBytes) + n;
   uint16_t* w = words_end;
-  for (uint64_t i = n; i-- > 0;) {
-    uint32_t& st = state[i & (kLanes - 1)];
-    st = enc_put(st, tab.sym[sym[i]], w);
+  // The partial last step first, then whole steps with the lane index a constant per slot.
+  uint64_t i = n;
+  while (i % kLanes) {
+    --i;
+    state[i % kLanes] = enc_put(state[i % kLanes], tab.sym[sym[i]], w);
+  }
+  while (i) {
+    i -= kLanes;
+    const uint8_t* step = sym + i;
+    for (int k = kLanes - 1; k >= 0; --k) state[k] = enc_put(state[k], tab.sym[step[k]], w);
   }
   for (uint32_t k = 0; k < kLanes; ++k) std::memcpy(out + 4 * k, &state[k], 4);
   const size_t nwords = static_cast<size_t>(words_end - w);
@@ -253,6 +260,7 @@ EncodedChunk encode_chunk(const uint8_t* data, uint8_t dtype, const uint64_t* sh
       }
       // Alternate between fitting tables to the choices and choices to the tables.
       FreqTable t[kNumPredictors];
+      double cost[kNumPredictors][256];
       bool have[kNumPredictors] = {};
       for (int iter = 0; iter < 3; ++iter) {
         for (uint32_t q = 0; q < kNumPredictors; ++q) {
@@ -263,7 +271,10 @@ EncodedChunk encode_chunk(const uint8_t* data, uint8_t dtype, const uint64_t* sh
             have[q] = true;
             for (int s = 0; s < 256; ++s) sum[s] += H(j, p, q)[s];
           }
-          if (have[q]) table_from(sum, &t[q]);
+          if (have[q]) {
+            table_from(sum, &t[q]);
+            symbol_costs(t[q], cost[q]);
+          }
         }
         bool changed = false;
         for (uint64_t j = 0; j < nseg; ++j) {
@@ -271,7 +282,7 @@ EncodedChunk encode_chunk(const uint8_t* data, uint8_t dtype, const uint64_t* sh
           uint8_t best_q = choice[j];
           for (uint32_t q = 0; q < kNumPredictors; ++q) {
             double bits;
-            if (have[q] && estimate_bits(H(j, p, q), t[q], &bits) && bits < best) {
+            if (have[q] && estimate_bits(H(j, p, q), cost[q], &bits) && bits < best) {
               best = bits;
               best_q = static_cast<uint8_t>(q);
             }
@@ -293,17 +304,20 @@ EncodedChunk encode_chunk(const uint8_t* data, uint8_t dtype, const uint64_t* sh
           for (int s = 0; s < 256; ++s) sum[s] += H(j, p, q)[s];
         }
         table_from(sum, &t[q]);
+        symbol_costs(t[q], cost[q]);
         mixed += 8.0 * serialized_table_size(t[q]);
         for (uint64_t j = 0; j < nseg; ++j) {
           double bits = 0.0;
-          if (choice[j] == q) estimate_bits(H(j, p, q), t[q], &bits);
+          if (choice[j] == q) estimate_bits(H(j, p, q), cost[q], &bits);
           mixed += bits;
         }
       }
       plain += 8.0 * serialized_table_size(all_none);
+      double plain_cost[256];
+      symbol_costs(all_none, plain_cost);
       for (uint64_t j = 0; j < nseg; ++j) {
         double bits = 0.0;
-        estimate_bits(H(j, p, 0), all_none, &bits);
+        estimate_bits(H(j, p, 0), plain_cost, &bits);
         plain += bits;
       }
       if (used[1] && mixed < plain) {

@@ -20,25 +20,26 @@ void normalize_freqs(const uint64_t counts[256], FreqTable* table) {
     sum += f;
   }
   // Each move changes the coded size by counts[s] * log2(f'/f); take the cheapest move each time.
+  // A move changes only its own symbol's next-move cost, so the costs are kept and updated.
+  const bool grow = sum < kProbScale;
+  auto move_cost = [&](int s) {
+    const uint32_t f = table->freq[s];
+    const double c = static_cast<double>(counts[s]);
+    if (f == 0 || (grow ? f == kProbScale - 1 : f == 1)) return -1.0;  // not movable
+    // bits saved by growing (larger is better) or lost by shrinking (smaller is better)
+    return grow ? c * std::log2((f + 1.0) / f) : c * std::log2(f / (f - 1.0));
+  };
+  double cost[256];
+  for (int s = 0; s < 256; ++s) cost[s] = move_cost(s);
   while (sum != kProbScale) {
-    const bool grow = sum < kProbScale;
     int best = -1;
-    double best_delta = 0.0;
     for (int s = 0; s < 256; ++s) {
-      const uint32_t f = table->freq[s];
-      if (f == 0) continue;
-      if (!grow && f == 1) continue;
-      if (grow && f == kProbScale - 1) continue;
-      const double c = static_cast<double>(counts[s]);
-      // bits saved by growing (positive is good) or bits lost by shrinking (smaller is good)
-      const double delta = grow ? c * std::log2((f + 1.0) / f) : c * std::log2(f / (f - 1.0));
-      if (best < 0 || (grow ? delta > best_delta : delta < best_delta)) {
-        best = s;
-        best_delta = delta;
-      }
+      if (cost[s] < 0) continue;
+      if (best < 0 || (grow ? cost[s] > cost[best] : cost[s] < cost[best])) best = s;
     }
     table->freq[best] = static_cast<uint16_t>(table->freq[best] + (grow ? 1 : -1));
     sum += grow ? 1 : -1;
+    cost[best] = move_cost(best);
   }
 }
 
@@ -111,23 +112,32 @@ void build_encode_table(const FreqTable& table, EncodeTable* out) {
   for (uint32_t s = 0; s < 256; ++s) {
     const uint32_t f = table.freq[s];
     EncSymbol& e = out->sym[s];
-    e.freq = f;
-    e.cum = cum;
     e.cmpl = kProbScale - f;
     e.x_max = f << 20;
-    // ceil(2^64 / f) for f >= 2; unused for f <= 1.
-    e.rcp = f >= 2 ? static_cast<uint64_t>(((static_cast<unsigned __int128>(1) << 64) + f - 1) / f)
-                   : 0;
+    e.pad = 0;
+    if (f >= 2) {
+      e.rcp = static_cast<uint64_t>(((static_cast<unsigned __int128>(1) << 64) + f - 1) / f);
+      e.bias = cum;
+    } else {
+      e.rcp = ~uint64_t{0};
+      e.bias = cum + kProbScale - 1;
+    }
     cum += f;
   }
 }
 
-bool estimate_bits(const uint32_t counts[256], const FreqTable& table, double* bits) {
+void symbol_costs(const FreqTable& table, double bits[256]) {
+  for (int s = 0; s < 256; ++s) {
+    bits[s] = table.freq[s] ? kProbBits - std::log2(static_cast<double>(table.freq[s])) : -1.0;
+  }
+}
+
+bool estimate_bits(const uint32_t counts[256], const double cost[256], double* bits) {
   double b = 0.0;
   for (int s = 0; s < 256; ++s) {
     if (counts[s] == 0) continue;
-    if (table.freq[s] == 0) return false;
-    b += counts[s] * (kProbBits - std::log2(static_cast<double>(table.freq[s])));
+    if (cost[s] < 0) return false;
+    b += counts[s] * cost[s];
   }
   *bits = b;
   return true;

@@ -51,15 +51,17 @@ inline uint32_t dec_symbol(uint32_t e) { return e & 0xffu; }
 inline uint32_t dec_freq(uint32_t e) { return (e >> 8) & 0xfffu; }
 inline uint32_t dec_cum(uint32_t e) { return e >> 20; }
 
-// Per-symbol encoder constants. Division x / f is done as a 64x64 -> high 64 multiply with
+// Per-symbol encoder constants. Division x / f is a 64x64 -> high 64 multiply by
 // rcp = ceil(2^64 / f): for x < 2^32 and f < 2^12 the error term x * (rcp * f - 2^64) / 2^64 is
-// below 2^-20, so the quotient is exact. f == 1 (rcp would need 65 bits) takes q = x.
+// below 2^-20, so the quotient is exact. For f == 1 (2^64 does not fit) rcp = 2^64 - 1 gives
+// q = x - 1, and bias = cum + 4095 absorbs it (x + 4095 + c + (x - 1) * 4095 == x * 4096 + c),
+// which keeps the step free of branches (ryg_rans uses the same device).
 struct EncSymbol {
   uint64_t rcp;
   uint32_t x_max;  // f << 20
-  uint32_t freq;
-  uint32_t cmpl;  // 4096 - f
-  uint32_t cum;
+  uint32_t cmpl;   // 4096 - f
+  uint32_t bias;   // cum, or cum + 4095 when f == 1
+  uint32_t pad;
 };
 struct EncodeTable {
   EncSymbol sym[256];
@@ -74,14 +76,15 @@ inline uint32_t enc_put(uint32_t x, const EncSymbol& s, uint16_t*& words_back) {
   words_back[-1] = static_cast<uint16_t>(x & 0xffffu);
   words_back -= renorm;
   x >>= renorm * 16;
-  const uint32_t q = s.freq == 1
-                         ? x
-                         : static_cast<uint32_t>((static_cast<unsigned __int128>(x) * s.rcp) >> 64);
-  return x + s.cum + q * s.cmpl;  // == (q << 12) + (x - q * f) + cum
+  const uint32_t q = static_cast<uint32_t>((static_cast<unsigned __int128>(x) * s.rcp) >> 64);
+  return x + s.bias + q * s.cmpl;  // == (q << 12) + (x - q * f) + cum
 }
 
-// Coded size estimate in bits of a histogram under a table (absent symbol -> returns false).
-bool estimate_bits(const uint32_t counts[256], const FreqTable& table, double* bits);
+// Cost in bits of each symbol under a table (12 - log2 f), -1 for absent symbols.
+void symbol_costs(const FreqTable& table, double bits[256]);
+// Coded size estimate in bits of a histogram from symbol costs; false if a counted symbol is
+// absent from the table.
+bool estimate_bits(const uint32_t counts[256], const double cost[256], double* bits);
 
 inline uint32_t load_u32(const uint8_t* p) {
   uint32_t v;
