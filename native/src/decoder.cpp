@@ -23,25 +23,25 @@ struct ChunkState {
   std::unique_ptr<DecodeTable> tables[4][kNumPredictors];
   std::vector<uint32_t> seg_crc;
   SegmentDecoder decoder;
-  SegmentPairDecoder pair_decoder;
+  SegmentGroupDecoder group_decoder;
 };
 
 std::string seg_context(uint32_t p, uint64_t j) {
   return "plane " + std::to_string(p) + " segment " + std::to_string(j) + ": ";
 }
 
-// Decodes segments j0 .. j0 + count - 1 (count is 1 or 2) of every plane: rANS segments of one
-// plane are decoded as a pair, then each segment's planes are merged into the output.
+// Decodes segments j0 .. j0 + count - 1 (count <= kMaxGroup) of every plane: the rANS segments of
+// one plane are decoded as a group, then each segment's planes are merged into the output.
 void decode_group_task(const ChunkState& c, uint64_t j0, uint64_t count, uint8_t* scratch) {
   const ChunkInfo& info = c.info;
   const uint32_t np = info.nplanes;
-  const uint8_t* plane_ptr[2][4];
+  const uint8_t* plane_ptr[kMaxGroup][4];
   for (uint32_t p = 0; p < np; ++p) {
     const PlaneInfo& pl = info.planes[p];
     const uint8_t* payload = c.src + pl.payload_offset;
-    SegmentJob jobs[2];
-    uint64_t job_seg[2];
-    Predictor job_pred[2];
+    SegmentJob jobs[kMaxGroup];
+    uint64_t job_seg[kMaxGroup];
+    Predictor job_pred[kMaxGroup];
     int njobs = 0;
     for (uint64_t g = 0; g < count; ++g) {
       const uint64_t j = j0 + g;
@@ -73,9 +73,9 @@ void decode_group_task(const ChunkState& c, uint64_t j0, uint64_t count, uint8_t
       plane_ptr[g][p] = target;
     }
     bool decoded = false;
-    if (njobs == 2) {
+    if (njobs > 1) {
       try {
-        c.pair_decoder(jobs[0], jobs[1]);
+        c.group_decoder(jobs, njobs);
         decoded = true;
       } catch (const FormatError&) {
         // decoded singly below, which names the failing segment
@@ -133,23 +133,23 @@ void decode_chunks(const DecodeJob* jobs, size_t njobs, int threads) {
     }
     c.seg_crc.assign(c.info.has_checksum ? c.info.nseg : 0, 0);
     c.decoder = select_segment_decoder();
-    c.pair_decoder = select_segment_pair_decoder();
-    // a task is a group of two consecutive segments
-    first_task[k + 1] = first_task[k] + (c.info.nseg + 1) / 2;
+    c.group_decoder = select_segment_group_decoder();
+    // a task is a group of kMaxGroup consecutive segments
+    first_task[k + 1] = first_task[k] + (c.info.nseg + kMaxGroup - 1) / kMaxGroup;
   }
   const uint64_t ntasks = first_task[njobs];
   const int workers = static_cast<int>(std::min<uint64_t>(resolve_threads(threads), std::max<uint64_t>(ntasks, 1)));
   uint32_t max_scratch = 0;
   for (const ChunkState& c : chunks) {
-    if (c.info.nplanes > 1) max_scratch = std::max(max_scratch, 2 * c.info.nplanes * c.info.seg_elems);
+    if (c.info.nplanes > 1) max_scratch = std::max(max_scratch, kMaxGroup * c.info.nplanes * c.info.seg_elems);
   }
   std::vector<std::vector<uint8_t>> scratch(workers, std::vector<uint8_t>(max_scratch));
   parallel_for(ntasks, workers, [&](size_t task, int worker) {
     const size_t k = static_cast<size_t>(std::upper_bound(first_task.begin(), first_task.end(), task) -
                                          first_task.begin() - 1);
     const ChunkState& c = chunks[k];
-    const uint64_t j0 = 2 * (task - first_task[k]);
-    const uint64_t count = std::min<uint64_t>(2, c.info.nseg - j0);
+    const uint64_t j0 = kMaxGroup * (task - first_task[k]);
+    const uint64_t count = std::min<uint64_t>(kMaxGroup, c.info.nseg - j0);
     try {
       decode_group_task(c, j0, count, scratch[worker].data());
     } catch (const FormatError& e) {

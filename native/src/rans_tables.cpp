@@ -112,15 +112,14 @@ void build_encode_table(const FreqTable& table, EncodeTable* out) {
   for (uint32_t s = 0; s < 256; ++s) {
     const uint32_t f = table.freq[s];
     EncSymbol& e = out->sym[s];
-    e.cmpl = kProbScale - f;
+    e.cmpl = static_cast<uint16_t>(kProbScale - f);
     e.x_max = f << 20;
-    e.pad = 0;
     if (f >= 2) {
       e.rcp = static_cast<uint64_t>(((static_cast<unsigned __int128>(1) << 64) + f - 1) / f);
-      e.bias = cum;
+      e.bias = static_cast<uint16_t>(cum);
     } else {
       e.rcp = ~uint64_t{0};
-      e.bias = cum + kProbScale - 1;
+      e.bias = static_cast<uint16_t>(cum + kProbScale - 1);
     }
     cum += f;
   }

@@ -1,7 +1,7 @@
 // AVX2 segment decoder: the 32 lanes are four 8-lane vectors. Compiled with -mavx2 and called only
 // after a runtime check (segment_scalar.cpp). One step decodes 32 symbols; its latency (gather,
 // multiply, renormalisation) rather than its instruction count bounds a single segment, so the
-// pair decoder runs the steps of two independent segments side by side.
+// group decoder runs the steps of two independent segments side by side (more did not pay).
 #if defined(__x86_64__)
 #include <immintrin.h>
 
@@ -99,15 +99,24 @@ void decode_segment_avx2(const DecodeTable& table, const uint8_t* payload, size_
   finish(s);
 }
 
-void decode_segment_pair_avx2(const SegmentJob& a, const SegmentJob& b) {
-  Stream sa = open_stream(*a.table, a.payload, a.len, a.out, a.n);
-  Stream sb = open_stream(*b.table, b.payload, b.len, b.out, b.n);
-  while (can_step(sa) && can_step(sb)) {
-    step(sa);
-    step(sb);
+template <int N>
+void decode_group(const SegmentJob* jobs) {
+  Stream s[N] = {};
+  for (int k = 0; k < N; ++k) {
+    s[k] = open_stream(*jobs[k].table, jobs[k].payload, jobs[k].len, jobs[k].out, jobs[k].n);
   }
-  finish(sa);
-  finish(sb);
+  for (;;) {
+    bool all = true;
+    for (int k = 0; k < N; ++k) all &= can_step(s[k]);
+    if (!all) break;
+    for (int k = 0; k < N; ++k) step(s[k]);
+  }
+  for (int k = 0; k < N; ++k) finish(s[k]);
+}
+
+void decode_segment_group_avx2(const SegmentJob* jobs, int count) {
+  static_assert(kMaxGroup == 2, "one case per group size");
+  count == 1 ? decode_group<1>(jobs) : decode_group<2>(jobs);
 }
 
 }  // namespace wcodec

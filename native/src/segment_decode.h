@@ -21,7 +21,7 @@ void decode_segment_avx2(const DecodeTable& table, const uint8_t* payload, size_
                          size_t n);
 #endif
 
-// One segment to decode, for the pair decoders.
+// One segment to decode, for the group decoders.
 struct SegmentJob {
   const DecodeTable* table;
   const uint8_t* payload;
@@ -29,14 +29,16 @@ struct SegmentJob {
   uint8_t* out;
   size_t n;
 };
-// Decodes two independent segments at once (more work in flight per core). On error it throws
-// without saying which segment failed; callers decode the two singly to find out.
-using SegmentPairDecoder = void (*)(const SegmentJob& a, const SegmentJob& b);
-void decode_segment_pair_scalar(const SegmentJob& a, const SegmentJob& b);
+// Decodes up to kMaxGroup independent segments at once: a single segment's steps are bound by
+// latency, so interleaving several keeps more work in flight per core. On error it throws without
+// saying which segment failed; callers decode them singly to find out.
+inline constexpr int kMaxGroup = 2;
+using SegmentGroupDecoder = void (*)(const SegmentJob* jobs, int count);
+void decode_segment_group_scalar(const SegmentJob* jobs, int count);
 #if defined(__x86_64__)
-void decode_segment_pair_avx2(const SegmentJob& a, const SegmentJob& b);
+void decode_segment_group_avx2(const SegmentJob* jobs, int count);
 #endif
-SegmentPairDecoder select_segment_pair_decoder();
+SegmentGroupDecoder select_segment_group_decoder();
 
 // The fastest decoder this CPU runs; WCODEC_SIMD=scalar in the environment forces the scalar one.
 SegmentDecoder select_segment_decoder();

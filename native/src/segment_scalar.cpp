@@ -36,9 +36,10 @@ void decode_segment_scalar(const DecodeTable& table, const uint8_t* payload, siz
   decode_segment_tail(table, state, 0, n, payload + kStateBytes, payload + len, out);
 }
 
-void decode_segment_pair_scalar(const SegmentJob& a, const SegmentJob& b) {
-  decode_segment_scalar(*a.table, a.payload, a.len, a.out, a.n);
-  decode_segment_scalar(*b.table, b.payload, b.len, b.out, b.n);
+void decode_segment_group_scalar(const SegmentJob* jobs, int count) {
+  for (int k = 0; k < count; ++k) {
+    decode_segment_scalar(*jobs[k].table, jobs[k].payload, jobs[k].len, jobs[k].out, jobs[k].n);
+  }
 }
 
 void undo_delta(uint8_t* x, uint64_t b, uint64_t n, uint64_t row) {
@@ -54,35 +55,34 @@ void undo_delta(uint8_t* x, uint64_t b, uint64_t n, uint64_t row) {
 
 namespace {
 
-bool force_scalar() {
+bool use_avx2() {
+#if defined(__x86_64__)
   const char* env = std::getenv("WCODEC_SIMD");
-  return env != nullptr && std::strcmp(env, "scalar") == 0;
+  const bool forced_scalar = env != nullptr && std::strcmp(env, "scalar") == 0;
+  return !forced_scalar && __builtin_cpu_supports("avx2");
+#else
+  return false;
+#endif
 }
+
+const bool kUseAvx2 = use_avx2();
 
 }  // namespace
 
 SegmentDecoder select_segment_decoder() {
 #if defined(__x86_64__)
-  static const SegmentDecoder chosen =
-      !force_scalar() && __builtin_cpu_supports("avx2") ? decode_segment_avx2 : decode_segment_scalar;
-  return chosen;
-#else
+  if (kUseAvx2) return decode_segment_avx2;
+#endif
   return decode_segment_scalar;
-#endif
 }
 
-SegmentPairDecoder select_segment_pair_decoder() {
+SegmentGroupDecoder select_segment_group_decoder() {
 #if defined(__x86_64__)
-  if (select_segment_decoder() == decode_segment_avx2) return decode_segment_pair_avx2;
+  if (kUseAvx2) return decode_segment_group_avx2;
 #endif
-  return decode_segment_pair_scalar;
+  return decode_segment_group_scalar;
 }
 
-const char* segment_decoder_name() {
-#if defined(__x86_64__)
-  if (select_segment_decoder() == decode_segment_avx2) return "avx2";
-#endif
-  return "scalar";
-}
+const char* segment_decoder_name() { return kUseAvx2 ? "avx2" : "scalar"; }
 
 }  // namespace wcodec

@@ -133,7 +133,8 @@ static void test_scalar_matches_avx2() {
   std::vector<uint8_t> a(65536), b(65536), c(65536), d(65536);
   decode_segment_scalar(table, payload, len, a.data(), a.size());
   decode_segment_avx2(table, payload, len, b.data(), b.size());
-  decode_segment_pair_avx2({&table, payload, len, c.data(), c.size()}, {&table, payload, len, d.data(), d.size()});
+  const SegmentJob pair[2] = {{&table, payload, len, c.data(), c.size()}, {&table, payload, len, d.data(), d.size()}};
+  decode_segment_group_avx2(pair, 2);
   CHECK(a == data && b == data && c == data && d == data);
 #endif
 }

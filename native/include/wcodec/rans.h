@@ -56,12 +56,11 @@ inline uint32_t dec_cum(uint32_t e) { return e >> 20; }
 // below 2^-20, so the quotient is exact. For f == 1 (2^64 does not fit) rcp = 2^64 - 1 gives
 // q = x - 1, and bias = cum + 4095 absorbs it (x + 4095 + c + (x - 1) * 4095 == x * 4096 + c),
 // which keeps the step free of branches (ryg_rans uses the same device).
-struct EncSymbol {
+struct EncSymbol {  // 16 bytes, so a symbol indexes the table with a shift
   uint64_t rcp;
   uint32_t x_max;  // f << 20
-  uint32_t cmpl;   // 4096 - f
-  uint32_t bias;   // cum, or cum + 4095 when f == 1
-  uint32_t pad;
+  uint16_t cmpl;   // 4096 - f
+  uint16_t bias;   // cum, or cum + 4095 when f == 1 (< 8192)
 };
 struct EncodeTable {
   EncSymbol sym[256];
@@ -77,7 +76,7 @@ inline uint32_t enc_put(uint32_t x, const EncSymbol& s, uint16_t*& words_back) {
   words_back -= renorm;
   x >>= renorm * 16;
   const uint32_t q = static_cast<uint32_t>((static_cast<unsigned __int128>(x) * s.rcp) >> 64);
-  return x + s.bias + q * s.cmpl;  // == (q << 12) + (x - q * f) + cum
+  return x + uint32_t{s.bias} + q * uint32_t{s.cmpl};  // == (q << 12) + (x - q * f) + cum
 }
 
 // Cost in bits of each symbol under a table (12 - log2 f), -1 for absent symbols.
