@@ -2,11 +2,17 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from ._native import core as _core
-from .api import decode, decode_batch, encode, inspect
+from . import pipeline as _pipeline
+from .api import FORMAT_VERSION, ChunkError, decode, decode_batch, encode, inspect
+from .codec import WCodec
 from .dtypes import SUPPORTED_DTYPES
+from .numcodec import WCodecNumcodec
+from .pipeline import CorruptChunkError
+from .zarr_dtypes import BFloat16, Float8E4M3FN, Float8E5M2
+from .zarr_dtypes import register as _register_dtypes
 
-FORMAT_VERSION: int = _core.FORMAT_VERSION
+_pipeline.install()
+_register_dtypes()
 
 try:
     __version__ = version("wcodec-zarr")
@@ -16,6 +22,13 @@ except PackageNotFoundError:  # pragma: no cover - running from an unbuilt tree
 __all__ = [
     "FORMAT_VERSION",
     "SUPPORTED_DTYPES",
+    "BFloat16",
+    "ChunkError",
+    "CorruptChunkError",
+    "Float8E4M3FN",
+    "Float8E5M2",
+    "WCodec",
+    "WCodecNumcodec",
     "__version__",
     "decode",
     "decode_batch",

@@ -12,6 +12,11 @@ from ._native import core
 from .dtypes import CODE_TO_DTYPE, dtype_code, little_endian
 
 SEGMENT_KIB = 64
+FORMAT_VERSION: int = core.FORMAT_VERSION
+
+# ValueError raised for a corrupt chunk; args are (message, index in the batch, reason), the
+# reason being the message without its "chunk <i>: " prefix.
+ChunkError: type[ValueError] = core.ChunkError
 
 
 def _threads(threads: int | None) -> int:
@@ -113,7 +118,7 @@ def decode_batch(
         try:
             buf, target = _prepare(data, None if outs is None else outs[i])
         except ValueError as exc:
-            raise ValueError(f"chunk {i}: {exc}") from None
+            raise ChunkError(f"chunk {i}: {exc}", i, str(exc)) from None
         bufs.append(buf)
         targets.append(target)
     core.decode_batch(bufs, [t.reshape(-1).view(np.uint8) for t in targets], _threads(threads))

@@ -116,11 +116,11 @@ void decode_chunks(const DecodeJob* jobs, size_t njobs, int threads) {
     try {
       c.info = parse_chunk(jobs[k].src, jobs[k].src_len);
     } catch (const FormatError& e) {
-      throw FormatError(prefix(k) + e.what());
+      throw ChunkError(k, prefix(k), e.what());
     }
     if (jobs[k].dst_len != c.info.nbytes) {
-      throw std::invalid_argument(prefix(k) + "output buffer has " + std::to_string(jobs[k].dst_len) +
-                                  " bytes, the chunk decodes to " + std::to_string(c.info.nbytes));
+      throw ChunkError(k, prefix(k), "output buffer has " + std::to_string(jobs[k].dst_len) +
+                                         " bytes, the chunk decodes to " + std::to_string(c.info.nbytes));
     }
     c.src = jobs[k].src;
     c.dst = jobs[k].dst;
@@ -153,7 +153,7 @@ void decode_chunks(const DecodeJob* jobs, size_t njobs, int threads) {
     try {
       decode_group_task(c, j0, count, scratch[worker].data());
     } catch (const FormatError& e) {
-      throw FormatError(prefix(k) + e.what());
+      throw ChunkError(k, prefix(k), e.what());
     }
     if (c.info.has_checksum) {
       const uint64_t sz = c.info.nplanes;
@@ -170,7 +170,7 @@ void decode_chunks(const DecodeJob* jobs, size_t njobs, int threads) {
       const uint64_t len = c.info.seg_len(j) * c.info.nplanes;
       crc = j == 0 ? c.seg_crc[0] : crc32c_combine(crc, c.seg_crc[j], len);
     }
-    if (crc != c.info.checksum) throw FormatError(prefix(k) + "checksum mismatch: decoded bytes are corrupt");
+    if (crc != c.info.checksum) throw ChunkError(k, prefix(k), "checksum mismatch: decoded bytes are corrupt");
   }
 }
 

@@ -87,8 +87,17 @@ struct DecodeJob {
   size_t dst_len;  // must equal the chunk's nbytes
 };
 
-// Decodes every job; segments of all chunks form one pool of parallel tasks. A failure raises
-// FormatError; with several jobs its message starts with "chunk <i>: ".
+// A chunk of a batch failed to decode: which one, and why.
+class ChunkError : public FormatError {
+ public:
+  ChunkError(size_t index, const std::string& prefix, const std::string& reason)
+      : FormatError(prefix + reason), index(index), reason(reason) {}
+  size_t index;
+  std::string reason;  // the message without the "chunk <i>: " prefix
+};
+
+// Decodes every job; segments of all chunks form one pool of parallel tasks. A malformed chunk
+// raises ChunkError; with several jobs its message starts with "chunk <i>: ".
 void decode_chunks(const DecodeJob* jobs, size_t njobs, int threads);
 
 // Segment counts of a parsed chunk, by coding and predictor, for inspection.

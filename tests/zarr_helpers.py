@@ -1,0 +1,51 @@
+"""Zarr test helpers: a store wrapper that counts requests (real store underneath)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from zarr.abc.store import ByteRequest
+from zarr.core.buffer import Buffer, BufferPrototype
+from zarr.storage import WrapperStore
+
+
+class ReadLog:
+    def __init__(self) -> None:
+        self.reads: list[tuple[str, ByteRequest | None]] = []
+        self.bytes_read = 0
+
+    def reset(self) -> None:
+        self.reads.clear()
+        self.bytes_read = 0
+
+
+class CountingStore(WrapperStore[Any]):
+    """Records every read in ``log``: (key, byte range) per request and the bytes returned.
+    Copies that zarr makes (``with_read_only``) share the log."""
+
+    def __init__(self, store: Any, log: ReadLog | None = None) -> None:
+        super().__init__(store)
+        self.log = log if log is not None else ReadLog()
+
+    def _with_store(self, store: Any) -> CountingStore:
+        return CountingStore(store, self.log)
+
+    async def get(
+        self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
+    ) -> Buffer | None:
+        self.log.reads.append((key, byte_range))
+        result = await super().get(key, prototype, byte_range)
+        self.log.bytes_read += 0 if result is None else len(result)
+        return result
+
+    async def get_partial_values(
+        self,
+        prototype: BufferPrototype,
+        key_ranges: Iterable[tuple[str, ByteRequest | None]],
+    ) -> list[Buffer | None]:
+        ranges = list(key_ranges)
+        self.log.reads.extend(ranges)
+        results = await super().get_partial_values(prototype, ranges)
+        self.log.bytes_read += sum(0 if r is None else len(r) for r in results)
+        return results

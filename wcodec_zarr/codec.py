@@ -1,0 +1,158 @@
+"""``WCodec``: the Zarr format 3 array-to-bytes codec ``"wcodec"``.
+
+Use it as the serializer, with no further compressors (the codec compresses)::
+
+    zarr.create_array(store, shape=..., dtype="int8", chunks=..., shards=...,
+                      serializer=WCodec(), compressors=None)
+
+Its batch ``decode`` hands every chunk of a batch to one multi-threaded native call, off the
+event loop; zarr calls it once per ``codec_pipeline.batch_size`` chunks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import api
+from .dtypes import SUPPORTED_DTYPES, dtype_code, is_supported
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from zarr.core.array_spec import ArraySpec
+    from zarr.core.buffer import Buffer, NDBuffer
+    from zarr.core.chunk_grids import ChunkGrid
+    from zarr.core.common import JSON
+    from zarr.core.dtype.wrapper import TBaseDType, TBaseScalar, ZDType
+
+from zarr.abc.codec import ArrayBytesCodec
+from zarr.core.common import parse_named_configuration
+
+CODEC_NAME = "wcodec"
+
+
+def _parse_bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"wcodec configuration {name!r} must be true or false, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class WCodec(ArrayBytesCodec):
+    """Lossless weight codec (format version 1; see docs/FORMAT.md).
+
+    ``checksum``: store a CRC32C of each chunk's decoded bytes, verified on every read.
+    ``predict``: let the encoder use the delta predictor where it lowers the size.
+    Neither is needed to read: chunks are self-describing.
+    """
+
+    is_fixed_size = False
+
+    checksum: bool = True
+    predict: bool = True
+
+    def __init__(self, *, checksum: bool = True, predict: bool = True) -> None:
+        object.__setattr__(self, "checksum", _parse_bool("checksum", checksum))
+        object.__setattr__(self, "predict", _parse_bool("predict", predict))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, JSON]) -> Self:
+        _, config = parse_named_configuration(data, CODEC_NAME, require_configuration=False)
+        config = dict(config or {})
+        version = config.pop("format_version", api.FORMAT_VERSION)
+        if version != api.FORMAT_VERSION:
+            raise ValueError(
+                f"wcodec format version {version} is not readable by this version of "
+                f"wcodec-zarr (reads version {api.FORMAT_VERSION}); upgrade wcodec-zarr"
+            )
+        unknown = set(config) - {"checksum", "predict"}
+        if unknown:
+            raise ValueError(f"unknown wcodec configuration keys: {sorted(unknown)}")
+        return cls(**config)  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, JSON]:
+        return {
+            "name": CODEC_NAME,
+            "configuration": {
+                "format_version": api.FORMAT_VERSION,
+                "checksum": self.checksum,
+                "predict": self.predict,
+            },
+        }
+
+    def validate(
+        self,
+        *,
+        shape: tuple[int, ...],
+        dtype: ZDType[TBaseDType, TBaseScalar],
+        chunk_grid: ChunkGrid,
+    ) -> None:
+        native = dtype.to_native_dtype()
+        if not is_supported(native):
+            raise TypeError(
+                f"the wcodec serializer does not support dtype {native}; supported: "
+                + ", ".join(SUPPORTED_DTYPES)
+            )
+
+    def _decoded(self, array: np.ndarray, chunk_spec: ArraySpec, index: int) -> NDBuffer:
+        expected = chunk_spec.dtype.to_native_dtype()
+        if array.shape != chunk_spec.shape or dtype_code(array.dtype) != dtype_code(expected):
+            reason = (
+                f"chunk holds {array.dtype}{list(array.shape)}, the array expects "
+                f"{expected}{list(chunk_spec.shape)}"
+            )
+            raise api.ChunkError(f"corrupt wcodec chunk: {reason}", index, reason)
+        return chunk_spec.prototype.nd_buffer.from_numpy_array(array.view(expected))
+
+    def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
+        return self._decode_batch_sync([(chunk_bytes, chunk_spec)])[0]  # type: ignore[return-value]
+
+    def _decode_batch_sync(
+        self, batch: list[tuple[Buffer | None, ArraySpec]]
+    ) -> list[NDBuffer | None]:
+        present = [i for i, (data, _) in enumerate(batch) if data is not None]
+        raw = [batch[i][0].as_numpy_array() for i in present]  # type: ignore[union-attr]
+        try:
+            arrays = api.decode_batch(raw)
+        except api.ChunkError as exc:
+            _, position, reason = exc.args
+            index = present[position]
+            raise api.ChunkError(f"corrupt wcodec chunk: {reason}", index, reason) from None
+        out: list[NDBuffer | None] = [None] * len(batch)
+        for i, array in zip(present, arrays, strict=True):
+            out[i] = self._decoded(array, batch[i][1], i)
+        return out
+
+    async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
+        return await asyncio.to_thread(self._decode_sync, chunk_bytes, chunk_spec)
+
+    async def decode(
+        self, chunks_and_specs: Iterable[tuple[Buffer | None, ArraySpec]]
+    ) -> Iterable[NDBuffer | None]:
+        # One native call for the whole batch, whose threads share all segments of all chunks.
+        return await asyncio.to_thread(self._decode_batch_sync, list(chunks_and_specs))
+
+    def _encode_sync(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
+        encoded = api.encode(
+            chunk_array.as_numpy_array(), checksum=self.checksum, predict=self.predict
+        )
+        return chunk_spec.prototype.buffer.from_bytes(encoded)
+
+    async def _encode_single(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer | None:
+        return await asyncio.to_thread(self._encode_sync, chunk_array, chunk_spec)
+
+    def compute_encoded_size(self, input_byte_length: int, chunk_spec: ArraySpec) -> int:
+        raise NotImplementedError("wcodec output size depends on the data")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # picklable by its configuration (Dask workers unpickle arrays and their codecs)
+        return (WCodec, (), {"checksum": self.checksum, "predict": self.predict})
+
+    def __setstate__(self, state: dict[str, bool]) -> None:
+        object.__setattr__(self, "checksum", state["checksum"])
+        object.__setattr__(self, "predict", state["predict"])
