@@ -1,0 +1,63 @@
+"""Dask: wcodec arrays read and written by a distributed LocalCluster of 2 worker processes
+(which unpickle the arrays and their codecs), bit-exact."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import zarr
+from helpers import weight_like
+from zarr.storage import LocalStore
+
+import wcodec_zarr as wc
+
+da = pytest.importorskip("dask.array")
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as dask_client,
+    ):
+        yield dask_client
+
+
+def test_from_zarr_by_shards(client: Any, tmp_path: Path) -> None:
+    data = weight_like(np.random.default_rng(0), (512, 384), np.dtype(np.int8))
+    z = zarr.create_array(
+        LocalStore(tmp_path),
+        shape=data.shape,
+        dtype="int8",
+        chunks=(64, 128),
+        shards=(256, 384),
+        serializer=wc.WCodec(),
+        compressors=None,
+    )
+    z[:] = data
+    arr = da.from_zarr(zarr.open_array(LocalStore(tmp_path), mode="r"), chunks=(256, 384))
+    assert arr.numblocks == (2, 1)
+    assert arr.compute().tobytes() == data.tobytes()
+    assert int(arr.astype(np.int64).sum().compute()) == int(data.astype(np.int64).sum())
+
+
+def test_to_zarr_with_wcodec_serializer(client: Any, tmp_path: Path) -> None:
+    data = weight_like(np.random.default_rng(1), (400, 300), np.dtype(np.float16))
+    z = zarr.create_array(
+        LocalStore(tmp_path),
+        shape=data.shape,
+        dtype="float16",
+        chunks=(100, 100),
+        shards=(200, 300),
+        serializer=wc.WCodec(),
+        compressors=None,
+    )
+    da.from_array(data, chunks=(200, 300)).to_zarr(z, compute=True)
+    assert zarr.open_array(LocalStore(tmp_path), mode="r")[:].tobytes() == data.tobytes()
