@@ -1,10 +1,53 @@
-// nanobind glue for the CUDA module.
+// nanobind glue for the CUDA module: device discovery and the batch decoder. Device memory is
+// passed as integer pointers (CuPy's data.ptr); streams as cudaStream_t handles.
 #include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
 
 #include "../cuda/device_query.h"
+#include "wcodec/codec.h"
+#include "wcodec/cuda_decode.h"
 
 namespace nb = nanobind;
+using namespace nb::literals;
+
+using InBuf = nb::ndarray<const uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+
+namespace {
+
+// Raises the ChunkError type of the CPU module, so both paths raise the same exception.
+[[noreturn]] void raise_chunk_error(const wcodec::ChunkError& e) {
+  nb::object type = nb::module_::import_("wcodec_zarr._core").attr("ChunkError");
+  PyObject* args = Py_BuildValue("(sns)", e.what(), static_cast<Py_ssize_t>(e.index), e.reason.c_str());
+  PyErr_SetObject(type.ptr(), args);
+  Py_XDECREF(args);
+  throw nb::python_error();
+}
+
+void check(cudaError_t err) {
+  if (err != cudaSuccess) throw std::runtime_error(std::string("CUDA error: ") + cudaGetErrorString(err));
+}
+
+wcodec::cuda::DecodePlan plan(const std::vector<InBuf>& host, const std::vector<uintptr_t>& device,
+                              const std::vector<uintptr_t>& outs, const std::vector<size_t>& out_sizes) {
+  if (host.size() != device.size() || host.size() != outs.size() || host.size() != out_sizes.size()) {
+    throw std::invalid_argument("plan: one device buffer and one output per chunk");
+  }
+  std::vector<wcodec::cuda::ChunkRef> refs(host.size());
+  for (size_t k = 0; k < host.size(); ++k) {
+    refs[k] = {host[k].data(), host[k].size(), reinterpret_cast<const uint8_t*>(device[k]),
+               reinterpret_cast<uint8_t*>(outs[k]), out_sizes[k]};
+  }
+  try {
+    nb::gil_scoped_release release;
+    return wcodec::cuda::plan_decode(refs.data(), refs.size());
+  } catch (const wcodec::ChunkError& e) {
+    raise_chunk_error(e);
+  }
+}
+
+}  // namespace
 
 NB_MODULE(_cuda, m) {
   m.doc() = "wcodec CUDA module";
@@ -24,4 +67,20 @@ NB_MODULE(_cuda, m) {
     out["error"] = r.error;
     return out;
   });
+  nb::class_<wcodec::cuda::DecodePlan>(m, "DecodePlan")
+      .def_prop_ro("workspace_bytes", &wcodec::cuda::DecodePlan::workspace_bytes)
+      .def_prop_ro("num_chunks", &wcodec::cuda::DecodePlan::num_chunks)
+      .def_prop_ro("num_segments", &wcodec::cuda::DecodePlan::num_segments);
+  m.def("plan", &plan, "host"_a, "device"_a, "outs"_a, "out_sizes"_a);
+  m.def(
+      "enqueue",
+      [](const wcodec::cuda::DecodePlan& p, uintptr_t workspace, size_t workspace_bytes, uintptr_t status,
+         bool verify, uintptr_t stream) {
+        nb::gil_scoped_release release;
+        check(wcodec::cuda::enqueue_decode(p, reinterpret_cast<void*>(workspace), workspace_bytes,
+                                           reinterpret_cast<int32_t*>(status), verify,
+                                           reinterpret_cast<cudaStream_t>(stream)));
+      },
+      "plan"_a, "workspace"_a, "workspace_bytes"_a, "status"_a, "verify"_a, "stream"_a);
+  m.def("status_message", &wcodec::cuda::status_message);
 }

@@ -1,0 +1,205 @@
+// Host side of the GPU batch decoder: plan (parse on the host, lay out descriptors) and enqueue.
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "decode_kernels.cuh"
+#include "wcodec/codec.h"
+#include "wcodec/cuda_decode.h"
+
+namespace wcodec::cuda {
+
+using namespace detail;
+
+namespace {
+
+size_t align256(size_t v) { return (v + 255) & ~size_t{255}; }
+
+void fill_constants(DevConstants* c) {
+  for (uint32_t i = 0; i < 256; ++i) {
+    uint32_t r = i;
+    for (int k = 0; k < 8; ++k) r = (r >> 1) ^ (kCrcPoly & (0u - (r & 1u)));
+    c->crc_table[0][i] = r;
+  }
+  for (uint32_t i = 0; i < 256; ++i) {
+    for (int k = 1; k < 4; ++k) c->crc_table[k][i] = (c->crc_table[k - 1][i] >> 8) ^ c->crc_table[0][c->crc_table[k - 1][i] & 0xff];
+  }
+  auto mult = [](uint32_t a, uint32_t b) {
+    uint32_t m = 1u << 31, p = 0;
+    for (;;) {
+      if (a & m) {
+        p ^= b;
+        if ((a & (m - 1)) == 0) break;
+      }
+      m >>= 1;
+      b = (b & 1) ? (b >> 1) ^ kCrcPoly : b >> 1;
+    }
+    return p;
+  };
+  uint32_t v = 1u << 30;  // x^1
+  for (int k = 0; k < 64; ++k) {
+    c->x2n[k] = v;
+    v = mult(v, v);
+  }
+}
+
+}  // namespace
+
+struct DecodePlan::Impl {
+  std::vector<unsigned char> blob;  // the workspace image up to (not including) seg_crc
+  size_t chunks_off = 0, segments_off = 0, tables_off = 0, crc_off = 0, total = 0;
+  uint32_t num_chunks = 0, num_segments = 0;
+  int max_rans_planes = 1;
+};
+
+DecodePlan::DecodePlan() : impl(std::make_unique<Impl>()) {}
+DecodePlan::~DecodePlan() = default;
+DecodePlan::DecodePlan(DecodePlan&&) noexcept = default;
+DecodePlan& DecodePlan::operator=(DecodePlan&&) noexcept = default;
+size_t DecodePlan::workspace_bytes() const { return impl->total; }
+size_t DecodePlan::num_chunks() const { return impl->num_chunks; }
+size_t DecodePlan::num_segments() const { return impl->num_segments; }
+
+const char* status_message(int32_t status) {
+  switch (status) {
+    case kOk: return "ok";
+    case kBadInitialState: return "corrupt segment: initial rANS state below 2^16";
+    case kTruncatedSegment: return "truncated segment: renormalisation words run out";
+    case kUnreadWords: return "corrupt segment: unread renormalisation words remain";
+    case kFinalStateMismatch: return "corrupt segment: final rANS state mismatch";
+    case kChecksumMismatch: return "checksum mismatch: decoded bytes are corrupt";
+  }
+  return "unknown decoder status";
+}
+
+DecodePlan plan_decode(const ChunkRef* refs, size_t count) {
+  std::vector<DevChunk> chunks(count);
+  std::vector<DevSegment> segments;
+  std::vector<DevTable> tables;
+  int max_rans = 1;
+  auto prefix = [count](size_t k) { return count > 1 ? "chunk " + std::to_string(k) + ": " : std::string(); };
+  for (size_t k = 0; k < count; ++k) {
+    const ChunkRef& r = refs[k];
+    ChunkInfo info;
+    try {
+      info = parse_chunk(r.host, r.len);
+    } catch (const FormatError& e) {
+      throw ChunkError(k, prefix(k), e.what());
+    }
+    if (r.out_len != info.nbytes) {
+      throw ChunkError(k, prefix(k), "output buffer has " + std::to_string(r.out_len) +
+                                         " bytes, the chunk decodes to " + std::to_string(info.nbytes));
+    }
+    DevChunk& c = chunks[k];
+    c.first_segment = static_cast<uint32_t>(segments.size());
+    c.num_segments = static_cast<uint32_t>(info.nseg);
+    c.segment_bytes = uint64_t{info.seg_elems} * info.nplanes;
+    c.nbytes = info.nbytes;
+    c.expected_crc = info.checksum;
+    c.has_crc = info.has_checksum;
+    // one table per (plane, predictor) present, shared by the chunk's segments
+    uint32_t table_index[4][kNumPredictors] = {};
+    int rans_planes = 0;
+    for (uint32_t p = 0; p < info.nplanes; ++p) {
+      const PlaneInfo& pl = info.planes[p];
+      if (pl.mode != PlaneMode::Rans) continue;
+      ++rans_planes;
+      for (uint32_t q = 0; q < kNumPredictors; ++q) {
+        if (!(pl.table_mask & (1u << q))) continue;
+        table_index[p][q] = static_cast<uint32_t>(tables.size());
+        DevTable t;
+        std::memcpy(t.freq, pl.tables[q].freq, sizeof t.freq);
+        tables.push_back(t);
+      }
+    }
+    max_rans = std::max(max_rans, rans_planes);
+    for (uint64_t j = 0; j < info.nseg; ++j) {
+      DevSegment s{};
+      s.first_elem = info.seg_begin(j);
+      s.out = r.out_dev + s.first_elem * info.nplanes;
+      s.row = info.row;
+      s.n = static_cast<uint32_t>(info.seg_len(j));
+      s.chunk = static_cast<uint32_t>(k);
+      s.itemsize = static_cast<uint8_t>(info.nplanes);
+      s.rotate = info.layout.rotate;
+      for (uint32_t p = 0; p < info.nplanes; ++p) {
+        const PlaneInfo& pl = info.planes[p];
+        DevPlane& d = s.planes[p];
+        const uint8_t* payload = r.device + pl.payload_offset;
+        if (pl.mode == PlaneMode::Constant) {
+          d.mode = 1;
+          d.constant = pl.constant;
+        } else if (pl.mode == PlaneMode::Raw) {
+          d.mode = 0;
+          d.payload = payload + s.first_elem;
+        } else {
+          const uint64_t e = load_u64(r.host + pl.index_offset + 8 * j);
+          const uint64_t start = j == 0 ? 0 : align_up(load_u64(r.host + pl.index_offset + 8 * (j - 1)) >> 8, 4);
+          const uint64_t end = e >> 8;
+          const uint32_t pred = (e >> 4) & 0xf;
+          if ((e & 0xf) == static_cast<uint64_t>(SegCoding::Raw)) {
+            d.mode = 0;
+            d.payload = payload + start;
+          } else {
+            d.mode = 2;
+            d.payload = payload + start;
+            d.len = static_cast<uint32_t>(end - start);
+            d.table = table_index[p][pred];
+            d.delta = pred == static_cast<uint32_t>(Predictor::Delta);
+          }
+        }
+      }
+      segments.push_back(s);
+    }
+  }
+  DecodePlan plan;
+  DecodePlan::Impl& P = *plan.impl;
+  P.num_chunks = static_cast<uint32_t>(count);
+  P.num_segments = static_cast<uint32_t>(segments.size());
+  P.max_rans_planes = max_rans;
+  P.chunks_off = align256(sizeof(DevConstants));
+  P.segments_off = align256(P.chunks_off + chunks.size() * sizeof(DevChunk));
+  P.tables_off = align256(P.segments_off + segments.size() * sizeof(DevSegment));
+  P.crc_off = align256(P.tables_off + tables.size() * sizeof(DevTable));
+  P.total = align256(P.crc_off + segments.size() * sizeof(uint32_t));
+  P.blob.assign(P.crc_off, 0);
+  fill_constants(reinterpret_cast<DevConstants*>(P.blob.data()));
+  if (!chunks.empty()) std::memcpy(P.blob.data() + P.chunks_off, chunks.data(), chunks.size() * sizeof(DevChunk));
+  if (!segments.empty()) std::memcpy(P.blob.data() + P.segments_off, segments.data(), segments.size() * sizeof(DevSegment));
+  if (!tables.empty()) std::memcpy(P.blob.data() + P.tables_off, tables.data(), tables.size() * sizeof(DevTable));
+  return plan;
+}
+
+cudaError_t enqueue_decode(const DecodePlan& plan, void* workspace_dev, size_t workspace_bytes,
+                           int32_t* status_dev, bool verify_checksum, cudaStream_t stream) {
+  const DecodePlan::Impl& P = *plan.impl;
+  if (workspace_bytes < P.total) return cudaErrorInvalidValue;
+  unsigned char* ws = static_cast<unsigned char*>(workspace_dev);
+  cudaError_t err = cudaMemcpyAsync(ws, P.blob.data(), P.blob.size(), cudaMemcpyHostToDevice, stream);
+  if (err != cudaSuccess) return err;
+  if (P.num_chunks == 0) return cudaSuccess;
+  err = cudaMemsetAsync(status_dev, 0, P.num_chunks * sizeof(int32_t), stream);
+  if (err != cudaSuccess) return err;
+  const auto* consts = reinterpret_cast<const DevConstants*>(ws);
+  if (P.num_segments > 0) {
+    const size_t smem = 4 * 256 * sizeof(uint32_t) + size_t{kWarpsPerBlock} * P.max_rans_planes * sizeof(WarpTable);
+    err = cudaFuncSetAttribute(decode_segments_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    if (err != cudaSuccess) return err;
+    const unsigned blocks = (P.num_segments + kWarpsPerBlock - 1) / kWarpsPerBlock;
+    decode_segments_kernel<<<blocks, kWarpsPerBlock * 32, smem, stream>>>(
+        reinterpret_cast<const DevSegment*>(ws + P.segments_off), P.num_segments,
+        reinterpret_cast<const DevTable*>(ws + P.tables_off), consts,
+        reinterpret_cast<uint32_t*>(ws + P.crc_off), status_dev, P.max_rans_planes, verify_checksum);
+    err = cudaGetLastError();
+    if (err != cudaSuccess) return err;
+  }
+  if (verify_checksum) {
+    combine_crc_kernel<<<(P.num_chunks + 127) / 128, 128, 0, stream>>>(
+        reinterpret_cast<const DevChunk*>(ws + P.chunks_off), P.num_chunks,
+        reinterpret_cast<const uint32_t*>(ws + P.crc_off), consts, status_dev);
+    err = cudaGetLastError();
+  }
+  return err;
+}
+
+}  // namespace wcodec::cuda

@@ -1,0 +1,63 @@
+// GPU batch decoder (CUDA): the same bitstream as the CPU decoder, one warp per segment.
+//
+// Flow: plan_decode() parses and validates every chunk's container on the host (headers,
+// tables, index: everything but the rANS payloads) and lays out a descriptor block; then
+// enqueue_decode() copies that block into the caller's workspace and launches the kernels on the
+// caller's stream. Nothing is allocated and nothing synchronises: the caller provides
+//   - the chunk bytes in device memory (each chunk at least 16-byte aligned),
+//   - one output buffer per chunk in device memory (at least 16-byte aligned),
+//   - a workspace of workspace_bytes() bytes (device memory, 256-byte aligned),
+//   - a status array of one int32 per chunk (device memory),
+// and waits on the stream before reading outputs or statuses. Every output byte is written
+// (zeros after a segment that failed); status[i] is 0 or a DecodeStatus code.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+namespace wcodec::cuda {
+
+enum DecodeStatus : int32_t {
+  kOk = 0,
+  kBadInitialState = 1,   // a lane state below 2^16
+  kTruncatedSegment = 2,  // renormalisation words ran out
+  kUnreadWords = 3,       // words left over at the end of a segment
+  kFinalStateMismatch = 4,
+  kChecksumMismatch = 5,
+};
+const char* status_message(int32_t status);
+
+struct ChunkRef {
+  const uint8_t* host;    // the chunk bytes in host memory (parsed for the plan)
+  size_t len;
+  const uint8_t* device;  // the same bytes in device memory
+  uint8_t* out_dev;       // output, out_len bytes, in device memory
+  size_t out_len;         // must equal the chunk's decoded size
+};
+
+class DecodePlan {
+ public:
+  DecodePlan();
+  ~DecodePlan();
+  DecodePlan(DecodePlan&&) noexcept;
+  DecodePlan& operator=(DecodePlan&&) noexcept;
+  size_t workspace_bytes() const;
+  size_t num_chunks() const;
+  size_t num_segments() const;
+
+  struct Impl;
+  std::unique_ptr<Impl> impl;
+};
+
+// Throws wcodec::ChunkError (from wcodec/codec.h) for a malformed container or a wrong out_len.
+DecodePlan plan_decode(const ChunkRef* chunks, size_t count);
+
+// Enqueues the batch on `stream`. verify_checksum: compare each chunk's CRC32C on the device.
+cudaError_t enqueue_decode(const DecodePlan& plan, void* workspace_dev, size_t workspace_bytes,
+                           int32_t* status_dev, bool verify_checksum, cudaStream_t stream);
+
+}  // namespace wcodec::cuda
