@@ -18,3 +18,16 @@ def minilm() -> dict[str, dict[str, object]]:
         return minilm_views()  # type: ignore[return-value]
     except ModelNotFoundError as exc:
         pytest.skip(str(exc))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """GPU tests run only where the CUDA module, CuPy and a device are all present."""
+    from wcodec_zarr import gpu_status
+
+    status = gpu_status()
+    if status["available"]:
+        return
+    skip = pytest.mark.skip(reason=f"no GPU decoding here: {status['reason']}")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

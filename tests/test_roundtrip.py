@@ -145,3 +145,16 @@ def test_inspect_reports_planes_and_bounds() -> None:
     assert exponent["mode"] == "rans" and exponent["entropy_bits"] < 4
     assert mantissa["entropy_bits"] > 7.9
     assert info["compressed_nbytes"] >= info["coded_bound_bytes"]
+
+
+def test_auto_device_falls_back_to_cpu_and_says_why() -> None:
+    array = weight_like(np.random.default_rng(11), (100, 100), np.dtype(np.int8))
+    batch = wc.decode_batch([wc.encode(array)], device="auto")
+    if wc.gpu_available():
+        assert batch.device == "cuda"
+        return
+    assert batch.device == "cpu"
+    assert batch.fallback_reason == wc.gpu_status()["reason"] != ""
+    assert isinstance(batch[0], np.ndarray) and batch[0].tobytes() == array.tobytes()
+    with pytest.raises(RuntimeError, match="GPU decoding is unavailable"):
+        wc.decode(wc.encode(array), device="cuda")

@@ -6,6 +6,7 @@ from . import pipeline as _pipeline
 from .api import FORMAT_VERSION, ChunkError, decode, decode_batch, encode, inspect
 from .codec import WCodec
 from .dtypes import SUPPORTED_DTYPES
+from .gpu import gpu_available, gpu_status
 from .numcodec import WCodecNumcodec
 from .pipeline import CorruptChunkError
 from .zarr_dtypes import BFloat16, Float8E4M3FN, Float8E5M2
@@ -33,5 +34,7 @@ __all__ = [
     "decode",
     "decode_batch",
     "encode",
+    "gpu_available",
+    "gpu_status",
     "inspect",
 ]

@@ -89,27 +89,79 @@ def _prepare(data: Any, out: Any | None) -> tuple[npt.NDArray[np.uint8], npt.NDA
     return buf, target
 
 
-def decode(data: Any, *, out: npt.NDArray[Any] | None = None, threads: int | None = None) -> Any:
+class DecodedBatch(list[Any]):
+    """The arrays of a batch decode, and where they were decoded.
+
+    ``device`` is ``"cpu"`` or ``"cuda"``; ``fallback_reason`` says why ``device="auto"`` used
+    the CPU (empty otherwise).
+    """
+
+    def __init__(self, arrays: list[Any], device: str, fallback_reason: str = "") -> None:
+        super().__init__(arrays)
+        self.device = device
+        self.fallback_reason = fallback_reason
+
+
+def _resolve_device(device: str) -> tuple[str, str]:
+    if device not in ("cpu", "cuda", "auto"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'auto', got {device!r}")
+    if device == "cpu":
+        return "cpu", ""
+    from .gpu import gpu_status
+
+    status = gpu_status()
+    if status["available"]:
+        return "cuda", ""
+    if device == "cuda":
+        raise RuntimeError(f"GPU decoding is unavailable: {status['reason']}")
+    return "cpu", status["reason"]
+
+
+def decode(
+    data: Any,
+    *,
+    out: Any = None,
+    threads: int | None = None,
+    device: str = "cpu",
+    stream: Any = None,
+) -> Any:
     """Decodes one chunk; dtype and shape come from its header.
 
     ``out`` (a writeable C-contiguous array of exactly that dtype and shape) is filled in place
     and returned. Corrupt or truncated input raises ``ValueError`` naming the problem.
+    ``device="cuda"`` decodes on the GPU into a CuPy array (on ``stream``, default the current
+    one); ``"auto"`` does so when a GPU is usable and decodes on the CPU otherwise.
     """
-    buf, target = _prepare(data, out)
-    core.decode_batch([buf], [target.reshape(-1).view(np.uint8)], _threads(threads))
-    return target
+    return decode_batch(
+        [data], outs=None if out is None else [out], threads=threads, device=device, stream=stream
+    )[0]
 
 
 def decode_batch(
     chunks: Sequence[Any],
     *,
-    outs: Sequence[npt.NDArray[Any] | None] | None = None,
+    outs: Sequence[Any] | None = None,
     threads: int | None = None,
-) -> list[Any]:
-    """Decodes many chunks in one native call whose threads share all their segments.
+    device: str = "cpu",
+    stream: Any = None,
+) -> DecodedBatch:
+    """Decodes many chunks in one native call whose threads share all their segments (CPU), or
+    in one kernel launch (``device="cuda"``, or ``"auto"`` with a usable GPU).
 
-    A corrupt chunk raises ``ValueError`` whose message starts with ``chunk <i>:``.
+    A corrupt chunk raises ``ChunkError`` (a ``ValueError``) whose message starts with
+    ``chunk <i>:``.
     """
+    where, reason = _resolve_device(device)
+    if where == "cuda":
+        from .gpu import decode_batch_gpu
+
+        return DecodedBatch(decode_batch_gpu(chunks, outs=outs, stream=stream), "cuda")
+    return DecodedBatch(_decode_batch_cpu(chunks, outs, threads), "cpu", reason)
+
+
+def _decode_batch_cpu(
+    chunks: Sequence[Any], outs: Sequence[Any] | None, threads: int | None
+) -> list[Any]:
     if outs is not None and len(outs) != len(chunks):
         raise ValueError(f"got {len(outs)} output arrays for {len(chunks)} chunks")
     bufs: list[npt.NDArray[np.uint8]] = []

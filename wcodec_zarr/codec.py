@@ -42,6 +42,19 @@ def _parse_bool(name: str, value: object) -> bool:
     return value
 
 
+def _gpu_batch(spec: ArraySpec) -> bool:
+    """Decode on the GPU: zarr asks for device buffers (zarr.config.enable_gpu()), a GPU is
+    usable, and CuPy has the dtype (it lacks bfloat16 and float8, which decode on the CPU)."""
+    from zarr.core.buffer import gpu
+
+    if not issubclass(spec.prototype.nd_buffer, gpu.NDBuffer):
+        return False
+    from .gpu import gpu_available, storage_dtype
+
+    native = spec.dtype.to_native_dtype()
+    return gpu_available() and storage_dtype(native) == native
+
+
 @dataclass(frozen=True)
 class WCodec(ArrayBytesCodec):
     """Lossless weight codec (format version 1; see docs/FORMAT.md).
@@ -99,15 +112,24 @@ class WCodec(ArrayBytesCodec):
                 + ", ".join(SUPPORTED_DTYPES)
             )
 
-    def _decoded(self, array: np.ndarray, chunk_spec: ArraySpec, index: int) -> NDBuffer:
+    def _decoded(self, array: Any, chunk_spec: ArraySpec, index: int) -> NDBuffer:
         expected = chunk_spec.dtype.to_native_dtype()
-        if array.shape != chunk_spec.shape or dtype_code(array.dtype) != dtype_code(expected):
+        on_host = isinstance(array, np.ndarray)
+        # GPU results hold bfloat16/float8 as same-width integers; compare formats by code
+        same = (
+            dtype_code(array.dtype) == dtype_code(expected)
+            if on_host
+            else (array.dtype == expected)
+        )
+        if array.shape != chunk_spec.shape or not same:
             reason = (
                 f"chunk holds {array.dtype}{list(array.shape)}, the array expects "
                 f"{expected}{list(chunk_spec.shape)}"
             )
             raise api.ChunkError(f"corrupt wcodec chunk: {reason}", index, reason)
-        return chunk_spec.prototype.nd_buffer.from_numpy_array(array.view(expected))
+        if on_host:
+            return chunk_spec.prototype.nd_buffer.from_numpy_array(array.view(expected))
+        return chunk_spec.prototype.nd_buffer.from_ndarray_like(array)
 
     def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
         return self._decode_batch_sync([(chunk_bytes, chunk_spec)])[0]  # type: ignore[return-value]
@@ -116,9 +138,13 @@ class WCodec(ArrayBytesCodec):
         self, batch: list[tuple[Buffer | None, ArraySpec]]
     ) -> list[NDBuffer | None]:
         present = [i for i, (data, _) in enumerate(batch) if data is not None]
-        raw = [batch[i][0].as_numpy_array() for i in present]  # type: ignore[union-attr]
+        on_gpu = bool(present) and _gpu_batch(batch[present[0]][1])
+        raw = [
+            batch[i][0].as_array_like() if on_gpu else batch[i][0].as_numpy_array()  # type: ignore[union-attr]
+            for i in present
+        ]
         try:
-            arrays = api.decode_batch(raw)
+            arrays = api.decode_batch(raw, device="cuda" if on_gpu else "cpu")
         except api.ChunkError as exc:
             _, position, reason = exc.args
             index = present[position]

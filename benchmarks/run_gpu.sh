@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# On the (offline) GPU machine: install the carried wheels, build the package with its CUDA
+# module, run the GPU tests (also under compute-sanitizer memcheck) and the GPU benchmark.
+# Usage: benchmarks/run_gpu.sh OUT_DIR [bench_gpu.py arguments...]
+set -uo pipefail
+out=${1:?output folder}
+shift
+mkdir -p "$out"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target .site .whl/*.whl
+export PYTHONPATH=$PWD/.site
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
+WCODEC_CUDA=ON timeout 400 python3 -m pip install -q --no-build-isolation --no-deps . >"$out/build.log" 2>&1 \
+  || { tail -40 "$out/build.log"; exit 1; }
+cd "$out" && repo=$OLDPWD
+timeout 300 python3 -m pytest -q -p no:cacheprovider -m gpu "$repo/tests/test_gpu.py" 2>&1 | tee pytest-gpu.log | tail -5
+timeout 300 compute-sanitizer --tool memcheck --error-exitcode 9 \
+  python3 -m pytest -q -p no:cacheprovider -m gpu "$repo/tests/test_gpu.py" -k "matches or corrupt or batch" \
+  >sanitizer.log 2>&1; echo "compute-sanitizer exit: $?" | tee -a sanitizer.log; tail -4 sanitizer.log
+cd "$repo/benchmarks" && timeout 400 python3 bench_gpu.py "$@" 2>&1 | tee "$out/bench.log" | tail -30
+cp "$repo"/benchmarks/results/gpu-*.md "$out/" 2>/dev/null

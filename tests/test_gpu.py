@@ -1,0 +1,131 @@
+"""GPU decoder (marker ``gpu``; skipped without a GPU): bit-exact against the CPU decoder for
+every dtype, sizes and segment counts, mixed batches, corrupt chunks, the Zarr GPU read path
+and DLPack into PyTorch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import zarr
+from helpers import DTYPES, random_bits, weight_like
+from zarr.storage import MemoryStore
+
+import wcodec_zarr as wc
+from wcodec_zarr.gpu import storage_dtype
+
+pytestmark = pytest.mark.gpu
+
+SHAPES = [(1,), (31,), (1000,), (3, 70001), (7, 65536 * 2 + 5), (5, 0)]
+
+
+def cpu_bits(encoded: bytes) -> bytes:
+    decoded: bytes = wc.decode(encoded).tobytes()
+    return decoded
+
+
+def kinds(rng: np.random.Generator, shape: tuple[int, ...], dtype: np.dtype[Any]) -> list[Any]:
+    # gaussian weights, random bits (raw planes), smooth rows (delta predictor), constant
+    smooth = np.cumsum(rng.integers(-2, 3, size=shape), axis=-1).astype(np.int8).astype(dtype)
+    return [
+        weight_like(rng, shape, dtype),
+        random_bits(rng, shape, dtype),
+        smooth,
+        np.zeros(shape, dtype),
+    ]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_gpu_matches_cpu(dtype: np.dtype[Any], shape: tuple[int, ...]) -> None:
+    import cupy as cp
+
+    rng = np.random.default_rng(abs(hash((str(dtype), shape))) % 2**32)
+    for array in kinds(rng, shape, dtype):
+        for checksum in (True, False):
+            encoded = wc.encode(array, checksum=checksum)
+            got = wc.decode(encoded, device="cuda")
+            assert isinstance(got, cp.ndarray)
+            assert got.dtype == storage_dtype(dtype)
+            assert got.shape == array.shape
+            assert cp.asnumpy(got).tobytes() == cpu_bits(encoded)
+
+
+def test_mixed_batch_and_outs() -> None:
+    import cupy as cp
+
+    rng = np.random.default_rng(1)
+    arrays = [weight_like(rng, (int(rng.integers(1, 300)), 4099), dt) for dt in DTYPES * 3]
+    encoded = [wc.encode(a) for a in arrays]
+    batch = wc.decode_batch(encoded, device="cuda")
+    assert batch.device == "cuda"
+    assert [cp.asnumpy(b).tobytes() for b in batch] == [cpu_bits(e) for e in encoded]
+    outs = [cp.full(a.shape, 0xAB, storage_dtype(a.dtype)) for a in arrays]
+    wc.decode_batch(encoded, device="cuda", outs=outs)
+    assert [cp.asnumpy(o).tobytes() for o in outs] == [cpu_bits(e) for e in encoded]
+
+
+def test_cupy_input() -> None:
+    import cupy as cp
+
+    array = weight_like(np.random.default_rng(2), (300, 1000), np.dtype(np.float16))
+    encoded = wc.encode(array)
+    device_input = cp.asarray(np.frombuffer(encoded, np.uint8))
+    assert cp.asnumpy(wc.decode(device_input, device="cuda")).tobytes() == array.tobytes()
+
+
+@pytest.mark.parametrize("checksum", [True, False])
+def test_corrupt_chunks_report_errors_without_crashing(checksum: bool) -> None:
+    import cupy as cp
+
+    rng = np.random.default_rng(3)
+    good = weight_like(rng, (4, 70000), np.dtype(np.int8))
+    encoded = wc.encode(good, checksum=checksum)
+    failures = 0
+    for pos in rng.choice(np.arange(200, len(encoded)), size=40, replace=False):
+        tampered = bytearray(encoded)
+        tampered[pos] ^= 0x5A
+        try:
+            batch = wc.decode_batch([encoded, bytes(tampered)], device="cuda")
+        except ValueError as exc:
+            assert str(exc).startswith("chunk 1:")
+            failures += 1
+        else:
+            assert cp.asnumpy(batch[1]).tobytes() == good.tobytes() or not checksum
+    assert failures > 0
+    # the device is still healthy
+    assert cp.asnumpy(wc.decode(encoded, device="cuda")).tobytes() == good.tobytes()
+
+
+def test_zarr_gpu_read_path() -> None:
+    import cupy as cp
+
+    data = weight_like(np.random.default_rng(4), (256, 512), np.dtype(np.float16))
+    z = zarr.create_array(
+        MemoryStore(),
+        shape=data.shape,
+        dtype="float16",
+        chunks=(64, 128),
+        shards=(128, 512),
+        serializer=wc.WCodec(),
+        compressors=None,
+    )
+    z[:] = data
+    with zarr.config.enable_gpu(), zarr.config.set({"codec_pipeline.batch_size": 8}):
+        got = zarr.open_array(z.store, mode="r")[:]
+        assert isinstance(got, cp.ndarray)
+        assert cp.asnumpy(got).tobytes() == data.tobytes()
+
+
+def test_dlpack_into_torch() -> None:
+    torch = pytest.importorskip("torch")
+    import ml_dtypes
+
+    array = weight_like(np.random.default_rng(5), (128, 256), np.dtype(ml_dtypes.bfloat16))
+    got = wc.decode(wc.encode(array), device="cuda")
+    tensor = wc.gpu.to_torch(got, array.dtype)
+    assert tensor.dtype == torch.bfloat16
+    assert tensor.is_cuda
+    assert tensor.data_ptr() == got.data.ptr  # zero-copy
+    assert tensor.view(torch.int16).cpu().numpy().tobytes() == array.tobytes()

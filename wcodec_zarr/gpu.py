@@ -1,0 +1,150 @@
+"""GPU decoding with the CUDA module and CuPy.
+
+``decode_batch_gpu`` gathers the chunks into one pinned host buffer, copies it to the device in
+one transfer, plans the batch on the host (headers, tables and index are parsed and validated
+there) and decodes every chunk in one kernel launch on the given stream. It then waits for that
+stream, because per-chunk errors are reported as exceptions; the native API underneath
+(``native/include/wcodec/cuda_decode.h``) never synchronises.
+
+CuPy has no bfloat16 or float8 dtypes: those chunks decode into arrays of the unsigned integer
+of the same width holding the same bits (``to_torch`` reinterprets them for PyTorch).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+from functools import cache
+from typing import Any
+
+import numpy as np
+
+from . import _native
+from .api import ChunkError, _as_bytes_view
+from .dtypes import CODE_TO_DTYPE
+
+ALIGN = 256
+
+# Storage dtypes for the decoded bits where CuPy lacks the logical dtype.
+_BITS_DTYPE = {"bfloat16": np.uint16, "float8_e4m3fn": np.uint8, "float8_e5m2": np.uint8}
+
+
+@cache
+def gpu_status() -> dict[str, Any]:
+    """Whether GPU decoding works here, and why not: the CUDA module, CuPy and a device."""
+    report = _native.cuda_report()
+    status: dict[str, Any] = {
+        "available": False,
+        "cuda_module": report["built"],
+        "cupy": importlib.util.find_spec("cupy") is not None,
+        "devices": report["devices"],
+        "reason": "",
+    }
+    if not report["built"]:
+        status["reason"] = report["error"]
+    elif not report["devices"]:
+        status["reason"] = f"no usable CUDA device: {report['error'] or 'none found'}"
+    elif not status["cupy"]:
+        status["reason"] = "CuPy is not installed (pip install 'wcodec-zarr[gpu]')"
+    else:
+        status["available"] = True
+    return status
+
+
+def gpu_available() -> bool:
+    return bool(gpu_status()["available"])
+
+
+def storage_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
+    """The dtype a GPU result is held in: the dtype itself, or same-width bits (bfloat16...)."""
+    return np.dtype(_BITS_DTYPE.get(str(dtype), dtype))
+
+
+def _host_bytes(chunk: Any) -> tuple[np.ndarray, Any | None]:
+    """Host bytes of a chunk, and its device buffer when it already lives on the GPU."""
+    if hasattr(chunk, "__cuda_array_interface__"):
+        import cupy as cp
+
+        device = cp.asarray(chunk).reshape(-1).view(cp.uint8)
+        return device.get(), device
+    return _as_bytes_view(chunk), None
+
+
+def decode_batch_gpu(
+    chunks: Sequence[Any],
+    *,
+    outs: Sequence[Any | None] | None = None,
+    stream: Any = None,
+    verify: bool = True,
+) -> list[Any]:
+    """Decodes chunks (bytes, NumPy or CuPy) into CuPy arrays in one launch; see the module doc."""
+    import cupy as cp
+
+    from . import _cuda  # type: ignore[attr-defined]
+
+    if not gpu_available():
+        raise RuntimeError(f"GPU decoding is unavailable: {gpu_status()['reason']}")
+    if outs is not None and len(outs) != len(chunks):
+        raise ValueError(f"got {len(outs)} output arrays for {len(chunks)} chunks")
+    stream = stream if stream is not None else cp.cuda.get_current_stream()
+    hosts = [_host_bytes(c) for c in chunks]
+    # one pinned staging buffer, one host-to-device copy
+    offsets = []
+    total = 0
+    for host, _ in hosts:
+        offsets.append(total)
+        total += -(-host.size // ALIGN) * ALIGN
+    pinned = cp.cuda.alloc_pinned_memory(max(total, 1))
+    staging = np.frombuffer(pinned, np.uint8, max(total, 1))
+    for (host, _), offset in zip(hosts, offsets, strict=True):
+        staging[offset : offset + host.size] = host
+    with stream:
+        arena = cp.empty(max(total, 1), cp.uint8)
+        arena.set(staging, stream=stream)
+        results = []
+        for i, (host, _) in enumerate(hosts):
+            try:
+                code, shape = _native.core.header(host)
+            except ValueError as exc:
+                raise ChunkError(f"chunk {i}: {exc}", i, str(exc)) from None
+            dtype = storage_dtype(CODE_TO_DTYPE[code])
+            out = None if outs is None else outs[i]
+            if out is None:
+                out = cp.empty(shape, dtype)
+            elif out.dtype != dtype or out.shape != tuple(shape) or not out.flags.c_contiguous:
+                raise ValueError(
+                    f"chunk {i}: out must be a C-contiguous {dtype} array of shape {tuple(shape)}"
+                )
+            results.append(out)
+        device_ptrs = [arena.data.ptr + offset for offset in offsets]
+        plan = _cuda.plan(
+            [host for host, _ in hosts],
+            device_ptrs,
+            [r.data.ptr for r in results],
+            [r.nbytes for r in results],
+        )
+        workspace = cp.empty(max(plan.workspace_bytes, 1), cp.uint8)
+        status = cp.zeros(max(len(chunks), 1), cp.int32)
+        _cuda.enqueue(
+            plan, workspace.data.ptr, plan.workspace_bytes, status.data.ptr, verify, stream.ptr
+        )
+    stream.synchronize()
+    codes = status.get()[: len(chunks)]
+    for i, code in enumerate(codes):
+        if code:
+            reason = _cuda.status_message(int(code))
+            raise ChunkError(f"chunk {i}: {reason}", i, reason)
+    return results
+
+
+def to_torch(array: Any, dtype: Any) -> Any:
+    """A zero-copy PyTorch view (DLPack) of a GPU result, reinterpreted as the chunk's dtype."""
+    import torch
+
+    tensor = torch.from_dlpack(array)
+    target = {
+        "bfloat16": torch.bfloat16,
+        "float8_e4m3fn": torch.float8_e4m3fn,
+        "float8_e5m2": torch.float8_e5m2,
+    }.get(str(np.dtype(dtype)))
+    return tensor.view(target) if target is not None else tensor
