@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_zarr import as_rows
 
 import wcodec_zarr as wc
-from wcodec_zarr.weights import minilm_views
+from wcodec_zarr.weights import as_rows, minilm_views
 
 try:  # --export runs where there is no GPU
     import cupy as cp

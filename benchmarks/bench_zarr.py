@@ -29,7 +29,7 @@ from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
 from zarr.storage import LocalStore
 
 import wcodec_zarr as wc
-from wcodec_zarr.weights import minilm_views
+from wcodec_zarr.weights import as_rows, minilm_views
 
 RESULTS = Path(__file__).parent / "results"
 CHUNK_BYTES = 1 << 20
@@ -55,12 +55,6 @@ def layout(shape: tuple[int, ...], itemsize: int) -> tuple[tuple[int, ...], tupl
     rows = -(-shape[0] // nchunks)
     shard_rows = rows * min(SHARD_CHUNKS, -(-shape[0] // rows))
     return (rows, *shape[1:]), (shard_rows, *shape[1:])
-
-
-def as_rows(tensors: dict[str, np.ndarray], width: int = 384) -> np.ndarray:
-    """All tensors' elements in order, as one (n, width) array (a last partial row dropped)."""
-    flat = np.concatenate([t.reshape(-1) for t in tensors.values()])
-    return flat[: flat.size // width * width].reshape(-1, width)
 
 
 def write(root: Path, data: np.ndarray, options: dict[str, Any]) -> zarr.Array[Any]:

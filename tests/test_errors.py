@@ -92,8 +92,12 @@ def test_every_byte_flip_is_rejected_or_harmless(chunk: bytes) -> None:
 
 
 def test_batch_error_names_the_chunk(chunk: bytes) -> None:
-    with pytest.raises(ValueError, match=r"chunk 1: .*checksum mismatch"):
+    with pytest.raises(wc.ChunkError) as excinfo:
         wc.decode_batch([chunk, chunk[:12] + b"\0\0\0\0" + chunk[16:]])
+    assert str(excinfo.value) == "chunk 1: checksum mismatch: decoded bytes are corrupt"
+    assert excinfo.value.index == 1
+    assert excinfo.value.reason == "checksum mismatch: decoded bytes are corrupt"
+    assert isinstance(excinfo.value, ValueError)
 
 
 def test_out_mismatches(chunk: bytes) -> None:

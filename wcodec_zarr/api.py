@@ -14,9 +14,18 @@ from .dtypes import CODE_TO_DTYPE, dtype_code, little_endian
 SEGMENT_KIB = 64
 FORMAT_VERSION: int = core.FORMAT_VERSION
 
-# ValueError raised for a corrupt chunk; args are (message, index in the batch, reason), the
-# reason being the message without its "chunk <i>: " prefix.
-ChunkError: type[ValueError] = core.ChunkError
+
+class ChunkError(ValueError):
+    """A chunk failed to decode. ``index``: its position in the batch; ``reason``: the message
+    without its ``chunk <i>:`` prefix."""
+
+    def __init__(self, message: str, index: int = 0, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.index = index
+        self.reason = message if reason is None else reason
+
+
+core.set_chunk_error_type(ChunkError)
 
 
 def _threads(threads: int | None) -> int:

@@ -146,9 +146,8 @@ class WCodec(ArrayBytesCodec):
         try:
             arrays = api.decode_batch(raw, device="cuda" if on_gpu else "cpu")
         except api.ChunkError as exc:
-            _, position, reason = exc.args
-            index = present[position]
-            raise api.ChunkError(f"corrupt wcodec chunk: {reason}", index, reason) from None
+            index = present[exc.index]
+            raise api.ChunkError(f"corrupt wcodec chunk: {exc.reason}", index, exc.reason) from None
         out: list[NDBuffer | None] = [None] * len(batch)
         for i, array in zip(present, arrays, strict=True):
             out[i] = self._decoded(array, batch[i][1], i)

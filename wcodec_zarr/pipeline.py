@@ -48,14 +48,14 @@ class KeyedCodecPipeline(BatchedCodecPipeline):
             await super().read_batch(items, out, drop_axes)
         except (ChunkError, CorruptChunkError) as exc:
             culprit, inner = await self._find_culprit(items, out, drop_axes, exc)
-            reason = exc.reason if isinstance(exc, CorruptChunkError) else exc.args[2]
+            reason = exc.reason
             raise CorruptChunkError([_where(culprit[0]), *inner], reason) from None
 
     async def _find_culprit(
         self, items: list[Any], out: Any, drop_axes: tuple[int, ...], exc: Exception
     ) -> tuple[Any, list[str]]:
         if isinstance(exc, ChunkError) and not self.supports_partial_decode:
-            return items[exc.args[1]], []
+            return items[exc.index], []
         # Partial (sharded) reads decode inside each shard: read the items one by one to find
         # which one fails. This runs only on the error path.
         for item in items:

@@ -68,3 +68,10 @@ def minilm_views(path: str | Path | None = None) -> dict[str, Tensors]:
         },
         "int8": {name: quantize_int8_per_row(t) for name, t in fp32.items() if t.ndim == 2},
     }
+
+
+def as_rows(tensors: Tensors, width: int = 384) -> npt.NDArray[np.generic]:
+    """All tensors' elements in order as one (n, width) array (a last partial row is dropped):
+    a whole model as a single array, for benchmarks."""
+    flat = np.concatenate([t.reshape(-1) for t in tensors.values()])
+    return flat[: flat.size // width * width].reshape(-1, width)

@@ -114,19 +114,23 @@ std::vector<double> plane_entropy(InBuf decoded, uint8_t dtype) {
 
 NB_MODULE(_core, m) {
   m.doc() = "wcodec CPU codec (native core)";
-  // ChunkError(message, index, reason): a ValueError that says which chunk of a batch is corrupt
-  // (reason is the message without its "chunk <i>: " prefix).
-  static PyObject* chunk_error =
-      PyErr_NewException("wcodec_zarr._core.ChunkError", PyExc_ValueError, nullptr);
-  m.attr("ChunkError") = nb::handle(chunk_error);
+  // wcodec::ChunkError becomes the Python class registered with set_chunk_error_type
+  // (wcodec_zarr.api.ChunkError, a ValueError with .index and .reason).
+  static PyObject* chunk_error_type = PyExc_ValueError;
+  m.def("set_chunk_error_type", [](nb::handle type) {
+    Py_INCREF(type.ptr());
+    chunk_error_type = type.ptr();
+  });
   nb::register_exception_translator([](const std::exception_ptr& p, void*) {
     try {
       std::rethrow_exception(p);
     } catch (const wcodec::ChunkError& e) {
-      PyObject* args =
-          Py_BuildValue("(sns)", e.what(), static_cast<Py_ssize_t>(e.index), e.reason.c_str());
-      PyErr_SetObject(chunk_error, args);
-      Py_XDECREF(args);
+      PyObject* exc = PyObject_CallFunction(chunk_error_type, "sns", e.what(),
+                                            static_cast<Py_ssize_t>(e.index), e.reason.c_str());
+      if (exc != nullptr) {
+        PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc)), exc);
+        Py_DECREF(exc);
+      }
     }
   });
   m.def("encode", &encode, "data"_a, "dtype_code"_a, "shape"_a, "threads"_a, "checksum"_a,

@@ -16,12 +16,11 @@ using InBuf = nb::ndarray<const uint8_t, nb::ndim<1>, nb::c_contig, nb::device::
 
 namespace {
 
-// Raises the ChunkError type of the CPU module, so both paths raise the same exception.
+// Raises wcodec_zarr.api.ChunkError, the exception of the CPU path too.
 [[noreturn]] void raise_chunk_error(const wcodec::ChunkError& e) {
-  nb::object type = nb::module_::import_("wcodec_zarr._core").attr("ChunkError");
-  PyObject* args = Py_BuildValue("(sns)", e.what(), static_cast<Py_ssize_t>(e.index), e.reason.c_str());
-  PyErr_SetObject(type.ptr(), args);
-  Py_XDECREF(args);
+  nb::object type = nb::module_::import_("wcodec_zarr.api").attr("ChunkError");
+  nb::object exc = type(e.what(), e.index, e.reason);
+  PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc.ptr())), exc.ptr());
   throw nb::python_error();
 }
 
