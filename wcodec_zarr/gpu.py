@@ -3,7 +3,8 @@
 ``decode_batch_gpu`` gathers the chunks into one pinned host buffer, copies it to the device in
 one transfer, plans the batch on the host (headers, tables and index are parsed and validated
 there) and decodes every chunk in one kernel launch on the given stream. It then waits for that
-stream, because per-chunk errors are reported as exceptions; the native API underneath
+stream, because per-chunk errors are reported as exceptions; ``PreparedBatch`` separates the
+steps for callers that wait themselves, and the native API underneath
 (``native/include/wcodec/cuda_decode.h``) never synchronises.
 
 CuPy has no bfloat16 or float8 dtypes: those chunks decode into arrays of the unsigned integer
@@ -60,14 +61,93 @@ def storage_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
     return np.dtype(_BITS_DTYPE.get(str(dtype), dtype))
 
 
-def _host_bytes(chunk: Any) -> tuple[np.ndarray, Any | None]:
-    """Host bytes of a chunk, and its device buffer when it already lives on the GPU."""
+def _host_bytes(chunk: Any) -> np.ndarray:
+    """Host bytes of a chunk (a chunk in device memory is copied back: the plan is made on the
+    host)."""
     if hasattr(chunk, "__cuda_array_interface__"):
         import cupy as cp
 
-        device = cp.asarray(chunk).reshape(-1).view(cp.uint8)
-        return device.get(), device
-    return _as_bytes_view(chunk), None
+        host: np.ndarray = cp.asarray(chunk).reshape(-1).view(cp.uint8).get()
+        return host
+    return _as_bytes_view(chunk)
+
+
+class PreparedBatch:
+    """A batch of chunks made ready to decode on the GPU: the chunk bytes uploaded (one pinned
+    host buffer, one copy), the plan made, outputs and workspace allocated. ``launch`` enqueues
+    the decode (no synchronisation) and can be repeated; ``check`` waits for the stream and
+    raises ``ChunkError`` for a chunk that failed. ``results`` are the output arrays."""
+
+    def __init__(
+        self, chunks: Sequence[Any], outs: Sequence[Any | None] | None, stream: Any
+    ) -> None:
+        import cupy as cp
+
+        from . import _cuda  # type: ignore[attr-defined]
+
+        if not gpu_available():
+            raise RuntimeError(f"GPU decoding is unavailable: {gpu_status()['reason']}")
+        if outs is not None and len(outs) != len(chunks):
+            raise ValueError(f"got {len(outs)} output arrays for {len(chunks)} chunks")
+        self.stream = stream if stream is not None else cp.cuda.get_current_stream()
+        hosts = [_host_bytes(c) for c in chunks]
+        offsets = []
+        total = 0
+        for host in hosts:
+            offsets.append(total)
+            total += -(-host.size // ALIGN) * ALIGN
+        pinned = cp.cuda.alloc_pinned_memory(max(total, 1))
+        staging = np.frombuffer(pinned, np.uint8, max(total, 1))
+        for host, offset in zip(hosts, offsets, strict=True):
+            staging[offset : offset + host.size] = host
+        self.results: list[Any] = []
+        with self.stream:
+            self._arena = cp.empty(max(total, 1), cp.uint8)
+            self._arena.set(staging, stream=self.stream)
+            for i, host in enumerate(hosts):
+                try:
+                    code, shape = _native.core.header(host)
+                except ValueError as exc:
+                    raise ChunkError(f"chunk {i}: {exc}", i, str(exc)) from None
+                dtype = storage_dtype(CODE_TO_DTYPE[code])
+                out = None if outs is None else outs[i]
+                if out is None:
+                    out = cp.empty(shape, dtype)
+                elif out.dtype != dtype or out.shape != tuple(shape) or not out.flags.c_contiguous:
+                    reason = f"out must be a C-contiguous {dtype} array of shape {tuple(shape)}"
+                    raise ChunkError(f"chunk {i}: {reason}", i, reason)
+                self.results.append(out)
+            self._plan = _cuda.plan(
+                hosts,
+                [self._arena.data.ptr + offset for offset in offsets],
+                [r.data.ptr for r in self.results],
+                [r.nbytes for r in self.results],
+            )
+            self._workspace = cp.empty(max(self._plan.workspace_bytes, 1), cp.uint8)
+            self._status = cp.zeros(max(len(chunks), 1), cp.int32)
+        self._pinned = pinned  # the upload may still be in flight
+        self._count = len(chunks)
+
+    def launch(self, verify: bool = True) -> None:
+        from . import _cuda  # type: ignore[attr-defined]
+
+        _cuda.enqueue(
+            self._plan,
+            self._workspace.data.ptr,
+            self._plan.workspace_bytes,
+            self._status.data.ptr,
+            verify,
+            self.stream.ptr,
+        )
+
+    def check(self) -> None:
+        from . import _cuda  # type: ignore[attr-defined]
+
+        self.stream.synchronize()
+        for i, code in enumerate(self._status.get()[: self._count]):
+            if code:
+                reason = _cuda.status_message(int(code))
+                raise ChunkError(f"chunk {i}: {reason}", i, reason)
 
 
 def decode_batch_gpu(
@@ -78,63 +158,10 @@ def decode_batch_gpu(
     verify: bool = True,
 ) -> list[Any]:
     """Decodes chunks (bytes, NumPy or CuPy) into CuPy arrays in one launch; see the module doc."""
-    import cupy as cp
-
-    from . import _cuda  # type: ignore[attr-defined]
-
-    if not gpu_available():
-        raise RuntimeError(f"GPU decoding is unavailable: {gpu_status()['reason']}")
-    if outs is not None and len(outs) != len(chunks):
-        raise ValueError(f"got {len(outs)} output arrays for {len(chunks)} chunks")
-    stream = stream if stream is not None else cp.cuda.get_current_stream()
-    hosts = [_host_bytes(c) for c in chunks]
-    # one pinned staging buffer, one host-to-device copy
-    offsets = []
-    total = 0
-    for host, _ in hosts:
-        offsets.append(total)
-        total += -(-host.size // ALIGN) * ALIGN
-    pinned = cp.cuda.alloc_pinned_memory(max(total, 1))
-    staging = np.frombuffer(pinned, np.uint8, max(total, 1))
-    for (host, _), offset in zip(hosts, offsets, strict=True):
-        staging[offset : offset + host.size] = host
-    with stream:
-        arena = cp.empty(max(total, 1), cp.uint8)
-        arena.set(staging, stream=stream)
-        results = []
-        for i, (host, _) in enumerate(hosts):
-            try:
-                code, shape = _native.core.header(host)
-            except ValueError as exc:
-                raise ChunkError(f"chunk {i}: {exc}", i, str(exc)) from None
-            dtype = storage_dtype(CODE_TO_DTYPE[code])
-            out = None if outs is None else outs[i]
-            if out is None:
-                out = cp.empty(shape, dtype)
-            elif out.dtype != dtype or out.shape != tuple(shape) or not out.flags.c_contiguous:
-                raise ValueError(
-                    f"chunk {i}: out must be a C-contiguous {dtype} array of shape {tuple(shape)}"
-                )
-            results.append(out)
-        device_ptrs = [arena.data.ptr + offset for offset in offsets]
-        plan = _cuda.plan(
-            [host for host, _ in hosts],
-            device_ptrs,
-            [r.data.ptr for r in results],
-            [r.nbytes for r in results],
-        )
-        workspace = cp.empty(max(plan.workspace_bytes, 1), cp.uint8)
-        status = cp.zeros(max(len(chunks), 1), cp.int32)
-        _cuda.enqueue(
-            plan, workspace.data.ptr, plan.workspace_bytes, status.data.ptr, verify, stream.ptr
-        )
-    stream.synchronize()
-    codes = status.get()[: len(chunks)]
-    for i, code in enumerate(codes):
-        if code:
-            reason = _cuda.status_message(int(code))
-            raise ChunkError(f"chunk {i}: {reason}", i, reason)
-    return results
+    batch = PreparedBatch(chunks, outs, stream)
+    batch.launch(verify)
+    batch.check()
+    return batch.results
 
 
 def to_torch(array: Any, dtype: Any) -> Any:
