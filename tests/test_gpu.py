@@ -131,3 +131,12 @@ def test_dlpack_into_torch() -> None:
     assert tensor.is_cuda
     assert tensor.data_ptr() == got.data.ptr  # zero-copy
     assert tensor.view(torch.int16).cpu().numpy().tobytes() == array.tobytes()
+
+
+def test_unaligned_output_is_refused() -> None:
+    import cupy as cp
+
+    array = np.arange(1000, dtype=np.int8)
+    buffer = cp.empty(1001, cp.int8)
+    with pytest.raises(ValueError, match="16-byte aligned"):
+        wc.decode(wc.encode(array), device="cuda", out=buffer[1:])

@@ -86,6 +86,9 @@ DecodePlan plan_decode(const ChunkRef* refs, size_t count) {
     } catch (const FormatError& e) {
       throw ChunkError(k, prefix(k), e.what());
     }
+    if (reinterpret_cast<uintptr_t>(r.device) % 16 != 0 || reinterpret_cast<uintptr_t>(r.out_dev) % 16 != 0) {
+      throw std::invalid_argument(prefix(k) + "device input and output buffers must be 16-byte aligned");
+    }
     if (r.out_len != info.nbytes) {
       throw ChunkError(k, prefix(k), "output buffer has " + std::to_string(r.out_len) +
                                          " bytes, the chunk decodes to " + std::to_string(info.nbytes));

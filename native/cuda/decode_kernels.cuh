@@ -94,26 +94,256 @@ struct WarpTable {
 };
 
 __device__ void build_table(const DevTable& t, WarpTable& w, int lane) {
-  // each lane owns 8 consecutive symbols; a warp scan gives their cumulative start
+  // cumulative starts by a warp scan over blocks of 8 symbols, kept in fc
   uint32_t f[8];
   uint32_t local = 0;
+#pragma unroll
   for (int k = 0; k < 8; ++k) {
     f[k] = t.freq[lane * 8 + k];
     local += f[k];
   }
   uint32_t incl = local;
+#pragma unroll
   for (int d = 1; d < 32; d <<= 1) {
     const uint32_t up = __shfl_up_sync(0xffffffffu, incl, d);
     if (lane >= d) incl += up;
   }
   uint32_t cum = incl - local;
+#pragma unroll
   for (int k = 0; k < 8; ++k) {
-    const uint32_t s = lane * 8 + k;
-    w.fc[s] = f[k] | (cum << 16);
-    for (uint32_t i = 0; i < f[k]; ++i) w.sym[cum + i] = static_cast<uint8_t>(s);
+    w.fc[lane * 8 + k] = f[k] | (cum << 16);
     cum += f[k];
   }
   __syncwarp();
+  // slots filled symbol by symbol, symbols spread over lanes by stride so that the frequent
+  // symbols (adjacent values) land on different lanes
+  for (int s = lane; s < 256; s += 32) {
+    const uint32_t fc = w.fc[s];
+    const uint32_t c0 = fc >> 16, c1 = c0 + (fc & 0xffffu);
+    for (uint32_t i = c0; i < c1; ++i) w.sym[i] = static_cast<uint8_t>(s);
+  }
+  __syncwarp();
+}
+
+// The word stream of one rANS plane, read ahead through a ring of four 32-word windows held in
+// registers (lane l holds word base + 32 r + l in ring[r]): a step consumes at most 32 words, so
+// the window loaded three steps of consumption ahead hides the global-memory latency.
+struct WordStream {
+  const uint16_t* words;
+  uint32_t nwords;
+  uint32_t wp;    // words consumed
+  uint32_t base;  // index of ring[0]'s lane-0 word
+  uint32_t ring[4];
+
+  __device__ void open(const uint16_t* w, uint32_t n, int lane) {
+    words = w;
+    nwords = n;
+    wp = 0;
+    base = 0;
+#pragma unroll
+    for (int r = 0; r < 4; ++r) ring[r] = 32 * r + lane < n ? words[32 * r + lane] : 0u;
+  }
+  // the word at absolute index `at` (at - base < 128 for every lane that asks)
+  __device__ uint32_t fetch(uint32_t at) const {
+    const uint32_t idx = at - base;
+    const int src = idx & 31;
+    const uint32_t v0 = __shfl_sync(0xffffffffu, ring[0], src);
+    const uint32_t v1 = __shfl_sync(0xffffffffu, ring[1], src);
+    const uint32_t v2 = __shfl_sync(0xffffffffu, ring[2], src);
+    const uint32_t v3 = __shfl_sync(0xffffffffu, ring[3], src);
+    const uint32_t r = idx >> 5;
+    return r == 0 ? v0 : r == 1 ? v1 : r == 2 ? v2 : v3;
+  }
+  __device__ void advance(uint32_t consumed, int lane) {
+    wp += consumed;
+    if (wp - base >= 32) {
+      ring[0] = ring[1];
+      ring[1] = ring[2];
+      ring[2] = ring[3];
+      base += 32;
+      const uint32_t next = base + 96 + lane;
+      ring[3] = next < nwords ? words[next] : 0u;
+    }
+  }
+};
+
+// Raw plane bytes, read a 128-element block (one 4-byte load per lane) ahead of use.
+struct RawStream {
+  const uint8_t* bytes;
+  uint32_t n;
+  uint32_t cur, next;  // this block's and the next block's word of this lane
+
+  __device__ uint32_t load(uint32_t block, int lane) const {
+    const uint32_t off = block * 128 + 4 * lane;
+    if (off + 4 <= n) return *reinterpret_cast<const uint32_t*>(bytes + off);
+    uint32_t v = 0;
+    for (uint32_t k = 0; k < 4 && off + k < n; ++k) v |= uint32_t{bytes[off + k]} << (8 * k);
+    return v;
+  }
+  __device__ void open(const uint8_t* b, uint32_t count, int lane) {
+    bytes = b;
+    n = count;
+    cur = load(0, lane);
+    next = load(1, lane);
+  }
+  // byte of element 32 * step + lane
+  __device__ uint32_t get(uint32_t step, int lane) {
+    const uint32_t e = 32 * (step & 3) + lane;  // position inside the block
+    const uint32_t w = __shfl_sync(0xffffffffu, cur, e >> 2);
+    const uint32_t b = (w >> (8 * (e & 3))) & 0xffu;
+    if ((step & 3) == 3) {
+      cur = next;
+      next = load((step >> 2) + 2, lane);
+    }
+    return b;
+  }
+};
+
+template <int NP>
+__device__ void decode_segment(const DevSegment& seg, uint32_t seg_index, const DevTable* tables,
+                               const DevConstants* consts, const uint32_t* crc_tab, WarpTable* my_tables,
+                               uint32_t* seg_crc, int32_t* status, bool verify, int lane) {
+  const uint32_t n = seg.n;
+  uint8_t* const out = seg.out;
+  const uint32_t chunk = seg.chunk;
+  uint8_t mode[NP], delta[NP], constant[NP];
+  uint32_t x[NP], carry[NP];
+  int table_slot[NP];
+  WordStream ws[NP];
+  RawStream raw[NP];
+  int used = 0;
+  bool ok = true;
+#pragma unroll
+  for (int p = 0; p < NP; ++p) {
+    const DevPlane pl = seg.planes[p];
+    mode[p] = pl.mode;
+    delta[p] = pl.delta;
+    constant[p] = pl.constant;
+    carry[p] = 0;
+    table_slot[p] = 0;
+    x[p] = kStateLow;
+    if (pl.mode == 0) raw[p].open(pl.payload, n, lane);
+    if (pl.mode != 2) continue;
+    table_slot[p] = used;
+    build_table(tables[pl.table], my_tables[used], lane);
+    ++used;
+    x[p] = reinterpret_cast<const uint32_t*>(pl.payload)[lane];
+    ws[p].open(reinterpret_cast<const uint16_t*>(pl.payload + 128), (pl.len - 128) / 2, lane);
+    if (__any_sync(0xffffffffu, x[p] < kStateLow)) {
+      if (lane == 0) fail(status, chunk, kBadInitialState);
+      ok = false;
+    }
+  }
+  const uint64_t row = seg.row;
+  const bool rotate = seg.rotate;
+  uint64_t col = (seg.first_elem + lane) % row;
+  const uint32_t steps = (n + 31) / 32;
+  const unsigned lanemask_lt = (1u << lane) - 1;
+  uint32_t step = 0;
+  for (; ok && step < steps; ++step) {
+    const uint32_t i = step * 32 + lane;
+    const bool active = i < n;
+    const bool reset = i == 0 || col == 0;
+    uint32_t word = 0;
+#pragma unroll
+    for (int p = 0; p < NP; ++p) {
+      uint32_t b;
+      if (mode[p] == 1) {
+        b = constant[p];
+      } else if (mode[p] == 0) {
+        b = raw[p].get(step, lane);
+      } else {
+        const WarpTable& t = my_tables[table_slot[p]];
+        bool need = false;
+        b = 0;
+        if (active) {
+          const uint32_t slot = x[p] & 4095u;
+          b = t.sym[slot];
+          const uint32_t fc = t.fc[b];
+          x[p] = (fc & 0xffffu) * (x[p] >> 12) + slot - (fc >> 16);
+          need = x[p] < kStateLow;
+        }
+        const unsigned mask = __ballot_sync(0xffffffffu, need);
+        const uint32_t at = ws[p].wp + __popc(mask & lanemask_lt);
+        const bool short_of_words = need && at >= ws[p].nwords;
+        const uint32_t w = ws[p].fetch(at);
+        if (need) x[p] = (x[p] << 16) | w;
+        ws[p].advance(__popc(mask), lane);
+        if (__any_sync(0xffffffffu, short_of_words)) {
+          if (lane == 0) fail(status, chunk, kTruncatedSegment);
+          ok = false;
+        }
+      }
+      if (delta[p]) {
+        // segmented inclusive scan (mod 256) restarting at row starts, then the carry
+        uint32_t v = b, f = reset;
+#pragma unroll
+        for (int d = 1; d < 32; d <<= 1) {
+          const uint32_t v_up = __shfl_up_sync(0xffffffffu, v, d);
+          const uint32_t f_up = __shfl_up_sync(0xffffffffu, f, d);
+          if (lane >= d && !f) {
+            v += v_up;
+            f |= f_up;
+          }
+        }
+        if (!f) v += carry[p];
+        b = v & 0xffu;
+        carry[p] = __shfl_sync(0xffffffffu, b, 31);
+      }
+      word |= b << (8 * (NP - 1 - p));
+    }
+    if (NP == 2 && rotate) word = ((word >> 1) | (word << 15)) & 0xffffu;
+    if (NP == 4 && rotate) word = (word >> 1) | (word << 31);
+    if (active) {
+      if (NP == 1) out[i] = static_cast<uint8_t>(word);
+      if (NP == 2) reinterpret_cast<uint16_t*>(out)[i] = static_cast<uint16_t>(word);
+      if (NP == 4) reinterpret_cast<uint32_t*>(out)[i] = word;
+    }
+    col += 32;
+    while (col >= row) col -= row;
+  }
+  if (ok) {
+#pragma unroll
+    for (int p = 0; p < NP; ++p) {
+      if (mode[p] != 2) continue;
+      if (__any_sync(0xffffffffu, x[p] != kStateLow)) {
+        if (lane == 0) fail(status, chunk, kFinalStateMismatch);
+        ok = false;
+      } else if (ws[p].wp != ws[p].nwords) {
+        if (lane == 0) fail(status, chunk, kUnreadWords);
+        ok = false;
+      }
+    }
+  } else {
+    // every output byte is written: the rest of a failed segment is zeros
+    for (uint64_t b = uint64_t(step) * 32 * NP + lane; b < uint64_t(n) * NP; b += 32) out[b] = 0;
+  }
+  if (!verify) return;
+  __syncwarp();
+  // CRC32C register (initial 0) of each lane's 16-byte-aligned slice of the segment's output,
+  // then joined: R(A || B) = shift(R(A), len(B)) ^ R(B).
+  const uint64_t total = uint64_t(n) * NP;
+  const uint64_t slice = ((total + 31) / 32 + 15) & ~uint64_t(15);
+  const uint64_t begin = min(total, lane * slice);
+  const uint64_t end = min(total, begin + slice);
+  uint32_t r = 0;
+  uint64_t k = begin;
+#pragma unroll 4
+  for (; k + 16 <= end; k += 16) {
+    const uint4 q = *reinterpret_cast<const uint4*>(out + k);
+    const uint32_t part[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const uint32_t w = r ^ part[j];
+      r = crc_tab[3 * 256 + (w & 0xff)] ^ crc_tab[2 * 256 + ((w >> 8) & 0xff)] ^
+          crc_tab[1 * 256 + ((w >> 16) & 0xff)] ^ crc_tab[w >> 24];
+    }
+  }
+  for (; k < end; ++k) r = (r >> 8) ^ crc_tab[(r ^ out[k]) & 0xff];
+  if (end < total && r != 0) r = multmodp(shift_bytes(*consts, total - end), r);
+#pragma unroll
+  for (int d = 16; d > 0; d >>= 1) r ^= __shfl_xor_sync(0xffffffffu, r, d);
+  if (lane == 0) seg_crc[seg_index] = r;
 }
 
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
@@ -134,134 +364,11 @@ decode_segments_kernel(const DevSegment* __restrict__ segments, uint32_t num_seg
   if (seg_index >= num_segments) return;
   const DevSegment& seg = segments[seg_index];
   WarpTable* my_tables = warp_tables + warp * max_rans_planes;
-
-  const int np = seg.itemsize;
-  uint32_t x[4];
-  const uint16_t* words[4];
-  uint32_t nwords[4], wp[4], carry[4];
-  int table_slot[4];
-  int used = 0;
-  bool ok = true;
-  for (int p = 0; p < np; ++p) {
-    const DevPlane& pl = seg.planes[p];
-    carry[p] = 0;
-    if (pl.mode != 2) continue;
-    table_slot[p] = used;
-    build_table(tables[pl.table], my_tables[used], lane);
-    ++used;
-    x[p] = reinterpret_cast<const uint32_t*>(pl.payload)[lane];
-    words[p] = reinterpret_cast<const uint16_t*>(pl.payload + 128);
-    nwords[p] = (pl.len - 128) / 2;
-    wp[p] = 0;
-    if (__any_sync(0xffffffffu, x[p] < kStateLow)) {
-      if (lane == 0) fail(status, seg.chunk, kBadInitialState);
-      ok = false;
-    }
+  switch (seg.itemsize) {
+    case 1: decode_segment<1>(seg, seg_index, tables, consts, crc_tab, my_tables, seg_crc, status, verify, lane); break;
+    case 2: decode_segment<2>(seg, seg_index, tables, consts, crc_tab, my_tables, seg_crc, status, verify, lane); break;
+    default: decode_segment<4>(seg, seg_index, tables, consts, crc_tab, my_tables, seg_crc, status, verify, lane); break;
   }
-
-  // column of this lane's element within its row, advanced by 32 per step
-  uint64_t col = (seg.first_elem + lane) % seg.row;
-  const uint32_t n = seg.n;
-  const uint32_t steps = (n + 31) / 32;
-  const unsigned lanemask_lt = (1u << lane) - 1;
-  uint32_t step = 0;
-  for (; ok && step < steps; ++step) {
-    const uint32_t i = step * 32 + lane;
-    const bool active = i < n;
-    const bool reset = i == 0 || col == 0;
-    uint32_t word = 0;
-    for (int p = 0; p < np; ++p) {
-      const DevPlane& pl = seg.planes[p];
-      uint32_t b;
-      if (pl.mode == 1) {
-        b = pl.constant;
-      } else if (pl.mode == 0) {
-        b = active ? pl.payload[i] : 0;
-      } else {
-        const WarpTable& t = my_tables[table_slot[p]];
-        bool need = false;
-        b = 0;
-        if (active) {
-          const uint32_t slot = x[p] & 4095u;
-          b = t.sym[slot];
-          const uint32_t fc = t.fc[b];
-          x[p] = (fc & 0xffffu) * (x[p] >> 12) + slot - (fc >> 16);
-          need = x[p] < kStateLow;
-        }
-        const unsigned mask = __ballot_sync(0xffffffffu, need);
-        const uint32_t at = wp[p] + __popc(mask & lanemask_lt);
-        const bool short_of_words = need && at >= nwords[p];
-        if (need && !short_of_words) x[p] = (x[p] << 16) | words[p][at];
-        wp[p] += __popc(mask);
-        if (__any_sync(0xffffffffu, short_of_words)) {
-          if (lane == 0) fail(status, seg.chunk, kTruncatedSegment);
-          ok = false;
-        }
-      }
-      if (pl.delta) {
-        // segmented inclusive scan (mod 256) restarting at row starts, then the carry
-        uint32_t v = b, f = reset;
-        for (int d = 1; d < 32; d <<= 1) {
-          const uint32_t v_up = __shfl_up_sync(0xffffffffu, v, d);
-          const uint32_t f_up = __shfl_up_sync(0xffffffffu, f, d);
-          if (lane >= d && !f) {
-            v += v_up;
-            f |= f_up;
-          }
-        }
-        if (!f) v += carry[p];
-        b = v & 0xffu;
-        carry[p] = __shfl_sync(0xffffffffu, b, 31);
-      }
-      word |= b << (8 * (np - 1 - p));
-    }
-    if (seg.rotate) {
-      word = np == 2 ? ((word >> 1) | (word << 15)) & 0xffffu : (word >> 1) | (word << 31);
-    }
-    if (active) {
-      if (np == 1) seg.out[i] = static_cast<uint8_t>(word);
-      else if (np == 2) reinterpret_cast<uint16_t*>(seg.out)[i] = static_cast<uint16_t>(word);
-      else reinterpret_cast<uint32_t*>(seg.out)[i] = word;
-    }
-    col += 32;
-    while (col >= seg.row) col -= seg.row;
-  }
-  if (ok) {
-    for (int p = 0; p < np; ++p) {
-      if (seg.planes[p].mode != 2) continue;
-      const bool bad_state = x[p] != kStateLow;
-      if (__any_sync(0xffffffffu, bad_state)) {
-        if (lane == 0) fail(status, seg.chunk, kFinalStateMismatch);
-        ok = false;
-      } else if (wp[p] != nwords[p]) {
-        if (lane == 0) fail(status, seg.chunk, kUnreadWords);
-        ok = false;
-      }
-    }
-  } else {
-    // every output byte is written: the rest of a failed segment is zeros
-    for (uint64_t b = uint64_t(step) * 32 * np + lane; b < uint64_t(n) * np; b += 32) seg.out[b] = 0;
-  }
-  if (!verify) return;
-  __syncwarp();
-  // CRC32C register (initial 0) of each lane's slice of the segment's output, then joined:
-  // R(A || B) = shift(R(A), len(B)) ^ R(B).
-  const uint64_t total = uint64_t(n) * np;
-  const uint64_t slice = ((total + 31) / 32 + 3) & ~uint64_t(3);
-  const uint64_t begin = min(total, lane * slice);
-  const uint64_t end = min(total, begin + slice);
-  uint32_t r = 0;
-  uint64_t k = begin;
-  const uint8_t* out = seg.out;
-  for (; k + 4 <= end; k += 4) {
-    const uint32_t w = r ^ *reinterpret_cast<const uint32_t*>(out + k);
-    r = crc_tab[3 * 256 + (w & 0xff)] ^ crc_tab[2 * 256 + ((w >> 8) & 0xff)] ^
-        crc_tab[1 * 256 + ((w >> 16) & 0xff)] ^ crc_tab[w >> 24];
-  }
-  for (; k < end; ++k) r = (r >> 8) ^ crc_tab[(r ^ out[k]) & 0xff];
-  if (end < total && r != 0) r = multmodp(shift_bytes(*consts, total - end), r);
-  for (int d = 16; d > 0; d >>= 1) r ^= __shfl_xor_sync(0xffffffffu, r, d);
-  if (lane == 0) seg_crc[seg_index] = r;
 }
 
 // One thread per chunk: R = shift(~0, nbytes) ^ joined segment registers; crc = ~R.
