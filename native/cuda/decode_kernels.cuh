@@ -91,6 +91,7 @@ __device__ __forceinline__ void fail(int32_t* status, uint32_t chunk, int32_t co
 struct WarpTable {
   uint8_t sym[4096];
   uint32_t fc[256];
+  uint16_t ring[256];  // the plane's word stream read-ahead (WordStream)
 };
 
 __device__ void build_table(const DevTable& t, WarpTable& w, int lane) {
@@ -125,44 +126,49 @@ __device__ void build_table(const DevTable& t, WarpTable& w, int lane) {
   __syncwarp();
 }
 
-// The word stream of one rANS plane, read ahead through a ring of four 32-word windows held in
-// registers (lane l holds word base + 32 r + l in ring[r]): a step consumes at most 32 words, so
-// the window loaded three steps of consumption ahead hides the global-memory latency.
+// The word stream of one rANS plane, read ahead into a shared-memory ring of eight 32-word
+// windows. The ring holds windows win .. win + 3 (a step consumes at most 32 words, so every
+// word a step asks for lies in win or win + 1). Two more windows are in flight in registers,
+// loaded two window advances before they are stored, so the global-memory latency is hidden
+// behind several steps; the register used alternates with the window parity (no moves).
 struct WordStream {
   const uint16_t* words;
+  uint16_t* ring;  // 256 entries of shared memory
   uint32_t nwords;
-  uint32_t wp;    // words consumed
-  uint32_t base;  // index of ring[0]'s lane-0 word
-  uint32_t ring[4];
+  uint32_t wp;   // words consumed
+  uint32_t win;  // lowest window still needed
+  uint32_t pend_even, pend_odd;
 
-  __device__ void open(const uint16_t* w, uint32_t n, int lane) {
+  __device__ uint32_t load(uint32_t window, int lane) const {
+    const uint32_t at = 32 * window + lane;
+    return at < nwords ? words[at] : 0u;
+  }
+  __device__ void open(const uint16_t* w, uint32_t n, uint16_t* r, int lane) {
     words = w;
+    ring = r;
     nwords = n;
     wp = 0;
-    base = 0;
+    win = 0;
 #pragma unroll
-    for (int r = 0; r < 4; ++r) ring[r] = 32 * r + lane < n ? words[32 * r + lane] : 0u;
+    for (int k = 0; k < 4; ++k) ring[32 * k + lane] = static_cast<uint16_t>(load(k, lane));
+    pend_odd = load(4, lane);   // stored when win becomes 1
+    pend_even = load(5, lane);  // stored when win becomes 2
+    __syncwarp();
   }
-  // the word at absolute index `at` (at - base < 128 for every lane that asks)
-  __device__ uint32_t fetch(uint32_t at) const {
-    const uint32_t idx = at - base;
-    const int src = idx & 31;
-    const uint32_t v0 = __shfl_sync(0xffffffffu, ring[0], src);
-    const uint32_t v1 = __shfl_sync(0xffffffffu, ring[1], src);
-    const uint32_t v2 = __shfl_sync(0xffffffffu, ring[2], src);
-    const uint32_t v3 = __shfl_sync(0xffffffffu, ring[3], src);
-    const uint32_t r = idx >> 5;
-    return r == 0 ? v0 : r == 1 ? v1 : r == 2 ? v2 : v3;
-  }
+  __device__ uint32_t fetch(uint32_t at) const { return ring[at & 255]; }
   __device__ void advance(uint32_t consumed, int lane) {
     wp += consumed;
-    if (wp - base >= 32) {
-      ring[0] = ring[1];
-      ring[1] = ring[2];
-      ring[2] = ring[3];
-      base += 32;
-      const uint32_t next = base + 96 + lane;
-      ring[3] = next < nwords ? words[next] : 0u;
+    if (wp - 32 * win >= 32) {
+      ++win;
+      uint16_t* slot = ring + 32 * ((win + 3) & 7) + lane;
+      if (win & 1) {
+        *slot = static_cast<uint16_t>(pend_odd);
+        pend_odd = load(win + 5, lane);
+      } else {
+        *slot = static_cast<uint16_t>(pend_even);
+        pend_even = load(win + 5, lane);
+      }
+      __syncwarp();
     }
   }
 };
@@ -228,7 +234,8 @@ __device__ void decode_segment(const DevSegment& seg, uint32_t seg_index, const 
     build_table(tables[pl.table], my_tables[used], lane);
     ++used;
     x[p] = reinterpret_cast<const uint32_t*>(pl.payload)[lane];
-    ws[p].open(reinterpret_cast<const uint16_t*>(pl.payload + 128), (pl.len - 128) / 2, lane);
+    ws[p].open(reinterpret_cast<const uint16_t*>(pl.payload + 128), (pl.len - 128) / 2,
+               my_tables[table_slot[p]].ring, lane);
     if (__any_sync(0xffffffffu, x[p] < kStateLow)) {
       if (lane == 0) fail(status, chunk, kBadInitialState);
       ok = false;
