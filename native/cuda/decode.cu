@@ -50,6 +50,7 @@ struct DecodePlan::Impl {
   size_t chunks_off = 0, segments_off = 0, tables_off = 0, crc_off = 0, total = 0;
   uint32_t num_chunks = 0, num_segments = 0;
   int max_rans_planes = 1;
+  uint32_t group_end[3] = {0, 0, 0};  // segments of 1, 2 and 4 planes end here
 };
 
 DecodePlan::DecodePlan() : impl(std::make_unique<Impl>()) {}
@@ -78,14 +79,26 @@ DecodePlan plan_decode(const ChunkRef* refs, size_t count) {
   std::vector<DevTable> tables;
   int max_rans = 1;
   auto prefix = [count](size_t k) { return count > 1 ? "chunk " + std::to_string(k) + ": " : std::string(); };
+  std::vector<ChunkInfo> infos(count);
   for (size_t k = 0; k < count; ++k) {
-    const ChunkRef& r = refs[k];
-    ChunkInfo info;
     try {
-      info = parse_chunk(r.host, r.len);
+      infos[k] = parse_chunk(refs[k].host, refs[k].len);
     } catch (const FormatError& e) {
       throw ChunkError(k, prefix(k), e.what());
     }
+  }
+  // Segments are grouped by itemsize (1, 2, 4 planes), each chunk's segments contiguous, so
+  // that one kernel instance per plane count decodes a contiguous range.
+  uint32_t group_end[3] = {0, 0, 0};
+  std::vector<size_t> order;
+  for (uint32_t np : {1u, 2u, 4u}) {
+    for (size_t k = 0; k < count; ++k) {
+      if (infos[k].nplanes == np) order.push_back(k);
+    }
+  }
+  for (size_t k : order) {
+    const ChunkRef& r = refs[k];
+    const ChunkInfo& info = infos[k];
     if (reinterpret_cast<uintptr_t>(r.device) % 16 != 0 || reinterpret_cast<uintptr_t>(r.out_dev) % 16 != 0) {
       throw std::invalid_argument(prefix(k) + "device input and output buffers must be 16-byte aligned");
     }
@@ -154,12 +167,17 @@ DecodePlan plan_decode(const ChunkRef* refs, size_t count) {
       }
       segments.push_back(s);
     }
+    group_end[info.nplanes == 1 ? 0 : info.nplanes == 2 ? 1 : 2] = static_cast<uint32_t>(segments.size());
   }
+  // groups with no chunks end where the previous group ends
+  if (group_end[1] < group_end[0]) group_end[1] = group_end[0];
+  if (group_end[2] < group_end[1]) group_end[2] = group_end[1];
   DecodePlan plan;
   DecodePlan::Impl& P = *plan.impl;
   P.num_chunks = static_cast<uint32_t>(count);
   P.num_segments = static_cast<uint32_t>(segments.size());
   P.max_rans_planes = max_rans;
+  std::copy(group_end, group_end + 3, P.group_end);
   P.chunks_off = align256(sizeof(DevConstants));
   P.segments_off = align256(P.chunks_off + chunks.size() * sizeof(DevChunk));
   P.tables_off = align256(P.segments_off + segments.size() * sizeof(DevSegment));
@@ -184,17 +202,24 @@ cudaError_t enqueue_decode(const DecodePlan& plan, void* workspace_dev, size_t w
   err = cudaMemsetAsync(status_dev, 0, P.num_chunks * sizeof(int32_t), stream);
   if (err != cudaSuccess) return err;
   const auto* consts = reinterpret_cast<const DevConstants*>(ws);
-  if (P.num_segments > 0) {
-    const size_t smem = 4 * 256 * sizeof(uint32_t) + size_t{kWarpsPerBlock} * P.max_rans_planes * sizeof(WarpTable);
-    err = cudaFuncSetAttribute(decode_segments_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+  const size_t smem = 4 * 256 * sizeof(uint32_t) + size_t{kWarpsPerBlock} * P.max_rans_planes * sizeof(WarpTable);
+  void (*kernels[3])(const DevSegment*, uint32_t, uint32_t, const DevTable*, const DevConstants*, uint32_t*,
+                     int32_t*, int, bool) = {decode_segments_kernel<1>, decode_segments_kernel<2>,
+                                             decode_segments_kernel<4>};
+  uint32_t first = 0;
+  for (int g = 0; g < 3; ++g) {
+    const uint32_t count = P.group_end[g] - first;
+    if (count == 0) continue;
+    err = cudaFuncSetAttribute(kernels[g], cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
     if (err != cudaSuccess) return err;
-    const unsigned blocks = (P.num_segments + kWarpsPerBlock - 1) / kWarpsPerBlock;
-    decode_segments_kernel<<<blocks, kWarpsPerBlock * 32, smem, stream>>>(
-        reinterpret_cast<const DevSegment*>(ws + P.segments_off), P.num_segments,
+    const unsigned blocks = (count + kWarpsPerBlock - 1) / kWarpsPerBlock;
+    kernels[g]<<<blocks, kWarpsPerBlock * 32, smem, stream>>>(
+        reinterpret_cast<const DevSegment*>(ws + P.segments_off), first, count,
         reinterpret_cast<const DevTable*>(ws + P.tables_off), consts,
         reinterpret_cast<uint32_t*>(ws + P.crc_off), status_dev, P.max_rans_planes, verify_checksum);
     err = cudaGetLastError();
     if (err != cudaSuccess) return err;
+    first = P.group_end[g];
   }
   if (verify_checksum) {
     combine_crc_kernel<<<(P.num_chunks + 127) / 128, 128, 0, stream>>>(

@@ -11,7 +11,7 @@
 
 namespace wcodec::cuda::detail {
 
-constexpr int kWarpsPerBlock = 4;
+constexpr int kWarpsPerBlock = 8;
 constexpr uint32_t kStateLow = 1u << 16;
 
 // Segment part of one plane. Payload pointers are device pointers.
@@ -205,52 +205,20 @@ struct RawStream {
   }
 };
 
+// Per-warp decoding state of one segment with NP byte planes.
 template <int NP>
-__device__ void decode_segment(const DevSegment& seg, uint32_t seg_index, const DevTable* tables,
-                               const DevConstants* consts, const uint32_t* crc_tab, WarpTable* my_tables,
-                               uint32_t* seg_crc, int32_t* status, bool verify, int lane) {
-  const uint32_t n = seg.n;
-  uint8_t* const out = seg.out;
-  const uint32_t chunk = seg.chunk;
-  uint8_t mode[NP], delta[NP], constant[NP];
+struct SegmentDecoder {
+  uint8_t mode[NP], constant[NP];
   uint32_t x[NP], carry[NP];
-  int table_slot[NP];
+  const WarpTable* table[NP];
   WordStream ws[NP];
   RawStream raw[NP];
-  int used = 0;
-  bool ok = true;
-#pragma unroll
-  for (int p = 0; p < NP; ++p) {
-    const DevPlane pl = seg.planes[p];
-    mode[p] = pl.mode;
-    delta[p] = pl.delta;
-    constant[p] = pl.constant;
-    carry[p] = 0;
-    table_slot[p] = 0;
-    x[p] = kStateLow;
-    if (pl.mode == 0) raw[p].open(pl.payload, n, lane);
-    if (pl.mode != 2) continue;
-    table_slot[p] = used;
-    build_table(tables[pl.table], my_tables[used], lane);
-    ++used;
-    x[p] = reinterpret_cast<const uint32_t*>(pl.payload)[lane];
-    ws[p].open(reinterpret_cast<const uint16_t*>(pl.payload + 128), (pl.len - 128) / 2,
-               my_tables[table_slot[p]].ring, lane);
-    if (__any_sync(0xffffffffu, x[p] < kStateLow)) {
-      if (lane == 0) fail(status, chunk, kBadInitialState);
-      ok = false;
-    }
-  }
-  const uint64_t row = seg.row;
-  const bool rotate = seg.rotate;
-  uint64_t col = (seg.first_elem + lane) % row;
-  const uint32_t steps = (n + 31) / 32;
-  const unsigned lanemask_lt = (1u << lane) - 1;
-  uint32_t step = 0;
-  for (; ok && step < steps; ++step) {
-    const uint32_t i = step * 32 + lane;
-    const bool active = i < n;
-    const bool reset = i == 0 || col == 0;
+
+  // Element 32 * step + lane of every plane, merged into one word. Full: every lane is active
+  // (no bounds test). Delta: some plane uses the delta predictor; reset marks a row start.
+  template <bool Full, bool Delta>
+  __device__ uint32_t step(const uint8_t* delta, uint32_t step_index, bool active, bool reset,
+                           unsigned lanemask_lt, int lane) {
     uint32_t word = 0;
 #pragma unroll
     for (int p = 0; p < NP; ++p) {
@@ -258,30 +226,25 @@ __device__ void decode_segment(const DevSegment& seg, uint32_t seg_index, const 
       if (mode[p] == 1) {
         b = constant[p];
       } else if (mode[p] == 0) {
-        b = raw[p].get(step, lane);
+        b = raw[p].get(step_index, lane);
       } else {
-        const WarpTable& t = my_tables[table_slot[p]];
         bool need = false;
         b = 0;
-        if (active) {
+        if (Full || active) {
           const uint32_t slot = x[p] & 4095u;
-          b = t.sym[slot];
-          const uint32_t fc = t.fc[b];
+          b = table[p]->sym[slot];
+          const uint32_t fc = table[p]->fc[b];
           x[p] = (fc & 0xffffu) * (x[p] >> 12) + slot - (fc >> 16);
           need = x[p] < kStateLow;
         }
         const unsigned mask = __ballot_sync(0xffffffffu, need);
-        const uint32_t at = ws[p].wp + __popc(mask & lanemask_lt);
-        const bool short_of_words = need && at >= ws[p].nwords;
-        const uint32_t w = ws[p].fetch(at);
+        // Reads past the stream end see zeros from the ring (never out of bounds); the
+        // segment is then rejected at the end, where wp > nwords.
+        const uint32_t w = ws[p].fetch(ws[p].wp + __popc(mask & lanemask_lt));
         if (need) x[p] = (x[p] << 16) | w;
         ws[p].advance(__popc(mask), lane);
-        if (__any_sync(0xffffffffu, short_of_words)) {
-          if (lane == 0) fail(status, chunk, kTruncatedSegment);
-          ok = false;
-        }
       }
-      if (delta[p]) {
+      if (Delta && delta[p]) {
         // segmented inclusive scan (mod 256) restarting at row starts, then the carry
         uint32_t v = b, f = reset;
 #pragma unroll
@@ -299,31 +262,105 @@ __device__ void decode_segment(const DevSegment& seg, uint32_t seg_index, const 
       }
       word |= b << (8 * (NP - 1 - p));
     }
-    if (NP == 2 && rotate) word = ((word >> 1) | (word << 15)) & 0xffffu;
-    if (NP == 4 && rotate) word = (word >> 1) | (word << 31);
-    if (active) {
-      if (NP == 1) out[i] = static_cast<uint8_t>(word);
-      if (NP == 2) reinterpret_cast<uint16_t*>(out)[i] = static_cast<uint16_t>(word);
-      if (NP == 4) reinterpret_cast<uint32_t*>(out)[i] = word;
+    return word;
+  }
+};
+
+template <int NP>
+__device__ __forceinline__ void store_element(uint8_t* out, uint32_t i, uint32_t word, bool rotate) {
+  if (NP == 1) out[i] = static_cast<uint8_t>(word);
+  if (NP == 2) {
+    if (rotate) word = ((word >> 1) | (word << 15)) & 0xffffu;
+    reinterpret_cast<uint16_t*>(out)[i] = static_cast<uint16_t>(word);
+  }
+  if (NP == 4) {
+    if (rotate) word = (word >> 1) | (word << 31);
+    reinterpret_cast<uint32_t*>(out)[i] = word;
+  }
+}
+
+template <int NP, bool Delta>
+__device__ void decode_steps(SegmentDecoder<NP>& d, const DevSegment& seg, const uint8_t* delta, int lane) {
+  const uint32_t n = seg.n;
+  uint8_t* const out = seg.out;
+  const bool rotate = seg.rotate;
+  const unsigned lanemask_lt = (1u << lane) - 1;
+  const uint32_t full_steps = n / 32;
+  // column of this lane's element within its row (only tracked for the delta predictor)
+  uint64_t col = Delta ? (seg.first_elem + lane) % seg.row : 0;
+  const uint64_t row = seg.row;
+  for (uint32_t s = 0; s < full_steps; ++s) {
+    const uint32_t i = 32 * s + lane;
+    const uint32_t word = d.template step<true, Delta>(delta, s, true, Delta && (i == 0 || col == 0), lanemask_lt, lane);
+    store_element<NP>(out, i, word, rotate);
+    if (Delta) {
+      col += 32;
+      while (col >= row) col -= row;
     }
-    col += 32;
-    while (col >= row) col -= row;
+  }
+  if (n % 32) {
+    const uint32_t i = 32 * full_steps + lane;
+    const bool active = i < n;
+    const uint32_t word = d.template step<false, Delta>(delta, full_steps, active, Delta && (i == 0 || col == 0), lanemask_lt, lane);
+    if (active) store_element<NP>(out, i, word, rotate);
+  }
+}
+
+template <int NP>
+__device__ void decode_segment(const DevSegment& seg, uint32_t seg_index, const DevTable* tables,
+                               const DevConstants* consts, const uint32_t* crc_tab, WarpTable* my_tables,
+                               uint32_t* seg_crc, int32_t* status, bool verify, int lane) {
+  const uint32_t n = seg.n;
+  uint8_t* const out = seg.out;
+  const uint32_t chunk = seg.chunk;
+  SegmentDecoder<NP> d;
+  uint8_t delta[NP];
+  bool any_delta = false;
+  int used = 0;
+  bool ok = true;
+#pragma unroll
+  for (int p = 0; p < NP; ++p) {
+    const DevPlane pl = seg.planes[p];
+    d.mode[p] = pl.mode;
+    d.constant[p] = pl.constant;
+    d.carry[p] = 0;
+    d.x[p] = kStateLow;
+    d.table[p] = my_tables;
+    delta[p] = pl.delta;
+    any_delta |= pl.delta != 0;
+    if (pl.mode == 0) d.raw[p].open(pl.payload, n, lane);
+    if (pl.mode != 2) continue;
+    WarpTable* t = my_tables + used++;
+    d.table[p] = t;
+    build_table(tables[pl.table], *t, lane);
+    d.x[p] = reinterpret_cast<const uint32_t*>(pl.payload)[lane];
+    d.ws[p].open(reinterpret_cast<const uint16_t*>(pl.payload + 128), (pl.len - 128) / 2, t->ring, lane);
+    if (__any_sync(0xffffffffu, d.x[p] < kStateLow)) {
+      if (lane == 0) fail(status, chunk, kBadInitialState);
+      ok = false;
+    }
   }
   if (ok) {
+    if (any_delta) {
+      decode_steps<NP, true>(d, seg, delta, lane);
+    } else {
+      decode_steps<NP, false>(d, seg, delta, lane);
+    }
 #pragma unroll
     for (int p = 0; p < NP; ++p) {
-      if (mode[p] != 2) continue;
-      if (__any_sync(0xffffffffu, x[p] != kStateLow)) {
-        if (lane == 0) fail(status, chunk, kFinalStateMismatch);
-        ok = false;
-      } else if (ws[p].wp != ws[p].nwords) {
-        if (lane == 0) fail(status, chunk, kUnreadWords);
+      if (d.mode[p] != 2) continue;
+      int32_t code = kOk;
+      if (d.ws[p].wp > d.ws[p].nwords) code = kTruncatedSegment;
+      else if (__any_sync(0xffffffffu, d.x[p] != kStateLow)) code = kFinalStateMismatch;
+      else if (d.ws[p].wp != d.ws[p].nwords) code = kUnreadWords;
+      if (code != kOk) {
+        if (lane == 0) fail(status, chunk, code);
         ok = false;
       }
     }
   } else {
-    // every output byte is written: the rest of a failed segment is zeros
-    for (uint64_t b = uint64_t(step) * 32 * NP + lane; b < uint64_t(n) * NP; b += 32) out[b] = 0;
+    // every output byte is written: a segment rejected before decoding is zeros
+    for (uint32_t b = lane; b < n * NP; b += 32) out[b] = 0;
   }
   if (!verify) return;
   __syncwarp();
@@ -349,12 +386,15 @@ __device__ void decode_segment(const DevSegment& seg, uint32_t seg_index, const 
   for (; k < end; ++k) r = (r >> 8) ^ crc_tab[(r ^ out[k]) & 0xff];
   if (end < total && r != 0) r = multmodp(shift_bytes(*consts, total - end), r);
 #pragma unroll
-  for (int d = 16; d > 0; d >>= 1) r ^= __shfl_xor_sync(0xffffffffu, r, d);
+  for (int d2 = 16; d2 > 0; d2 >>= 1) r ^= __shfl_xor_sync(0xffffffffu, r, d2);
   if (lane == 0) seg_crc[seg_index] = r;
 }
 
+// Segments of one itemsize (NP planes): the plan groups them, so each launch carries only the
+// registers its plane count needs. `first` offsets into the plan's segment array.
+template <int NP>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
-decode_segments_kernel(const DevSegment* __restrict__ segments, uint32_t num_segments,
+decode_segments_kernel(const DevSegment* __restrict__ segments, uint32_t first, uint32_t count,
                        const DevTable* __restrict__ tables, const DevConstants* __restrict__ consts,
                        uint32_t* __restrict__ seg_crc, int32_t* __restrict__ status, int max_rans_planes,
                        bool verify) {
@@ -367,15 +407,11 @@ decode_segments_kernel(const DevSegment* __restrict__ segments, uint32_t num_seg
     for (int i = threadIdx.x; i < 4 * 256; i += blockDim.x) crc_tab[i] = (&consts->crc_table[0][0])[i];
   }
   __syncthreads();
-  const uint32_t seg_index = blockIdx.x * kWarpsPerBlock + warp;
-  if (seg_index >= num_segments) return;
-  const DevSegment& seg = segments[seg_index];
-  WarpTable* my_tables = warp_tables + warp * max_rans_planes;
-  switch (seg.itemsize) {
-    case 1: decode_segment<1>(seg, seg_index, tables, consts, crc_tab, my_tables, seg_crc, status, verify, lane); break;
-    case 2: decode_segment<2>(seg, seg_index, tables, consts, crc_tab, my_tables, seg_crc, status, verify, lane); break;
-    default: decode_segment<4>(seg, seg_index, tables, consts, crc_tab, my_tables, seg_crc, status, verify, lane); break;
-  }
+  const uint32_t local = blockIdx.x * kWarpsPerBlock + warp;
+  if (local >= count) return;
+  const uint32_t seg_index = first + local;
+  decode_segment<NP>(segments[seg_index], seg_index, tables, consts, crc_tab,
+                     warp_tables + warp * max_rans_planes, seg_crc, status, verify, lane);
 }
 
 // One thread per chunk: R = shift(~0, nbytes) ^ joined segment registers; crc = ~R.
