@@ -125,7 +125,14 @@ class PreparedBatch:
             )
             self._workspace = cp.empty(max(self._plan.workspace_bytes, 1), cp.uint8)
             self._status = cp.zeros(max(len(chunks), 1), cp.int32)
-        self._pinned = pinned  # the upload may still be in flight
+            # the descriptors go to the start of the workspace once, asynchronously from pinned
+            # memory; every launch reuses them
+            size = self._plan.descriptor_bytes
+            desc_pinned = cp.cuda.alloc_pinned_memory(max(size, 1))
+            desc = np.frombuffer(desc_pinned, np.uint8, size)
+            desc[:] = self._plan.descriptors
+            self._workspace[:size].set(desc, stream=self.stream)
+        self._pinned = (pinned, desc_pinned)  # the uploads may still be in flight
         self._count = len(chunks)
 
     def launch(self, verify: bool = True) -> None:

@@ -68,6 +68,17 @@ NB_MODULE(_cuda, m) {
   });
   nb::class_<wcodec::cuda::DecodePlan>(m, "DecodePlan")
       .def_prop_ro("workspace_bytes", &wcodec::cuda::DecodePlan::workspace_bytes)
+      .def_prop_ro("descriptor_bytes", &wcodec::cuda::DecodePlan::descriptor_bytes)
+      // the descriptor image as a read-only uint8 array that borrows the plan's memory
+      .def_prop_ro(
+          "descriptors",
+          [](nb::handle self) {
+            const auto& p = nb::cast<const wcodec::cuda::DecodePlan&>(self);
+            const size_t shape[1] = {p.descriptor_bytes()};
+            return nb::ndarray<nb::numpy, const uint8_t, nb::ndim<1>>(
+                static_cast<const uint8_t*>(p.descriptors()), 1, shape, self);
+          },
+          nb::rv_policy::reference_internal)
       .def_prop_ro("num_chunks", &wcodec::cuda::DecodePlan::num_chunks)
       .def_prop_ro("num_segments", &wcodec::cuda::DecodePlan::num_segments);
   m.def("plan", &plan, "host"_a, "device"_a, "outs"_a, "out_sizes"_a);

@@ -50,7 +50,9 @@ struct DecodePlan::Impl {
   size_t chunks_off = 0, segments_off = 0, tables_off = 0, crc_off = 0, total = 0;
   uint32_t num_chunks = 0, num_segments = 0;
   int max_rans_planes = 1;
-  uint32_t group_end[3] = {0, 0, 0};  // segments of 1, 2 and 4 planes end here
+  uint32_t max_tables = 1;
+  size_t blocks_off = 0;
+  uint32_t block_group_end[3] = {0, 0, 0};  // blocks of 1, 2 and 4 planes end here
 };
 
 DecodePlan::DecodePlan() : impl(std::make_unique<Impl>()) {}
@@ -58,6 +60,8 @@ DecodePlan::~DecodePlan() = default;
 DecodePlan::DecodePlan(DecodePlan&&) noexcept = default;
 DecodePlan& DecodePlan::operator=(DecodePlan&&) noexcept = default;
 size_t DecodePlan::workspace_bytes() const { return impl->total; }
+size_t DecodePlan::descriptor_bytes() const { return impl->blob.size(); }
+const void* DecodePlan::descriptors() const { return impl->blob.data(); }
 size_t DecodePlan::num_chunks() const { return impl->num_chunks; }
 size_t DecodePlan::num_segments() const { return impl->num_segments; }
 
@@ -77,7 +81,10 @@ DecodePlan plan_decode(const ChunkRef* refs, size_t count) {
   std::vector<DevChunk> chunks(count);
   std::vector<DevSegment> segments;
   std::vector<DevTable> tables;
+  std::vector<DevBlock> blocks;
   int max_rans = 1;
+  uint32_t max_tables = 1;
+  uint32_t block_group_end[3] = {0, 0, 0};
   auto prefix = [count](size_t k) { return count > 1 ? "chunk " + std::to_string(k) + ": " : std::string(); };
   std::vector<ChunkInfo> infos(count);
   for (size_t k = 0; k < count; ++k) {
@@ -89,7 +96,6 @@ DecodePlan plan_decode(const ChunkRef* refs, size_t count) {
   }
   // Segments are grouped by itemsize (1, 2, 4 planes), each chunk's segments contiguous, so
   // that one kernel instance per plane count decodes a contiguous range.
-  uint32_t group_end[3] = {0, 0, 0};
   std::vector<size_t> order;
   for (uint32_t np : {1u, 2u, 4u}) {
     for (size_t k = 0; k < count; ++k) {
@@ -113,7 +119,9 @@ DecodePlan plan_decode(const ChunkRef* refs, size_t count) {
     c.nbytes = info.nbytes;
     c.expected_crc = info.checksum;
     c.has_crc = info.has_checksum;
-    // one table per (plane, predictor) present, shared by the chunk's segments
+    // one table per (plane, predictor) present, shared by the chunk's segments; indices are
+    // relative to the chunk's first table
+    const uint32_t table_first = static_cast<uint32_t>(tables.size());
     uint32_t table_index[4][kNumPredictors] = {};
     int rans_planes = 0;
     for (uint32_t p = 0; p < info.nplanes; ++p) {
@@ -122,13 +130,20 @@ DecodePlan plan_decode(const ChunkRef* refs, size_t count) {
       ++rans_planes;
       for (uint32_t q = 0; q < kNumPredictors; ++q) {
         if (!(pl.table_mask & (1u << q))) continue;
-        table_index[p][q] = static_cast<uint32_t>(tables.size());
+        table_index[p][q] = static_cast<uint32_t>(tables.size()) - table_first;
         DevTable t;
         std::memcpy(t.freq, pl.tables[q].freq, sizeof t.freq);
         tables.push_back(t);
       }
     }
     max_rans = std::max(max_rans, rans_planes);
+    const uint32_t table_count = static_cast<uint32_t>(tables.size()) - table_first;
+    max_tables = std::max(max_tables, table_count);
+    for (uint64_t j = 0; j < info.nseg; j += kWarpsPerBlock) {
+      blocks.push_back({static_cast<uint32_t>(segments.size() + j),
+                        static_cast<uint32_t>(std::min<uint64_t>(kWarpsPerBlock, info.nseg - j)), table_first,
+                        table_count});
+    }
     for (uint64_t j = 0; j < info.nseg; ++j) {
       DevSegment s{};
       s.first_elem = info.seg_begin(j);
@@ -167,27 +182,30 @@ DecodePlan plan_decode(const ChunkRef* refs, size_t count) {
       }
       segments.push_back(s);
     }
-    group_end[info.nplanes == 1 ? 0 : info.nplanes == 2 ? 1 : 2] = static_cast<uint32_t>(segments.size());
+    block_group_end[info.nplanes == 1 ? 0 : info.nplanes == 2 ? 1 : 2] = static_cast<uint32_t>(blocks.size());
   }
   // groups with no chunks end where the previous group ends
-  if (group_end[1] < group_end[0]) group_end[1] = group_end[0];
-  if (group_end[2] < group_end[1]) group_end[2] = group_end[1];
+  if (block_group_end[1] < block_group_end[0]) block_group_end[1] = block_group_end[0];
+  if (block_group_end[2] < block_group_end[1]) block_group_end[2] = block_group_end[1];
   DecodePlan plan;
   DecodePlan::Impl& P = *plan.impl;
   P.num_chunks = static_cast<uint32_t>(count);
   P.num_segments = static_cast<uint32_t>(segments.size());
   P.max_rans_planes = max_rans;
-  std::copy(group_end, group_end + 3, P.group_end);
+  P.max_tables = max_tables;
+  std::copy(block_group_end, block_group_end + 3, P.block_group_end);
   P.chunks_off = align256(sizeof(DevConstants));
   P.segments_off = align256(P.chunks_off + chunks.size() * sizeof(DevChunk));
   P.tables_off = align256(P.segments_off + segments.size() * sizeof(DevSegment));
-  P.crc_off = align256(P.tables_off + tables.size() * sizeof(DevTable));
+  P.blocks_off = align256(P.tables_off + tables.size() * sizeof(DevTable));
+  P.crc_off = align256(P.blocks_off + blocks.size() * sizeof(DevBlock));
   P.total = align256(P.crc_off + segments.size() * sizeof(uint32_t));
   P.blob.assign(P.crc_off, 0);
   fill_constants(reinterpret_cast<DevConstants*>(P.blob.data()));
   if (!chunks.empty()) std::memcpy(P.blob.data() + P.chunks_off, chunks.data(), chunks.size() * sizeof(DevChunk));
   if (!segments.empty()) std::memcpy(P.blob.data() + P.segments_off, segments.data(), segments.size() * sizeof(DevSegment));
   if (!tables.empty()) std::memcpy(P.blob.data() + P.tables_off, tables.data(), tables.size() * sizeof(DevTable));
+  if (!blocks.empty()) std::memcpy(P.blob.data() + P.blocks_off, blocks.data(), blocks.size() * sizeof(DevBlock));
   return plan;
 }
 
@@ -196,30 +214,29 @@ cudaError_t enqueue_decode(const DecodePlan& plan, void* workspace_dev, size_t w
   const DecodePlan::Impl& P = *plan.impl;
   if (workspace_bytes < P.total) return cudaErrorInvalidValue;
   unsigned char* ws = static_cast<unsigned char*>(workspace_dev);
-  cudaError_t err = cudaMemcpyAsync(ws, P.blob.data(), P.blob.size(), cudaMemcpyHostToDevice, stream);
-  if (err != cudaSuccess) return err;
   if (P.num_chunks == 0) return cudaSuccess;
-  err = cudaMemsetAsync(status_dev, 0, P.num_chunks * sizeof(int32_t), stream);
+  cudaError_t err = cudaMemsetAsync(status_dev, 0, P.num_chunks * sizeof(int32_t), stream);
   if (err != cudaSuccess) return err;
   const auto* consts = reinterpret_cast<const DevConstants*>(ws);
-  const size_t smem = 4 * 256 * sizeof(uint32_t) + size_t{kWarpsPerBlock} * P.max_rans_planes * sizeof(WarpTable);
-  void (*kernels[3])(const DevSegment*, uint32_t, uint32_t, const DevTable*, const DevConstants*, uint32_t*,
-                     int32_t*, int, bool) = {decode_segments_kernel<1>, decode_segments_kernel<2>,
-                                             decode_segments_kernel<4>};
+  const size_t smem = 4 * 256 * sizeof(uint32_t) + P.max_tables * sizeof(WarpTable) +
+                      size_t{kWarpsPerBlock} * P.max_rans_planes * kRingWords * sizeof(uint16_t);
+  void (*kernels[3])(const DevBlock*, const DevSegment*, const DevTable*, const DevConstants*, uint32_t*,
+                     int32_t*, int, int, bool) = {decode_blocks_kernel<1>, decode_blocks_kernel<2>,
+                                                  decode_blocks_kernel<4>};
+  const auto* blocks = reinterpret_cast<const DevBlock*>(ws + P.blocks_off);
   uint32_t first = 0;
   for (int g = 0; g < 3; ++g) {
-    const uint32_t count = P.group_end[g] - first;
+    const uint32_t count = P.block_group_end[g] - first;
     if (count == 0) continue;
     err = cudaFuncSetAttribute(kernels[g], cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
     if (err != cudaSuccess) return err;
-    const unsigned blocks = (count + kWarpsPerBlock - 1) / kWarpsPerBlock;
-    kernels[g]<<<blocks, kWarpsPerBlock * 32, smem, stream>>>(
-        reinterpret_cast<const DevSegment*>(ws + P.segments_off), first, count,
-        reinterpret_cast<const DevTable*>(ws + P.tables_off), consts,
-        reinterpret_cast<uint32_t*>(ws + P.crc_off), status_dev, P.max_rans_planes, verify_checksum);
+    kernels[g]<<<count, kWarpsPerBlock * 32, smem, stream>>>(
+        blocks + first, reinterpret_cast<const DevSegment*>(ws + P.segments_off),
+        reinterpret_cast<const DevTable*>(ws + P.tables_off), consts, reinterpret_cast<uint32_t*>(ws + P.crc_off),
+        status_dev, static_cast<int>(P.max_tables), P.max_rans_planes, verify_checksum);
     err = cudaGetLastError();
     if (err != cudaSuccess) return err;
-    first = P.group_end[g];
+    first = P.block_group_end[g];
   }
   if (verify_checksum) {
     combine_crc_kernel<<<(P.num_chunks + 127) / 128, 128, 0, stream>>>(

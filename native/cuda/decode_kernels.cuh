@@ -18,7 +18,7 @@ constexpr uint32_t kStateLow = 1u << 16;
 struct DevPlane {
   const uint8_t* payload;  // rANS: the segment payload; raw: the plane bytes of this segment
   uint32_t len;            // rANS payload length in bytes
-  uint32_t table;          // index of the frequency table (rANS)
+  uint32_t table;          // rANS: the table's index among its chunk's tables
   uint8_t mode;            // 0 raw bytes, 1 constant, 2 rANS
   uint8_t delta;           // 1: undo the delta predictor
   uint8_t constant;
@@ -35,6 +35,15 @@ struct DevSegment {
   uint8_t rotate;
   uint8_t pad[6];
   DevPlane planes[4];
+};
+
+// A thread block decodes up to kWarpsPerBlock consecutive segments of one chunk (one warp
+// each); they share the chunk's frequency tables, built once per block in shared memory.
+struct DevBlock {
+  uint32_t first_segment;
+  uint32_t count;
+  uint32_t table_first;  // the chunk's tables: [table_first, table_first + table_count)
+  uint32_t table_count;
 };
 
 struct DevChunk {
@@ -91,8 +100,8 @@ __device__ __forceinline__ void fail(int32_t* status, uint32_t chunk, int32_t co
 struct WarpTable {
   uint8_t sym[4096];
   uint32_t fc[256];
-  uint16_t ring[256];  // the plane's word stream read-ahead (WordStream)
 };
+constexpr int kRingWords = 256;  // per rANS plane per warp (WordStream)
 
 __device__ void build_table(const DevTable& t, WarpTable& w, int lane) {
   // cumulative starts by a warp scan over blocks of 8 symbols, kept in fc
@@ -307,8 +316,8 @@ __device__ void decode_steps(SegmentDecoder<NP>& d, const DevSegment& seg, const
 }
 
 template <int NP>
-__device__ void decode_segment(const DevSegment& seg, uint32_t seg_index, const DevTable* tables,
-                               const DevConstants* consts, const uint32_t* crc_tab, WarpTable* my_tables,
+__device__ void decode_segment(const DevSegment& seg, uint32_t seg_index, const WarpTable* block_tables,
+                               uint16_t* rings, const DevConstants* consts, const uint32_t* crc_tab,
                                uint32_t* seg_crc, int32_t* status, bool verify, int lane) {
   const uint32_t n = seg.n;
   uint8_t* const out = seg.out;
@@ -325,16 +334,15 @@ __device__ void decode_segment(const DevSegment& seg, uint32_t seg_index, const 
     d.constant[p] = pl.constant;
     d.carry[p] = 0;
     d.x[p] = kStateLow;
-    d.table[p] = my_tables;
+    d.table[p] = block_tables;
     delta[p] = pl.delta;
     any_delta |= pl.delta != 0;
     if (pl.mode == 0) d.raw[p].open(pl.payload, n, lane);
     if (pl.mode != 2) continue;
-    WarpTable* t = my_tables + used++;
-    d.table[p] = t;
-    build_table(tables[pl.table], *t, lane);
+    d.table[p] = block_tables + pl.table;
     d.x[p] = reinterpret_cast<const uint32_t*>(pl.payload)[lane];
-    d.ws[p].open(reinterpret_cast<const uint16_t*>(pl.payload + 128), (pl.len - 128) / 2, t->ring, lane);
+    d.ws[p].open(reinterpret_cast<const uint16_t*>(pl.payload + 128), (pl.len - 128) / 2,
+                 rings + kRingWords * used++, lane);
     if (__any_sync(0xffffffffu, d.x[p] < kStateLow)) {
       if (lane == 0) fail(status, chunk, kBadInitialState);
       ok = false;
@@ -390,28 +398,33 @@ __device__ void decode_segment(const DevSegment& seg, uint32_t seg_index, const 
   if (lane == 0) seg_crc[seg_index] = r;
 }
 
-// Segments of one itemsize (NP planes): the plan groups them, so each launch carries only the
-// registers its plane count needs. `first` offsets into the plan's segment array.
+// Blocks of segments of one itemsize (NP planes): the plan groups them, so each launch carries
+// only the registers its plane count needs. Shared memory: the CRC table, max_tables frequency
+// tables, then max_rans word rings per warp.
 template <int NP>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
-decode_segments_kernel(const DevSegment* __restrict__ segments, uint32_t first, uint32_t count,
-                       const DevTable* __restrict__ tables, const DevConstants* __restrict__ consts,
-                       uint32_t* __restrict__ seg_crc, int32_t* __restrict__ status, int max_rans_planes,
-                       bool verify) {
+decode_blocks_kernel(const DevBlock* __restrict__ blocks, const DevSegment* __restrict__ segments,
+                     const DevTable* __restrict__ tables, const DevConstants* __restrict__ consts,
+                     uint32_t* __restrict__ seg_crc, int32_t* __restrict__ status, int max_tables,
+                     int max_rans, bool verify) {
   extern __shared__ unsigned char smem[];
-  uint32_t* crc_tab = reinterpret_cast<uint32_t*>(smem);  // 4 x 256 entries, shared by the block
-  WarpTable* warp_tables = reinterpret_cast<WarpTable*>(smem + 4 * 256 * sizeof(uint32_t));
+  uint32_t* crc_tab = reinterpret_cast<uint32_t*>(smem);  // 4 x 256 entries
+  WarpTable* block_tables = reinterpret_cast<WarpTable*>(smem + 4 * 256 * sizeof(uint32_t));
+  uint16_t* rings = reinterpret_cast<uint16_t*>(block_tables + max_tables);
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
+  const DevBlock block = blocks[blockIdx.x];
   if (verify) {
     for (int i = threadIdx.x; i < 4 * 256; i += blockDim.x) crc_tab[i] = (&consts->crc_table[0][0])[i];
   }
+  for (uint32_t t = warp; t < block.table_count; t += kWarpsPerBlock) {
+    build_table(tables[block.table_first + t], block_tables[t], lane);
+  }
   __syncthreads();
-  const uint32_t local = blockIdx.x * kWarpsPerBlock + warp;
-  if (local >= count) return;
-  const uint32_t seg_index = first + local;
-  decode_segment<NP>(segments[seg_index], seg_index, tables, consts, crc_tab,
-                     warp_tables + warp * max_rans_planes, seg_crc, status, verify, lane);
+  if (static_cast<uint32_t>(warp) >= block.count) return;
+  const uint32_t seg_index = block.first_segment + warp;
+  decode_segment<NP>(segments[seg_index], seg_index, block_tables, rings + warp * max_rans * kRingWords,
+                     consts, crc_tab, seg_crc, status, verify, lane);
 }
 
 // One thread per chunk: R = shift(~0, nbytes) ^ joined segment registers; crc = ~R.

@@ -1,15 +1,17 @@
 // GPU batch decoder (CUDA): the same bitstream as the CPU decoder, one warp per segment.
 //
 // Flow: plan_decode() parses and validates every chunk's container on the host (headers,
-// tables, index: everything but the rANS payloads) and lays out a descriptor block; then
-// enqueue_decode() copies that block into the caller's workspace and launches the kernels on the
-// caller's stream. Nothing is allocated and nothing synchronises: the caller provides
+// tables, index: everything but the rANS payloads) and lays out a descriptor block. The caller
+// copies descriptors() (descriptor_bytes() bytes) to the start of its workspace, however it
+// likes (from pinned memory, the copy is asynchronous), then enqueue_decode() launches the
+// kernels on the caller's stream; a plan's workspace can be launched again and again. Nothing is
+// allocated and nothing synchronises: the caller provides
 //   - the chunk bytes in device memory (each chunk at least 16-byte aligned),
 //   - one output buffer per chunk in device memory (at least 16-byte aligned),
 //   - a workspace of workspace_bytes() bytes (device memory, 256-byte aligned),
 //   - a status array of one int32 per chunk (device memory),
 // and waits on the stream before reading outputs or statuses. Every output byte is written
-// (zeros after a segment that failed); status[i] is 0 or a DecodeStatus code.
+// (zeros for a segment rejected before decoding); status[i] is 0 or a DecodeStatus code.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -46,6 +48,8 @@ class DecodePlan {
   DecodePlan(DecodePlan&&) noexcept;
   DecodePlan& operator=(DecodePlan&&) noexcept;
   size_t workspace_bytes() const;
+  size_t descriptor_bytes() const;       // a prefix of the workspace
+  const void* descriptors() const;       // host image of that prefix
   size_t num_chunks() const;
   size_t num_segments() const;
 
@@ -56,7 +60,8 @@ class DecodePlan {
 // Throws wcodec::ChunkError (from wcodec/codec.h) for a malformed container or a wrong out_len.
 DecodePlan plan_decode(const ChunkRef* chunks, size_t count);
 
-// Enqueues the batch on `stream`. verify_checksum: compare each chunk's CRC32C on the device.
+// Enqueues the batch on `stream`, the descriptors being in the workspace already.
+// verify_checksum: compare each chunk's CRC32C on the device.
 cudaError_t enqueue_decode(const DecodePlan& plan, void* workspace_dev, size_t workspace_bytes,
                            int32_t* status_dev, bool verify_checksum, cudaStream_t stream);
 
