@@ -96,15 +96,19 @@ __device__ __forceinline__ void fail(int32_t* status, uint32_t chunk, int32_t co
   atomicCAS(reinterpret_cast<int*>(status + chunk), 0, code);
 }
 
-// Per-warp shared memory for one rANS plane: slot -> symbol, symbol -> (freq | cum << 16).
-struct WarpTable {
-  uint8_t sym[4096];
-  uint32_t fc[256];
-};
-constexpr int kRingWords = 256;  // per rANS plane per warp (WordStream)
+// Dynamic shared memory of the decode kernels. Everything in it is addressed by offsets from
+// this symbol, so the compiler emits shared-memory loads (not generic ones).
+extern __shared__ __align__(16) unsigned char g_smem[];
+__device__ __forceinline__ uint32_t* smem_u32() { return reinterpret_cast<uint32_t*>(g_smem); }
+__device__ __forceinline__ uint16_t* smem_u16() { return reinterpret_cast<uint16_t*>(g_smem); }
 
-__device__ void build_table(const DevTable& t, WarpTable& w, int lane) {
-  // cumulative starts by a warp scan over blocks of 8 symbols, kept in fc
+// A decode table in shared memory: 4096 packed entries (symbol bits 0-7, frequency bits 8-19,
+// cumulative frequency bits 20-31, as on the CPU), so a decode step does one lookup.
+constexpr uint32_t kTableEntries = 4096;
+constexpr uint32_t kRingWords = 256;  // per rANS plane per warp (WordStream)
+
+// Builds the table of `t` at g_smem word offset `off` (one warp).
+__device__ void build_table(const DevTable& t, uint32_t off, int lane) {
   uint32_t f[8];
   uint32_t local = 0;
 #pragma unroll
@@ -118,19 +122,28 @@ __device__ void build_table(const DevTable& t, WarpTable& w, int lane) {
     const uint32_t up = __shfl_up_sync(0xffffffffu, incl, d);
     if (lane >= d) incl += up;
   }
+  // cumulative starts of this lane's 8 symbols, then every lane fills the slots of every 32nd
+  // symbol (frequent symbols are adjacent values: strided, they land on different lanes)
   uint32_t cum = incl - local;
+  uint32_t starts[8];
 #pragma unroll
   for (int k = 0; k < 8; ++k) {
-    w.fc[lane * 8 + k] = f[k] | (cum << 16);
+    starts[k] = cum;
     cum += f[k];
   }
-  __syncwarp();
-  // slots filled symbol by symbol, symbols spread over lanes by stride so that the frequent
-  // symbols (adjacent values) land on different lanes
-  for (int s = lane; s < 256; s += 32) {
-    const uint32_t fc = w.fc[s];
-    const uint32_t c0 = fc >> 16, c1 = c0 + (fc & 0xffffu);
-    for (uint32_t i = c0; i < c1; ++i) w.sym[i] = static_cast<uint8_t>(s);
+  uint32_t* table = smem_u32() + off;
+  for (int s = 0; s < 256; ++s) {
+    const uint32_t owner = s >> 3, k = s & 7;
+    uint32_t start = 0, freq = 0;
+#pragma unroll
+    for (int kk = 0; kk < 8; ++kk) {
+      if (kk == k) {
+        start = __shfl_sync(0xffffffffu, starts[kk], owner);
+        freq = __shfl_sync(0xffffffffu, f[kk], owner);
+      }
+    }
+    const uint32_t entry = s | (freq << 8) | (start << 20);
+    for (uint32_t i = start + lane; i < start + freq; i += 32) table[i] = entry;
   }
   __syncwarp();
 }
@@ -142,7 +155,7 @@ __device__ void build_table(const DevTable& t, WarpTable& w, int lane) {
 // behind several steps; the register used alternates with the window parity (no moves).
 struct WordStream {
   const uint16_t* words;
-  uint16_t* ring;  // 256 entries of shared memory
+  uint32_t ring;  // g_smem offset (in uint16 units) of 256 entries
   uint32_t nwords;
   uint32_t wp;   // words consumed
   uint32_t win;  // lowest window still needed
@@ -152,24 +165,24 @@ struct WordStream {
     const uint32_t at = 32 * window + lane;
     return at < nwords ? words[at] : 0u;
   }
-  __device__ void open(const uint16_t* w, uint32_t n, uint16_t* r, int lane) {
+  __device__ void open(const uint16_t* w, uint32_t n, uint32_t r, int lane) {
     words = w;
     ring = r;
     nwords = n;
     wp = 0;
     win = 0;
 #pragma unroll
-    for (int k = 0; k < 4; ++k) ring[32 * k + lane] = static_cast<uint16_t>(load(k, lane));
+    for (int k = 0; k < 4; ++k) smem_u16()[ring + 32 * k + lane] = static_cast<uint16_t>(load(k, lane));
     pend_odd = load(4, lane);   // stored when win becomes 1
     pend_even = load(5, lane);  // stored when win becomes 2
     __syncwarp();
   }
-  __device__ uint32_t fetch(uint32_t at) const { return ring[at & 255]; }
+  __device__ uint32_t fetch(uint32_t at) const { return smem_u16()[ring + (at & 255)]; }
   __device__ void advance(uint32_t consumed, int lane) {
     wp += consumed;
     if (wp - 32 * win >= 32) {
       ++win;
-      uint16_t* slot = ring + 32 * ((win + 3) & 7) + lane;
+      uint16_t* slot = smem_u16() + ring + 32 * ((win + 3) & 7) + lane;
       if (win & 1) {
         *slot = static_cast<uint16_t>(pend_odd);
         pend_odd = load(win + 5, lane);
@@ -219,7 +232,7 @@ template <int NP>
 struct SegmentDecoder {
   uint8_t mode[NP], constant[NP];
   uint32_t x[NP], carry[NP];
-  const WarpTable* table[NP];
+  uint32_t table[NP];  // g_smem word offset of the plane's table
   WordStream ws[NP];
   RawStream raw[NP];
 
@@ -241,9 +254,9 @@ struct SegmentDecoder {
         b = 0;
         if (Full || active) {
           const uint32_t slot = x[p] & 4095u;
-          b = table[p]->sym[slot];
-          const uint32_t fc = table[p]->fc[b];
-          x[p] = (fc & 0xffffu) * (x[p] >> 12) + slot - (fc >> 16);
+          const uint32_t e = smem_u32()[table[p] + slot];
+          b = e & 0xffu;
+          x[p] = ((e >> 8) & 0xfffu) * (x[p] >> 12) + slot - (e >> 20);
           need = x[p] < kStateLow;
         }
         const unsigned mask = __ballot_sync(0xffffffffu, need);
@@ -315,10 +328,13 @@ __device__ void decode_steps(SegmentDecoder<NP>& d, const DevSegment& seg, const
   }
 }
 
+// tables_off: g_smem word offset of the block's tables; rings_off: g_smem uint16 offset of this
+// warp's word rings; the CRC table is at g_smem word 0.
 template <int NP>
-__device__ void decode_segment(const DevSegment& seg, uint32_t seg_index, const WarpTable* block_tables,
-                               uint16_t* rings, const DevConstants* consts, const uint32_t* crc_tab,
-                               uint32_t* seg_crc, int32_t* status, bool verify, int lane) {
+__device__ void decode_segment(const DevSegment& seg, uint32_t seg_index, uint32_t tables_off,
+                               uint32_t rings_off, const DevConstants* consts, uint32_t* seg_crc,
+                               int32_t* status, bool verify, int lane) {
+  const uint32_t* crc_tab = smem_u32();
   const uint32_t n = seg.n;
   uint8_t* const out = seg.out;
   const uint32_t chunk = seg.chunk;
@@ -334,15 +350,15 @@ __device__ void decode_segment(const DevSegment& seg, uint32_t seg_index, const 
     d.constant[p] = pl.constant;
     d.carry[p] = 0;
     d.x[p] = kStateLow;
-    d.table[p] = block_tables;
+    d.table[p] = tables_off;
     delta[p] = pl.delta;
     any_delta |= pl.delta != 0;
     if (pl.mode == 0) d.raw[p].open(pl.payload, n, lane);
     if (pl.mode != 2) continue;
-    d.table[p] = block_tables + pl.table;
+    d.table[p] = tables_off + kTableEntries * pl.table;
     d.x[p] = reinterpret_cast<const uint32_t*>(pl.payload)[lane];
     d.ws[p].open(reinterpret_cast<const uint16_t*>(pl.payload + 128), (pl.len - 128) / 2,
-                 rings + kRingWords * used++, lane);
+                 rings_off + kRingWords * used++, lane);
     if (__any_sync(0xffffffffu, d.x[p] < kStateLow)) {
       if (lane == 0) fail(status, chunk, kBadInitialState);
       ok = false;
@@ -399,32 +415,31 @@ __device__ void decode_segment(const DevSegment& seg, uint32_t seg_index, const 
 }
 
 // Blocks of segments of one itemsize (NP planes): the plan groups them, so each launch carries
-// only the registers its plane count needs. Shared memory: the CRC table, max_tables frequency
-// tables, then max_rans word rings per warp.
+// only the registers its plane count needs.
 template <int NP>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 decode_blocks_kernel(const DevBlock* __restrict__ blocks, const DevSegment* __restrict__ segments,
                      const DevTable* __restrict__ tables, const DevConstants* __restrict__ consts,
                      uint32_t* __restrict__ seg_crc, int32_t* __restrict__ status, int max_tables,
                      int max_rans, bool verify) {
-  extern __shared__ unsigned char smem[];
-  uint32_t* crc_tab = reinterpret_cast<uint32_t*>(smem);  // 4 x 256 entries
-  WarpTable* block_tables = reinterpret_cast<WarpTable*>(smem + 4 * 256 * sizeof(uint32_t));
-  uint16_t* rings = reinterpret_cast<uint16_t*>(block_tables + max_tables);
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const DevBlock block = blocks[blockIdx.x];
+  // g_smem layout (32-bit words): CRC table (1024), max_tables decode tables (4096 each), then
+  // the word rings, max_rans per warp (kRingWords uint16 each)
+  const uint32_t tables_off = 4 * 256;
+  const uint32_t rings_off = 2 * (tables_off + kTableEntries * max_tables);
   if (verify) {
-    for (int i = threadIdx.x; i < 4 * 256; i += blockDim.x) crc_tab[i] = (&consts->crc_table[0][0])[i];
+    for (int i = threadIdx.x; i < 4 * 256; i += blockDim.x) smem_u32()[i] = (&consts->crc_table[0][0])[i];
   }
   for (uint32_t t = warp; t < block.table_count; t += kWarpsPerBlock) {
-    build_table(tables[block.table_first + t], block_tables[t], lane);
+    build_table(tables[block.table_first + t], tables_off + kTableEntries * t, lane);
   }
   __syncthreads();
   if (static_cast<uint32_t>(warp) >= block.count) return;
   const uint32_t seg_index = block.first_segment + warp;
-  decode_segment<NP>(segments[seg_index], seg_index, block_tables, rings + warp * max_rans * kRingWords,
-                     consts, crc_tab, seg_crc, status, verify, lane);
+  decode_segment<NP>(segments[seg_index], seg_index, tables_off,
+                     rings_off + warp * max_rans * kRingWords, consts, seg_crc, status, verify, lane);
 }
 
 // One thread per chunk: R = shift(~0, nbytes) ^ joined segment registers; crc = ~R.
