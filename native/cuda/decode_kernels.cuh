@@ -227,6 +227,8 @@ struct RawStream {
   }
 };
 
+constexpr uint32_t kAnyModes = 0xffffffffu;
+
 // Per-warp decoding state of one segment with NP byte planes.
 template <int NP>
 struct SegmentDecoder {
@@ -238,16 +240,19 @@ struct SegmentDecoder {
 
   // Element 32 * step + lane of every plane, merged into one word. Full: every lane is active
   // (no bounds test). Delta: some plane uses the delta predictor; reset marks a row start.
-  template <bool Full, bool Delta>
+  template <bool Full, bool Delta, uint32_t Modes>
   __device__ uint32_t step(const uint8_t* delta, uint32_t step_index, bool active, bool reset,
                            unsigned lanemask_lt, int lane) {
     uint32_t word = 0;
 #pragma unroll
     for (int p = 0; p < NP; ++p) {
       uint32_t b;
-      if (mode[p] == 1) {
+      // Modes: 2 bits per plane (0 raw, 1 constant, 2 rANS) known at compile time, or
+      // kAnyModes to read them at run time
+      const uint32_t m = Modes == kAnyModes ? mode[p] : (Modes >> (2 * p)) & 3u;
+      if (m == 1) {
         b = constant[p];
-      } else if (mode[p] == 0) {
+      } else if (m == 0) {
         b = raw[p].get(step_index, lane);
       } else {
         bool need = false;
@@ -301,7 +306,7 @@ __device__ __forceinline__ void store_element(uint8_t* out, uint32_t i, uint32_t
   }
 }
 
-template <int NP, bool Delta>
+template <int NP, bool Delta, uint32_t Modes>
 __device__ void decode_steps(SegmentDecoder<NP>& d, const DevSegment& seg, const uint8_t* delta, int lane) {
   const uint32_t n = seg.n;
   uint8_t* const out = seg.out;
@@ -311,9 +316,10 @@ __device__ void decode_steps(SegmentDecoder<NP>& d, const DevSegment& seg, const
   // column of this lane's element within its row (only tracked for the delta predictor)
   uint64_t col = Delta ? (seg.first_elem + lane) % seg.row : 0;
   const uint64_t row = seg.row;
+#pragma unroll 4
   for (uint32_t s = 0; s < full_steps; ++s) {
     const uint32_t i = 32 * s + lane;
-    const uint32_t word = d.template step<true, Delta>(delta, s, true, Delta && (i == 0 || col == 0), lanemask_lt, lane);
+    const uint32_t word = d.template step<true, Delta, Modes>(delta, s, true, Delta && (i == 0 || col == 0), lanemask_lt, lane);
     store_element<NP>(out, i, word, rotate);
     if (Delta) {
       col += 32;
@@ -323,7 +329,7 @@ __device__ void decode_steps(SegmentDecoder<NP>& d, const DevSegment& seg, const
   if (n % 32) {
     const uint32_t i = 32 * full_steps + lane;
     const bool active = i < n;
-    const uint32_t word = d.template step<false, Delta>(delta, full_steps, active, Delta && (i == 0 || col == 0), lanemask_lt, lane);
+    const uint32_t word = d.template step<false, Delta, Modes>(delta, full_steps, active, Delta && (i == 0 || col == 0), lanemask_lt, lane);
     if (active) store_element<NP>(out, i, word, rotate);
   }
 }
@@ -365,10 +371,20 @@ __device__ void decode_segment(const DevSegment& seg, uint32_t seg_index, uint32
     }
   }
   if (ok) {
-    if (any_delta) {
-      decode_steps<NP, true>(d, seg, delta, lane);
+    // the common plane layouts get a loop without mode tests: int8 and fp8 (rANS), bf16 and
+    // fp16 (rANS exponent plane, raw or rANS low plane)
+    uint32_t modes = 0;
+#pragma unroll
+    for (int p = 0; p < NP; ++p) modes |= uint32_t{d.mode[p]} << (2 * p);
+    if (NP == 1 && modes == 2u) {
+      any_delta ? decode_steps<NP, true, 2u>(d, seg, delta, lane) : decode_steps<NP, false, 2u>(d, seg, delta, lane);
+    } else if (NP == 2 && modes == 2u) {
+      any_delta ? decode_steps<NP, true, 2u>(d, seg, delta, lane) : decode_steps<NP, false, 2u>(d, seg, delta, lane);
+    } else if (NP == 2 && modes == 10u) {
+      any_delta ? decode_steps<NP, true, 10u>(d, seg, delta, lane) : decode_steps<NP, false, 10u>(d, seg, delta, lane);
     } else {
-      decode_steps<NP, false>(d, seg, delta, lane);
+      any_delta ? decode_steps<NP, true, kAnyModes>(d, seg, delta, lane)
+                : decode_steps<NP, false, kAnyModes>(d, seg, delta, lane);
     }
 #pragma unroll
     for (int p = 0; p < NP; ++p) {
