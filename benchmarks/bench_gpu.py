@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 import wcodec_zarr as wc
-from wcodec_zarr.gpu import PreparedBatch
+from wcodec_zarr.gpu import PreparedBatch, storage_dtype
 from wcodec_zarr.weights import as_rows, minilm_views
 
 try:  # --export runs where there is no GPU
@@ -73,7 +73,7 @@ def bench_wcodec(data: np.ndarray, sizes: list[int], repeats: int) -> tuple[floa
     output buffer (CUDA events around the launch only)."""
     item = data.dtype.itemsize
     flat = data.reshape(-1)
-    out = cp.empty(flat.size, flat.dtype)
+    out = cp.empty(flat.size, storage_dtype(flat.dtype))
     pieces, outs, at = [], [], 0
     for size in sizes:
         pieces.append(flat[at // item : (at + size) // item])
