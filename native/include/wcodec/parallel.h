@@ -1,15 +1,18 @@
-// A minimal fork-join loop: tasks 0..n-1 are handed out through an atomic counter to `threads`
-// workers (the calling thread is one of them, so threads == 1 never starts a thread). The first
-// exception thrown by a task stops the hand-out and is rethrown in the caller.
+// Fork-join loops over a persistent pool of worker threads (starting threads per call costs
+// more than decoding a small chunk). parallel_for(n, threads, fn): tasks 0..n-1 go through an
+// atomic counter to up to `threads` workers, the calling thread being one of them, so
+// threads == 1 never touches the pool. One job runs on the pool at a time; a caller that finds
+// it busy runs its tasks alone. The first exception thrown by a task stops the hand-out and is
+// rethrown in the caller. A forked child gets a fresh pool.
 #pragma once
 
 #include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <exception>
+#include <functional>
 #include <mutex>
 #include <thread>
-#include <vector>
 
 namespace wcodec {
 
@@ -19,7 +22,10 @@ inline int resolve_threads(int threads) {
   return hc == 0 ? 1 : static_cast<int>(hc);
 }
 
-// fn(task, worker) with worker in [0, workers); returns the number of workers used.
+// Runs body(worker) on the calling thread (worker 0) and on up to helpers pool threads
+// (workers 1..), returning when all have returned. Returns the number of workers that ran.
+int run_on_pool(int helpers, const std::function<void(int)>& body);
+
 template <class F>
 int parallel_for(size_t n, int threads, F&& fn) {
   const int workers = static_cast<int>(std::min<size_t>(resolve_threads(threads), std::max<size_t>(n, 1)));
@@ -27,7 +33,7 @@ int parallel_for(size_t n, int threads, F&& fn) {
   std::atomic<bool> failed{false};
   std::exception_ptr error;
   std::mutex error_mutex;
-  auto run = [&](int worker) {
+  auto body = [&](int worker) {
     for (;;) {
       if (failed.load(std::memory_order_relaxed)) return;
       const size_t task = next.fetch_add(1, std::memory_order_relaxed);
@@ -41,13 +47,9 @@ int parallel_for(size_t n, int threads, F&& fn) {
       }
     }
   };
-  std::vector<std::thread> pool;
-  pool.reserve(workers - 1);
-  for (int w = 1; w < workers; ++w) pool.emplace_back(run, w);
-  run(0);
-  for (auto& t : pool) t.join();
+  const int ran = workers > 1 ? run_on_pool(workers - 1, body) : (body(0), 1);
   if (error) std::rethrow_exception(error);
-  return workers;
+  return ran;
 }
 
 }  // namespace wcodec
