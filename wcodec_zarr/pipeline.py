@@ -1,6 +1,10 @@
-"""A codec pipeline whose read errors name the chunk: zarr's BatchedCodecPipeline, unchanged
-except that a corrupt chunk raises ``CorruptChunkError`` naming its store key (and, inside a
-shard, the inner chunk's coordinates) instead of a bare decode error.
+"""A codec pipeline for wcodec arrays: zarr's BatchedCodecPipeline, except that
+
+- a corrupt chunk raises ``CorruptChunkError`` naming its store key (and, inside a shard, the
+  inner chunk's coordinates) instead of a bare decode error;
+- wcodec chunks read whole into a contiguous block of a host output array are decoded straight
+  into it, all chunks of a batch in one native call (zarr would decode each into a new array
+  and copy it over).
 
 Importing ``wcodec_zarr`` selects it in ``zarr.config`` when the configuration still names
 zarr's default pipeline, so a reader that never imports the package gets it too (zarr imports
@@ -9,14 +13,20 @@ the package when it loads the ``wcodec`` codec from its entry point).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import zarr
-from zarr.core.codec_pipeline import BatchedCodecPipeline
+from zarr.core.codec_pipeline import BatchedCodecPipeline, fill_value_or_default
+from zarr.core.common import concurrent_map
 from zarr.registry import register_pipeline
 
+from . import api
 from .api import ChunkError
+from .codec import WCodec
+from .dtypes import is_supported, little_endian
 
 DEFAULT_PIPELINE = "zarr.core.codec_pipeline.BatchedCodecPipeline"
 KEYED_PIPELINE = "wcodec_zarr.pipeline.KeyedCodecPipeline"
@@ -45,11 +55,53 @@ class KeyedCodecPipeline(BatchedCodecPipeline):
     ) -> None:
         items = list(batch_info)
         try:
-            await super().read_batch(items, out, drop_axes)
+            if not await self._read_into(items, out, drop_axes):
+                await super().read_batch(items, out, drop_axes)
         except (ChunkError, CorruptChunkError) as exc:
             culprit, inner = await self._find_culprit(items, out, drop_axes, exc)
             reason = exc.reason
             raise CorruptChunkError([_where(culprit[0]), *inner], reason) from None
+
+    async def _read_into(self, items: list[Any], out: Any, drop_axes: tuple[int, ...]) -> bool:
+        """Decodes the batch straight into ``out`` when every chunk is read whole into a
+        contiguous block of a host array; returns False (nothing done) otherwise."""
+        if (
+            not isinstance(self.array_bytes_codec, WCodec)
+            or self.array_array_codecs
+            or self.bytes_bytes_codecs
+            or drop_axes
+        ):
+            return False
+        target = out.as_ndarray_like()
+        if not isinstance(target, np.ndarray) or not is_supported(target.dtype):
+            return False
+        if little_endian(target.dtype) != target.dtype:
+            return False
+        views = []
+        for _, spec, _, out_selection, is_complete in items:
+            view = target[out_selection]
+            if not is_complete or view.shape != spec.shape or not view.flags.c_contiguous:
+                return False
+            views.append(view)
+        chunks = await concurrent_map(
+            [(getter, spec.prototype) for getter, spec, *_ in items],
+            lambda getter, prototype: getter.get(prototype),
+            zarr.config.get("async.concurrency"),
+        )
+        present = [i for i, c in enumerate(chunks) if c is not None]
+        for i, chunk in enumerate(chunks):
+            if chunk is None:
+                views[i][...] = fill_value_or_default(items[i][1])
+        try:
+            await asyncio.to_thread(
+                api.decode_batch,
+                [chunks[i].as_numpy_array() for i in present],
+                outs=[views[i] for i in present],
+            )
+        except ChunkError as exc:
+            index = present[exc.index]
+            raise ChunkError(f"corrupt wcodec chunk: {exc.reason}", index, exc.reason) from None
+        return True
 
     async def _find_culprit(
         self, items: list[Any], out: Any, drop_axes: tuple[int, ...], exc: Exception
