@@ -10,6 +10,7 @@
 #include "wcodec/parallel.h"
 #include "wcodec/planes.h"
 #include "wcodec/rans.h"
+#include "segment_encode.h"
 
 namespace wcodec {
 
@@ -70,6 +71,8 @@ void delta_residuals(const uint8_t* __restrict x, uint64_t b, uint64_t n, uint64
   for (uint64_t i = (row - b % row) % row; i < n; i += row) r[i] = x[i];
 }
 
+constexpr uint64_t kSampleBlock = 4096;
+
 void histogram(const uint8_t* x, uint64_t n, uint32_t* h) {
   // Four partial histograms break the store-to-load dependency on repeated symbols.
   uint32_t part[4][256] = {};
@@ -82,30 +85,6 @@ void histogram(const uint8_t* x, uint64_t n, uint32_t* h) {
   }
   for (; i < n; ++i) ++part[0][x[i]];
   for (int s = 0; s < 256; ++s) h[s] = part[0][s] + part[1][s] + part[2][s] + part[3][s];
-}
-
-// rANS-codes n symbols into `out`, which must hold kStateBytes + 2 * n bytes; returns the
-// payload length.
-size_t encode_segment(const uint8_t* sym, uint64_t n, const EncodeTable& tab, uint8_t* out) {
-  uint32_t state[kLanes];
-  for (uint32_t k = 0; k < kLanes; ++k) state[k] = kStateLow;
-  uint16_t* words_end = reinterpret_cast<uint16_t*>(out + kStateBytes) + n;
-  uint16_t* w = words_end;
-  // The partial last step first, then whole steps with the lane index a constant per slot.
-  uint64_t i = n;
-  while (i % kLanes) {
-    --i;
-    state[i % kLanes] = enc_put(state[i % kLanes], tab.sym[sym[i]], w);
-  }
-  while (i) {
-    i -= kLanes;
-    const uint8_t* step = sym + i;
-    for (int k = kLanes - 1; k >= 0; --k) state[k] = enc_put(state[k], tab.sym[step[k]], w);
-  }
-  for (uint32_t k = 0; k < kLanes; ++k) std::memcpy(out + 4 * k, &state[k], 4);
-  const size_t nwords = static_cast<size_t>(words_end - w);
-  std::memmove(out + kStateBytes, w, 2 * nwords);
-  return kStateBytes + 2 * nwords;
 }
 
 void put_u64(uint8_t* p, uint64_t v) { std::memcpy(p, &v, 8); }
@@ -213,8 +192,17 @@ EncodedChunk encode_chunk(const uint8_t* data, uint8_t dtype, const uint64_t* sh
     for (uint32_t p = 0; p < nplanes; ++p) {
       histogram(dst[p], n, H(j, p, 0));
       if (predict) {
-        delta_residuals(dst[p], b, n, row, residuals[worker].data());
-        histogram(residuals[worker].data(), n, H(j, p, 1));
+        // Delta residuals of every fourth 4 KiB block, counted four times: enough to choose
+        // the predictor; segments that choose it are counted in full before tables are built.
+        uint32_t* h1 = H(j, p, 1);
+        std::fill(h1, h1 + 256, 0u);
+        uint32_t part[256];
+        for (uint64_t o = 0; o < n; o += 4 * kSampleBlock) {
+          const uint64_t len = std::min<uint64_t>(kSampleBlock, n - o);
+          delta_residuals(dst[p] + o, b + o, len, row, residuals[worker].data());
+          histogram(residuals[worker].data(), len, part);
+          for (int s = 0; s < 256; ++s) h1[s] += 4 * part[s];
+        }
       }
     }
     if (opt.checksum) seg_crc[j] = crc32c(data + b * nplanes, n * nplanes);
@@ -256,7 +244,10 @@ EncodedChunk encode_chunk(const uint8_t* data, uint8_t dtype, const uint64_t* sh
     if (predict) {
       for (uint64_t j = 0; j < nseg; ++j) {
         const uint64_t n = std::min(seg_elems, nelem - j * seg_elems);
-        choice[j] = self_bits(H(j, p, 1), n) < self_bits(H(j, p, 0), n) ? 1 : 0;
+        uint64_t sampled = 0;
+        for (int s = 0; s < 256; ++s) sampled += H(j, p, 1)[s];
+        // per-element entropy of the sampled residuals against that of the plane bytes
+        choice[j] = self_bits(H(j, p, 1), sampled) * n < self_bits(H(j, p, 0), n) * sampled ? 1 : 0;
       }
       // Alternate between fitting tables to the choices and choices to the tables.
       FreqTable t[kNumPredictors];
@@ -291,6 +282,16 @@ EncodedChunk encode_chunk(const uint8_t* data, uint8_t dtype, const uint64_t* sh
           choice[j] = best_q;
         }
         if (!changed) break;
+      }
+      // Count the delta residuals of the segments that chose them in full (the choice was made
+      // on samples), so the delta table covers every residual it will code.
+      std::vector<uint8_t> full(seg_elems);
+      for (uint64_t j = 0; j < nseg; ++j) {
+        if (choice[j] != 1) continue;
+        const uint64_t b = j * seg_elems;
+        const uint64_t n = std::min(seg_elems, nelem - b);
+        delta_residuals(pp.bytes + b, b, n, row, full.data());
+        histogram(full.data(), n, H(j, p, 1));
       }
       // Keep the mix only if it beats a single no-prediction table, tables included.
       double mixed = 0.0, plain = 0.0;
@@ -343,11 +344,16 @@ EncodedChunk encode_chunk(const uint8_t* data, uint8_t dtype, const uint64_t* sh
 
   // Phase 3, per (plane, segment): rANS-code; a segment that does not shrink is stored raw.
   EncodeTable enc[4][kNumPredictors];
+  EncodeTableSimd enc_simd[4][kNumPredictors];
   for (uint32_t p = 0; p < nplanes; ++p) {
     for (uint32_t q = 0; q < kNumPredictors; ++q) {
-      if (E.planes[p].table_mask & (1u << q)) build_encode_table(E.planes[p].tables[q], &enc[p][q]);
+      if (!(E.planes[p].table_mask & (1u << q))) continue;
+      build_encode_table(E.planes[p].tables[q], &enc[p][q]);
+      build_encode_table_simd(E.planes[p].tables[q], &enc_simd[p][q]);
     }
   }
+  // per-worker room for the largest possible payload; segments keep only what they use
+  std::vector<std::vector<uint8_t>> coded(threads, std::vector<uint8_t>(kStateBytes + 2 * seg_elems));
   parallel_for(nseg * nplanes, threads, [&](size_t task, int worker) {
     const uint32_t p = static_cast<uint32_t>(task % nplanes);
     const uint64_t j = task / nplanes;
@@ -356,19 +362,19 @@ EncodedChunk encode_chunk(const uint8_t* data, uint8_t dtype, const uint64_t* sh
     SegmentPlan& sp = pp.segs[j];
     const uint64_t b = j * seg_elems;
     const uint64_t n = std::min(seg_elems, nelem - b);
-    sp.payload.resize(kStateBytes + 2 * n);
     const uint8_t* sym = pp.bytes + b;
     if (sp.pred == Predictor::Delta) {
       delta_residuals(sym, b, n, row, residuals[worker].data());
       sym = residuals[worker].data();
     }
-    const size_t len = encode_segment(sym, n, enc[p][static_cast<int>(sp.pred)], sp.payload.data());
+    const int q = static_cast<int>(sp.pred);
+    uint8_t* buf = coded[worker].data();
+    const size_t len = encode_segment(sym, n, enc[p][q], enc_simd[p][q], buf);
     if (len >= n) {
       sp.coding = SegCoding::Raw;
       sp.pred = Predictor::None;
-      std::vector<uint8_t>().swap(sp.payload);
     } else {
-      sp.payload.resize(len);
+      sp.payload.assign(buf, buf + len);
     }
   });
 

@@ -131,6 +131,15 @@ void symbol_costs(const FreqTable& table, double bits[256]) {
   }
 }
 
+void build_encode_table_simd(const FreqTable& table, EncodeTableSimd* out) {
+  uint32_t cum = 0;
+  for (uint32_t s = 0; s < 256; ++s) {
+    const uint32_t f = table.freq[s];
+    out->freq_cum[s] = f | (cum << 12);
+    cum += f;
+  }
+}
+
 bool estimate_bits(const uint32_t counts[256], const double cost[256], double* bits) {
   double b = 0.0;
   for (int s = 0; s < 256; ++s) {

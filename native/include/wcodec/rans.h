@@ -67,6 +67,15 @@ struct EncodeTable {
 };
 void build_encode_table(const FreqTable& table, EncodeTable* out);
 
+// For the AVX2 encoder: one gathered entry per symbol, f | cum << 12, from which x_max and
+// 4096 - f follow. The quotient x / f is a double-precision division truncated: x < 2^32 and
+// f < 2^12 are exact in double, and x / f = q + r / f with r / f <= 1 - 2^-12 cannot round up
+// to q + 1 (that needs a fraction above 1 - 2^-22).
+struct EncodeTableSimd {
+  uint32_t freq_cum[256];
+};
+void build_encode_table_simd(const FreqTable& table, EncodeTableSimd* out);
+
 // Branch-free (renormalisation happens for about half the symbols, unpredictably): the low
 // word is always stored below words_back, which then moves down only if it was needed. The
 // buffer must therefore have one writable uint16 below the lowest word ever emitted.

@@ -1,0 +1,55 @@
+#include "segment_encode.h"
+
+#include <cstdlib>
+#include <cstring>
+
+namespace wcodec {
+
+size_t encode_segment_scalar(const uint8_t* sym, uint64_t n, const EncodeTable& tab, uint8_t* out) {
+  uint32_t state[kLanes];
+  for (uint32_t k = 0; k < kLanes; ++k) state[k] = kStateLow;
+  uint16_t* words_end = reinterpret_cast<uint16_t*>(out + kStateBytes) + n;
+  uint16_t* w = words_end;
+  // The partial last step first, then whole steps with the lane index a constant per slot.
+  uint64_t i = n;
+  while (i % kLanes) {
+    --i;
+    state[i % kLanes] = enc_put(state[i % kLanes], tab.sym[sym[i]], w);
+  }
+  while (i) {
+    i -= kLanes;
+    const uint8_t* step = sym + i;
+    for (int k = kLanes - 1; k >= 0; --k) state[k] = enc_put(state[k], tab.sym[step[k]], w);
+  }
+  for (uint32_t k = 0; k < kLanes; ++k) std::memcpy(out + 4 * k, &state[k], 4);
+  const size_t nwords = static_cast<size_t>(words_end - w);
+  std::memmove(out + kStateBytes, w, 2 * nwords);
+  return kStateBytes + 2 * nwords;
+}
+
+namespace {
+
+bool use_avx2() {
+#if defined(__x86_64__)
+  const char* env = std::getenv("WCODEC_SIMD");
+  const bool forced_scalar = env != nullptr && std::strcmp(env, "scalar") == 0;
+  return !forced_scalar && __builtin_cpu_supports("avx2");
+#else
+  return false;
+#endif
+}
+
+const bool kUseAvx2 = use_avx2();
+
+}  // namespace
+
+size_t encode_segment(const uint8_t* sym, uint64_t n, const EncodeTable& tab,
+                      const EncodeTableSimd& simd, uint8_t* out) {
+#if defined(__x86_64__)
+  if (kUseAvx2) return encode_segment_avx2(sym, n, tab, simd, out);
+#endif
+  (void)simd;
+  return encode_segment_scalar(sym, n, tab, out);
+}
+
+}  // namespace wcodec
