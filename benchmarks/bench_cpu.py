@@ -62,6 +62,16 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def write_report(kind: str, text: str) -> None:
+    """Prints a report and writes it to results/<kind>-<cpu>-<date>.md."""
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    slug = re.sub(r"[^a-z0-9]+", "-", cpu_name().lower()).strip("-")
+    out = RESULTS / f"{kind}-{slug}-{datetime.date.today().isoformat()}.md"
+    out.write_text(text)
+    print(f"wrote {out}")
+
+
 def peers(threads: int) -> dict[str, tuple[Encode, Decode]]:
     numcodecs.blosc.set_nthreads(1)  # parallelism comes from the pool, as for the other peers
     blosc = Blosc(cname="zstd", clevel=5, shuffle=Blosc.SHUFFLE)
@@ -250,13 +260,7 @@ def main() -> None:
         *[f"- [{'x' if ok else ' '}] {text}" for text, ok in checks],
         "",
     ]
-    text = "\n".join(report)
-    print(text)
-    RESULTS.mkdir(exist_ok=True)
-    slug = re.sub(r"[^a-z0-9]+", "-", cpu_name().lower()).strip("-")
-    out = RESULTS / f"cpu-{slug}-{datetime.date.today().isoformat()}.md"
-    out.write_text(text)
-    print(f"wrote {out}")
+    write_report("cpu", "\n".join(report))
 
 
 if __name__ == "__main__":

@@ -24,14 +24,13 @@ from typing import Any
 
 import numpy as np
 import zarr
-from bench_cpu import cpu_name
+from bench_cpu import cpu_name, write_report
 from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
 from zarr.storage import LocalStore
 
 import wcodec_zarr as wc
 from wcodec_zarr.weights import as_rows, minilm_views
 
-RESULTS = Path(__file__).parent / "results"
 CHUNK_BYTES = 1 << 20
 SHARD_CHUNKS = 16
 
@@ -168,12 +167,7 @@ def main() -> None:
             "",
         ]
     )
-    print(text)
-    RESULTS.mkdir(exist_ok=True)
-    slug = re.sub(r"[^a-z0-9]+", "-", cpu_name().lower()).strip("-")
-    out = RESULTS / f"zarr-{slug}-{datetime.date.today().isoformat()}.md"
-    out.write_text(text)
-    print(f"wrote {out}")
+    write_report("zarr", text)
 
 
 if __name__ == "__main__":

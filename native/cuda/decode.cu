@@ -24,22 +24,10 @@ void fill_constants(DevConstants* c) {
   for (uint32_t i = 0; i < 256; ++i) {
     for (int k = 1; k < 4; ++k) c->crc_table[k][i] = (c->crc_table[k - 1][i] >> 8) ^ c->crc_table[0][c->crc_table[k - 1][i] & 0xff];
   }
-  auto mult = [](uint32_t a, uint32_t b) {
-    uint32_t m = 1u << 31, p = 0;
-    for (;;) {
-      if (a & m) {
-        p ^= b;
-        if ((a & (m - 1)) == 0) break;
-      }
-      m >>= 1;
-      b = (b & 1) ? (b >> 1) ^ kCrcPoly : b >> 1;
-    }
-    return p;
-  };
   uint32_t v = 1u << 30;  // x^1
   for (int k = 0; k < 64; ++k) {
     c->x2n[k] = v;
-    v = mult(v, v);
+    v = multmodp(v, v);
   }
 }
 

@@ -67,7 +67,8 @@ struct DevConstants {
 
 constexpr uint32_t kCrcPoly = 0x82F63B78u;
 
-__device__ __forceinline__ uint32_t multmodp(uint32_t a, uint32_t b) {
+// Multiplication modulo the CRC polynomial (reflected), as in zlib's crc32_combine.
+__host__ __device__ __forceinline__ uint32_t multmodp(uint32_t a, uint32_t b) {
   uint32_t m = 1u << 31, p = 0;
   for (;;) {
     if (a & m) {

@@ -1,7 +1,8 @@
 #include "segment_encode.h"
 
-#include <cstdlib>
 #include <cstring>
+
+#include "cpu_features.h"
 
 namespace wcodec {
 
@@ -27,26 +28,10 @@ size_t encode_segment_scalar(const uint8_t* sym, uint64_t n, const EncodeTable& 
   return kStateBytes + 2 * nwords;
 }
 
-namespace {
-
-bool use_avx2() {
-#if defined(__x86_64__)
-  const char* env = std::getenv("WCODEC_SIMD");
-  const bool forced_scalar = env != nullptr && std::strcmp(env, "scalar") == 0;
-  return !forced_scalar && __builtin_cpu_supports("avx2");
-#else
-  return false;
-#endif
-}
-
-const bool kUseAvx2 = use_avx2();
-
-}  // namespace
-
 size_t encode_segment(const uint8_t* sym, uint64_t n, const EncodeTable& tab,
                       const EncodeTableSimd& simd, uint8_t* out) {
 #if defined(__x86_64__)
-  if (kUseAvx2) return encode_segment_avx2(sym, n, tab, simd, out);
+  if (cpu_uses_avx2()) return encode_segment_avx2(sym, n, tab, simd, out);
 #endif
   (void)simd;
   return encode_segment_scalar(sym, n, tab, out);

@@ -1,6 +1,6 @@
-#include <cstdlib>
 #include <cstring>
 
+#include "cpu_features.h"
 #include "segment_decode.h"
 
 namespace wcodec {
@@ -53,36 +53,20 @@ void undo_delta(uint8_t* x, uint64_t b, uint64_t n, uint64_t row) {
   }
 }
 
-namespace {
-
-bool use_avx2() {
-#if defined(__x86_64__)
-  const char* env = std::getenv("WCODEC_SIMD");
-  const bool forced_scalar = env != nullptr && std::strcmp(env, "scalar") == 0;
-  return !forced_scalar && __builtin_cpu_supports("avx2");
-#else
-  return false;
-#endif
-}
-
-const bool kUseAvx2 = use_avx2();
-
-}  // namespace
-
 SegmentDecoder select_segment_decoder() {
 #if defined(__x86_64__)
-  if (kUseAvx2) return decode_segment_avx2;
+  if (cpu_uses_avx2()) return decode_segment_avx2;
 #endif
   return decode_segment_scalar;
 }
 
 SegmentGroupDecoder select_segment_group_decoder() {
 #if defined(__x86_64__)
-  if (kUseAvx2) return decode_segment_group_avx2;
+  if (cpu_uses_avx2()) return decode_segment_group_avx2;
 #endif
   return decode_segment_group_scalar;
 }
 
-const char* segment_decoder_name() { return kUseAvx2 ? "avx2" : "scalar"; }
+const char* segment_decoder_name() { return cpu_uses_avx2() ? "avx2" : "scalar"; }
 
 }  // namespace wcodec
