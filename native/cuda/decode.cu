@@ -29,19 +29,6 @@ void fill_constants(DevConstants* c) {
     c->x2n[k] = v;
     v = multmodp(v, v);
   }
-  // x^(8 * len) by squaring and multiplying the x^(2^k) powers
-  auto shift = [c](uint64_t len) {
-    uint32_t r = 1u << 31;  // x^0
-    for (int k = 3; len; len >>= 1, ++k) {
-      if (len & 1) r = multmodp(c->x2n[k & 63], r);
-    }
-    return r;
-  };
-  const uint32_t plane_counts[3] = {1, 2, 4};
-  for (int g = 0; g < 3; ++g) {
-    const uint64_t sub = uint64_t{kFullSegment} * plane_counts[g] / kSubSlices;
-    for (int j = 0; j < kSubSlices; ++j) c->sub_shift[g][j] = shift(j * sub);
-  }
 }
 
 }  // namespace

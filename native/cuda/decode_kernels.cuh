@@ -60,16 +60,9 @@ struct DevTable {
 };
 
 // Workspace header: tables computed on the host once per plan.
-// A full segment's output (65536 elements of NP bytes) is checksummed as 128 sub-slices of
-// 512 * NP bytes, four per lane, run side by side; sub_shift[g][j] = x^(8 * j * 512 * NP) joins
-// them (g = 0, 1, 2 for NP = 1, 2, 4).
-constexpr int kSubSlices = 128;
-constexpr uint32_t kFullSegment = 65536;
-
 struct DevConstants {
   uint32_t crc_table[4][256];  // slicing-by-4 CRC32C tables
   uint32_t x2n[64];            // x^(2^k) modulo the CRC polynomial
-  uint32_t sub_shift[3][kSubSlices];
 };
 
 constexpr uint32_t kCrcPoly = 0x82F63B78u;
@@ -412,40 +405,8 @@ __device__ void decode_segment(const DevSegment& seg, uint32_t seg_index, uint32
   }
   if (!verify) return;
   __syncwarp();
-  // CRC32C registers (initial 0) of slices of the segment's output, joined by
-  // R(A || B) = shift(R(A), len(B)) ^ R(B) and a warp-wide xor.
-  if (n == kFullSegment) {
-    // four independent sub-slices per lane, so four dependency chains are in flight
-    constexpr uint32_t sub = kFullSegment * NP / kSubSlices;
-    const uint32_t* shifts = consts->sub_shift[NP == 1 ? 0 : NP == 2 ? 1 : 2];
-    uint32_t r4[4] = {0, 0, 0, 0};
-#pragma unroll 2
-    for (uint32_t k = 0; k < sub; k += 16) {
-      uint4 q[4];
-#pragma unroll
-      for (int g = 0; g < 4; ++g) q[g] = *reinterpret_cast<const uint4*>(out + (lane + 32 * g) * sub + k);
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-#pragma unroll
-        for (int g = 0; g < 4; ++g) {
-          const uint32_t part = j == 0 ? q[g].x : j == 1 ? q[g].y : j == 2 ? q[g].z : q[g].w;
-          const uint32_t w = r4[g] ^ part;
-          r4[g] = crc_tab[3 * 256 + (w & 0xff)] ^ crc_tab[2 * 256 + ((w >> 8) & 0xff)] ^
-                  crc_tab[1 * 256 + ((w >> 16) & 0xff)] ^ crc_tab[w >> 24];
-        }
-      }
-    }
-    uint32_t r = 0;
-#pragma unroll
-    for (int g = 0; g < 4; ++g) {
-      const int slot = lane + 32 * g;  // sub-slice index; kSubSlices - 1 - slot follow it
-      r ^= slot == kSubSlices - 1 ? r4[g] : multmodp(shifts[kSubSlices - 1 - slot], r4[g]);
-    }
-#pragma unroll
-    for (int d2 = 16; d2 > 0; d2 >>= 1) r ^= __shfl_xor_sync(0xffffffffu, r, d2);
-    if (lane == 0) seg_crc[seg_index] = r;
-    return;
-  }
+  // CRC32C register (initial 0) of each lane's 16-byte-aligned slice of the segment's output,
+  // then joined: R(A || B) = shift(R(A), len(B)) ^ R(B).
   const uint64_t total = uint64_t(n) * NP;
   const uint64_t slice = ((total + 31) / 32 + 15) & ~uint64_t(15);
   const uint64_t begin = min(total, lane * slice);
