@@ -236,6 +236,33 @@ EncodedChunk encode_chunk(const uint8_t* data, uint8_t dtype, const uint64_t* sh
       }
       continue;
     }
+    // A plane whose order-0 entropy, with or without the delta predictor, leaves nothing after
+    // the lane states is stored raw without trying to code it (the low bytes of floats).
+    {
+      uint64_t delta_total[256] = {};
+      uint64_t sampled = 0;
+      for (uint64_t j = 0; predict && j < nseg; ++j) {
+        for (int s = 0; s < 256; ++s) {
+          delta_total[s] += H(j, p, 1)[s];
+          sampled += H(j, p, 1)[s];
+        }
+      }
+      double best_bits = 0.0;
+      for (int s = 0; s < 256; ++s) {
+        if (total[s]) best_bits += total[s] * std::log2(static_cast<double>(nelem) / total[s]);
+      }
+      if (sampled) {
+        double delta_bits = 0.0;
+        for (int s = 0; s < 256; ++s) {
+          if (delta_total[s]) delta_bits += delta_total[s] * std::log2(static_cast<double>(sampled) / delta_total[s]);
+        }
+        best_bits = std::min(best_bits, delta_bits * nelem / sampled);
+      }
+      if (best_bits / 8 + kStateBytes * nseg >= nelem) {
+        pp.mode = PlaneMode::Raw;
+        continue;
+      }
+    }
     pp.mode = PlaneMode::Rans;
     pp.segs.resize(nseg);
     FreqTable all_none;
