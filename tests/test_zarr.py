@@ -290,3 +290,49 @@ def test_zip_store_file_is_a_real_zip(tmp_path: Path) -> None:
     assert "c/0" in zipfile.ZipFile(tmp_path / "w.zip").namelist()
     reopened = ZipStore(tmp_path / "w.zip", mode="r")
     assert zarr.open_array(reopened, mode="r")[:].tolist() == list(range(100))
+
+
+def row_sharded(store: Any, data: Any) -> Any:
+    """Inner chunks of whole rows: each is a contiguous block of a whole-array read."""
+    z = zarr.create_array(
+        store,
+        shape=data.shape,
+        dtype=data.dtype,
+        chunks=(32, data.shape[1]),
+        shards=(128, data.shape[1]),
+        serializer=wc.WCodec(),
+        compressors=None,
+        fill_value=0,
+    )
+    z[:] = data
+    return z
+
+
+def test_whole_shards_decode_in_one_native_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = weight_like(np.random.default_rng(12), (512, 96), np.dtype(np.int16))
+    data[32:64] = 0  # an inner chunk of fill values, which zarr does not store
+    z = row_sharded(MemoryStore(), data)
+    sizes: list[int] = []
+    real = api.decode_batch
+
+    def recording(chunks: Any, **kwargs: Any) -> Any:
+        sizes.append(len(chunks))
+        return real(chunks, **kwargs)
+
+    monkeypatch.setattr(api, "decode_batch", recording)
+    with zarr.config.set({"codec_pipeline.batch_size": 4}):
+        assert zarr.open_array(z.store, mode="r")[:].tobytes() == data.tobytes()
+    assert sizes == [15]  # 4 shards of 4 inner chunks, one of them empty
+
+
+def test_corrupt_inner_chunk_in_whole_shard_read_names_it(tmp_path: Path) -> None:
+    data = weight_like(np.random.default_rng(13), (256, 64), np.dtype(np.float16))
+    row_sharded(LocalStore(tmp_path), data)
+    path = tmp_path / "c" / "1" / "0"
+    raw = bytearray(path.read_bytes())
+    raw[200] ^= 0x10  # in the second shard's first inner chunk
+    path.write_bytes(bytes(raw))
+    z = zarr.open_array(LocalStore(tmp_path), mode="r")
+    with pytest.raises(ValueError, match=r"corrupt chunk 'c/1/0' \(inner chunk \(0, 0\)\)"):
+        z[:]
+    assert z[:128].tobytes() == np.ascontiguousarray(data[:128]).tobytes()

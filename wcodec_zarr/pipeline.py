@@ -4,7 +4,9 @@
   inner chunk's coordinates) instead of a bare decode error;
 - wcodec chunks read whole into a contiguous block of a host output array are decoded straight
   into it, all chunks of a batch in one native call (zarr would decode each into a new array
-  and copy it over).
+  and copy it over); for whole shards of wcodec chunks this covers every inner chunk of every
+  shard of the batch, which skips zarr's per-shard buffer and its copy. The shard layout is read
+  with zarr's own sharding classes (zarr 3.1).
 
 Importing ``wcodec_zarr`` selects it in ``zarr.config`` when the configuration still names
 zarr's default pipeline, so a reader that never imports the package gets it too (zarr imports
@@ -19,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import zarr
+from zarr.codecs.sharding import ShardingCodec, _ShardReader
 from zarr.core.codec_pipeline import BatchedCodecPipeline, fill_value_or_default
 from zarr.core.common import concurrent_map
 from zarr.registry import register_pipeline
@@ -49,40 +52,55 @@ def _where(byte_getter: Any) -> str:
     return f"(inner chunk {tuple(coords)})" if coords is not None else repr(byte_getter)
 
 
+def _host_target(out: Any) -> np.ndarray | None:
+    """The output as a NumPy array of a dtype wcodec decodes into, or None."""
+    target = out.as_ndarray_like()
+    if not isinstance(target, np.ndarray) or not is_supported(target.dtype):
+        return None
+    return target if little_endian(target.dtype) == target.dtype else None
+
+
 class KeyedCodecPipeline(BatchedCodecPipeline):
     async def read_batch(
         self, batch_info: Iterable[Any], out: Any, drop_axes: tuple[int, ...] = ()
     ) -> None:
         items = list(batch_info)
         try:
-            if not await self._read_into(items, out, drop_axes):
-                await super().read_batch(items, out, drop_axes)
+            rest = await self._read_shards_into(items, out, drop_axes)
+            rest = await self._read_into(rest, out, drop_axes)
+            if rest:
+                await super().read_batch(rest, out, drop_axes)
         except (ChunkError, CorruptChunkError) as exc:
             culprit, inner = await self._find_culprit(items, out, drop_axes, exc)
             reason = exc.reason
             raise CorruptChunkError([_where(culprit[0]), *inner], reason) from None
 
-    async def _read_into(self, items: list[Any], out: Any, drop_axes: tuple[int, ...]) -> bool:
-        """Decodes the batch straight into ``out`` when every chunk is read whole into a
-        contiguous block of a host array; returns False (nothing done) otherwise."""
+    async def _read_into(self, items: list[Any], out: Any, drop_axes: tuple[int, ...]) -> list[Any]:
+        """Decodes the chunks read whole into a contiguous block of a host array straight into
+        ``out``; returns the items it left to zarr."""
         if (
-            not isinstance(self.array_bytes_codec, WCodec)
+            not items
+            or not isinstance(self.array_bytes_codec, WCodec)
             or self.array_array_codecs
             or self.bytes_bytes_codecs
             or drop_axes
         ):
-            return False
-        target = out.as_ndarray_like()
-        if not isinstance(target, np.ndarray) or not is_supported(target.dtype):
-            return False
-        if little_endian(target.dtype) != target.dtype:
-            return False
-        views = []
-        for _, spec, _, out_selection, is_complete in items:
+            return items
+        target = _host_target(out)
+        if target is None:
+            return items
+        taken, rest, views = [], [], []
+        for item in items:
+            _, spec, _, out_selection, is_complete = item
             view = target[out_selection]
-            if not is_complete or view.shape != spec.shape or not view.flags.c_contiguous:
-                return False
-            views.append(view)
+            if is_complete and view.shape == spec.shape and view.flags.c_contiguous:
+                taken.append(item)
+                views.append(view)
+            else:
+                rest.append(item)
+        if not taken:
+            return rest
+        items = taken
         chunks = await concurrent_map(
             [(getter, spec.prototype) for getter, spec, *_ in items],
             lambda getter, prototype: getter.get(prototype),
@@ -99,9 +117,80 @@ class KeyedCodecPipeline(BatchedCodecPipeline):
                 outs=[views[i] for i in present],
             )
         except ChunkError as exc:
-            index = present[exc.index]
-            raise ChunkError(f"corrupt wcodec chunk: {exc.reason}", index, exc.reason) from None
-        return True
+            raise CorruptChunkError([_where(items[present[exc.index]][0])], exc.reason) from None
+        return rest
+
+    async def _read_shards_into(
+        self, items: list[Any], out: Any, drop_axes: tuple[int, ...]
+    ) -> list[Any]:
+        """Decodes whole shards of wcodec chunks straight into ``out`` (each inner chunk a
+        contiguous block of a host array); returns the items it left to zarr."""
+        codec = self.array_bytes_codec
+        if (
+            not isinstance(codec, ShardingCodec)
+            or len(codec.codecs) != 1
+            or not isinstance(codec.codecs[0], WCodec)
+            or self.array_array_codecs
+            or self.bytes_bytes_codecs
+            or drop_axes
+        ):
+            return items
+        target = _host_target(out)
+        if target is None:
+            return items
+        inner_shape = codec.chunk_shape
+        taken: list[Any] = []
+        rest: list[Any] = []
+        plans = []  # per shard taken: its view of out and its inner chunks' (coords, block)
+        for item in items:
+            _, spec, _, out_selection, is_complete = item
+            view = target[out_selection]
+            inner = []
+            if is_complete and view.shape == spec.shape:
+                for coords in np.ndindex(*codec._get_chunks_per_shard(spec)):
+                    block = view[
+                        tuple(
+                            slice(c * n, (c + 1) * n)
+                            for c, n in zip(coords, inner_shape, strict=True)
+                        )
+                    ]
+                    if not block.flags.c_contiguous:
+                        break
+                    inner.append((coords, block))
+                else:
+                    taken.append(item)
+                    plans.append((view, inner))
+                    continue
+            rest.append(item)
+        if not taken:
+            return rest
+        shards = await concurrent_map(
+            [(getter, spec.prototype) for getter, spec, *_ in taken],
+            lambda getter, prototype: getter.get(prototype),
+            zarr.config.get("async.concurrency"),
+        )
+        chunks, outs, where = [], [], []
+        for (getter, spec, *_), shard, (view, inner) in zip(taken, shards, plans, strict=True):
+            if shard is None:
+                view[...] = fill_value_or_default(spec)
+                continue
+            reader = await _ShardReader.from_bytes(shard, codec, codec._get_chunks_per_shard(spec))
+            for coords, block in inner:
+                span = reader.index.get_chunk_slice(coords)
+                if span is None:
+                    block[...] = fill_value_or_default(spec)
+                    continue
+                chunks.append(shard[span[0] : span[1]].as_numpy_array())
+                outs.append(block)
+                where.append((getter, coords))
+        try:
+            await asyncio.to_thread(api.decode_batch, chunks, outs=outs)
+        except ChunkError as exc:
+            getter, coords = where[exc.index]
+            raise CorruptChunkError(
+                [_where(getter), f"(inner chunk {tuple(coords)})"], exc.reason
+            ) from None
+        return rest
 
     async def _find_culprit(
         self, items: list[Any], out: Any, drop_axes: tuple[int, ...], exc: Exception
