@@ -72,6 +72,7 @@ void delta_residuals(const uint8_t* __restrict x, uint64_t b, uint64_t n, uint64
 }
 
 constexpr uint64_t kSampleBlock = 4096;
+constexpr double kMinPlaneSaving = 0.995;  // code a plane only if it shrinks below this share
 
 void histogram(const uint8_t* x, uint64_t n, uint32_t* h) {
   // Four partial histograms break the store-to-load dependency on repeated symbols.
@@ -236,8 +237,9 @@ EncodedChunk encode_chunk(const uint8_t* data, uint8_t dtype, const uint64_t* sh
       }
       continue;
     }
-    // A plane whose order-0 entropy, with or without the delta predictor, leaves nothing after
-    // the lane states is stored raw without trying to code it (the low bytes of floats).
+    // A plane whose order-0 entropy, with or without the delta predictor, would save less than
+    // 0.5% after the lane states is stored raw without trying to code it (the low bytes of
+    // floats): rANS-decoding it would cost as much as decoding the exponents, for nothing.
     {
       uint64_t delta_total[256] = {};
       uint64_t sampled = 0;
@@ -258,7 +260,7 @@ EncodedChunk encode_chunk(const uint8_t* data, uint8_t dtype, const uint64_t* sh
         }
         best_bits = std::min(best_bits, delta_bits * nelem / sampled);
       }
-      if (best_bits / 8 + kStateBytes * nseg >= nelem) {
+      if (best_bits / 8 + kStateBytes * nseg >= kMinPlaneSaving * nelem) {
         pp.mode = PlaneMode::Raw;
         continue;
       }
