@@ -75,18 +75,25 @@ class KeyedCodecPipeline(BatchedCodecPipeline):
             reason = exc.reason
             raise CorruptChunkError([_where(culprit[0]), *inner], reason) from None
 
-    async def _read_into(self, items: list[Any], out: Any, drop_axes: tuple[int, ...]) -> list[Any]:
-        """Decodes the chunks read whole into a contiguous block of a host array straight into
-        ``out``; returns the items it left to zarr."""
+    def _direct_target(
+        self, chunk_codec: Any, items: list[Any], out: Any, drop_axes: tuple[int, ...]
+    ) -> np.ndarray | None:
+        """``out`` as a NumPy array when wcodec chunks (chunk_codec) may be decoded straight
+        into it: no other codecs, no dropped axes, a host array of a wcodec dtype."""
         if (
             not items
-            or not isinstance(self.array_bytes_codec, WCodec)
+            or not isinstance(chunk_codec, WCodec)
             or self.array_array_codecs
             or self.bytes_bytes_codecs
             or drop_axes
         ):
-            return items
-        target = _host_target(out)
+            return None
+        return _host_target(out)
+
+    async def _read_into(self, items: list[Any], out: Any, drop_axes: tuple[int, ...]) -> list[Any]:
+        """Decodes the chunks read whole into a contiguous block of a host array straight into
+        ``out``; returns the items it left to zarr."""
+        target = self._direct_target(self.array_bytes_codec, items, out, drop_axes)
         if target is None:
             return items
         taken, rest, views = [], [], []
@@ -126,16 +133,9 @@ class KeyedCodecPipeline(BatchedCodecPipeline):
         """Decodes whole shards of wcodec chunks straight into ``out`` (each inner chunk a
         contiguous block of a host array); returns the items it left to zarr."""
         codec = self.array_bytes_codec
-        if (
-            not isinstance(codec, ShardingCodec)
-            or len(codec.codecs) != 1
-            or not isinstance(codec.codecs[0], WCodec)
-            or self.array_array_codecs
-            or self.bytes_bytes_codecs
-            or drop_axes
-        ):
+        if not isinstance(codec, ShardingCodec) or len(codec.codecs) != 1:
             return items
-        target = _host_target(out)
+        target = self._direct_target(codec.codecs[0], items, out, drop_axes)
         if target is None:
             return items
         inner_shape = codec.chunk_shape
