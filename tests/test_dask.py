@@ -12,8 +12,7 @@ import pytest
 import zarr
 from helpers import weight_like
 from zarr.storage import LocalStore
-
-import wcodec_zarr as wc
+from zarr_helpers import wcodec_array
 
 da = pytest.importorskip("dask.array")
 distributed = pytest.importorskip("distributed")
@@ -32,16 +31,7 @@ def client() -> Iterator[Any]:
 
 def test_from_zarr_by_shards(client: Any, tmp_path: Path) -> None:
     data = weight_like(np.random.default_rng(0), (512, 384), np.dtype(np.int8))
-    z = zarr.create_array(
-        LocalStore(tmp_path),
-        shape=data.shape,
-        dtype="int8",
-        chunks=(64, 128),
-        shards=(256, 384),
-        serializer=wc.WCodec(),
-        compressors=None,
-    )
-    z[:] = data
+    wcodec_array(LocalStore(tmp_path), data, chunks=(64, 128), shards=(256, 384))
     arr = da.from_zarr(zarr.open_array(LocalStore(tmp_path), mode="r"), chunks=(256, 384))
     assert arr.numblocks == (2, 1)
     assert arr.compute().tobytes() == data.tobytes()
@@ -50,14 +40,6 @@ def test_from_zarr_by_shards(client: Any, tmp_path: Path) -> None:
 
 def test_to_zarr_with_wcodec_serializer(client: Any, tmp_path: Path) -> None:
     data = weight_like(np.random.default_rng(1), (400, 300), np.dtype(np.float16))
-    z = zarr.create_array(
-        LocalStore(tmp_path),
-        shape=data.shape,
-        dtype="float16",
-        chunks=(100, 100),
-        shards=(200, 300),
-        serializer=wc.WCodec(),
-        compressors=None,
-    )
+    z = wcodec_array(LocalStore(tmp_path), data, write=False, chunks=(100, 100), shards=(200, 300))
     da.from_array(data, chunks=(200, 300)).to_zarr(z, compute=True)
     assert zarr.open_array(LocalStore(tmp_path), mode="r")[:].tobytes() == data.tobytes()

@@ -11,6 +11,7 @@ import pytest
 import zarr
 from helpers import DTYPES, random_bits, weight_like
 from zarr.storage import MemoryStore
+from zarr_helpers import wcodec_array
 
 import wcodec_zarr as wc
 from wcodec_zarr.gpu import storage_dtype
@@ -104,16 +105,7 @@ def test_zarr_gpu_read_path() -> None:
     import cupy as cp
 
     data = weight_like(np.random.default_rng(4), (256, 512), np.dtype(np.float16))
-    z = zarr.create_array(
-        MemoryStore(),
-        shape=data.shape,
-        dtype="float16",
-        chunks=(64, 128),
-        shards=(128, 512),
-        serializer=wc.WCodec(),
-        compressors=None,
-    )
-    z[:] = data
+    z = wcodec_array(MemoryStore(), data, chunks=(64, 128), shards=(128, 512))
     with zarr.config.enable_gpu(), zarr.config.set({"codec_pipeline.batch_size": 8}):
         got = zarr.open_array(z.store, mode="r")[:]
         assert isinstance(got, cp.ndarray)

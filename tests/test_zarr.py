@@ -17,7 +17,7 @@ import pytest
 import zarr
 from helpers import DTYPES, weight_like
 from zarr.storage import LocalStore, MemoryStore, ZipStore
-from zarr_helpers import CountingStore
+from zarr_helpers import CountingStore, flip_bits, wcodec_array
 
 import wcodec_zarr as wc
 from wcodec_zarr import api
@@ -39,16 +39,7 @@ def test_round_trip_in_store(
 ) -> None:
     data = weight_like(np.random.default_rng(0), (130, 610), dtype)
     store = make_store(kind, tmp_path)
-    z = zarr.create_array(
-        store,
-        shape=data.shape,
-        dtype=dtype,
-        chunks=(32, 100),
-        shards=shards,
-        serializer=wc.WCodec(),
-        compressors=None,
-    )
-    z[:] = data
+    z = wcodec_array(store, data, chunks=(32, 100), shards=shards)
     back = z[:]
     assert back.dtype == dtype
     assert back.tobytes() == data.tobytes()
@@ -116,16 +107,7 @@ def test_format_2_with_numcodecs_compressor(tmp_path: Path, order: str, dtype: s
 def test_fresh_interpreter_reads_without_importing_the_package(tmp_path: Path) -> None:
     int8 = weight_like(np.random.default_rng(2), (64, 96), np.dtype(np.int8))
     f16 = weight_like(np.random.default_rng(3), (40, 30), np.dtype(np.float16))
-    v3 = zarr.create_array(
-        LocalStore(tmp_path / "v3"),
-        shape=int8.shape,
-        dtype="int8",
-        chunks=(16, 32),
-        shards=(32, 96),
-        serializer=wc.WCodec(),
-        compressors=None,
-    )
-    v3[:] = int8
+    wcodec_array(LocalStore(tmp_path / "v3"), int8, chunks=(16, 32), shards=(32, 96))
     v2 = zarr.create_array(
         LocalStore(tmp_path / "v2"),
         shape=f16.shape,
@@ -162,14 +144,7 @@ def test_bfloat16_array_in_fresh_interpreter_after_import(tmp_path: Path) -> Non
     # zarr 3.1 parses the data type before the codecs and does not load `zarr.data_type` entry
     # points, so a bfloat16 array needs `import wcodec_zarr` in the reading process.
     data = weight_like(np.random.default_rng(4), (33, 65), np.dtype(ml_dtypes.bfloat16))
-    z = zarr.create_array(
-        LocalStore(tmp_path / "bf"),
-        shape=data.shape,
-        dtype=ml_dtypes.bfloat16,
-        serializer=wc.WCodec(),
-        compressors=None,
-    )
-    z[:] = data
+    wcodec_array(LocalStore(tmp_path / "bf"), data)
     meta = (tmp_path / "bf" / "zarr.json").read_text()
     assert '"data_type": "bfloat16"' in meta
     np.save(tmp_path / "bf.npy", data.view(np.uint16))
@@ -188,16 +163,7 @@ def test_bfloat16_array_in_fresh_interpreter_after_import(tmp_path: Path) -> Non
 def test_reading_one_inner_chunk_fetches_the_index_and_that_chunk_only() -> None:
     data = weight_like(np.random.default_rng(5), (256, 512), np.dtype(np.int8))
     inner = MemoryStore()
-    z = zarr.create_array(
-        inner,
-        shape=data.shape,
-        dtype="int8",
-        chunks=(32, 64),
-        shards=(128, 256),
-        serializer=wc.WCodec(),
-        compressors=None,
-    )
-    z[:] = data
+    wcodec_array(inner, data, chunks=(32, 64), shards=(128, 256))
     counting = CountingStore(inner)
     z = zarr.open_array(counting, mode="r")
     log = counting.log
@@ -212,19 +178,9 @@ def test_reading_one_inner_chunk_fetches_the_index_and_that_chunk_only() -> None
 
 def test_corrupt_chunk_names_its_key_and_other_chunks_still_read(tmp_path: Path) -> None:
     data = weight_like(np.random.default_rng(6), (64, 64), np.dtype(np.float16))
-    z = zarr.create_array(
-        LocalStore(tmp_path),
-        shape=data.shape,
-        dtype="float16",
-        chunks=(32, 32),
-        serializer=wc.WCodec(),
-        compressors=None,
-    )
-    z[:] = data
+    wcodec_array(LocalStore(tmp_path), data, chunks=(32, 32))
     path = tmp_path / "c" / "1" / "0"
-    raw = bytearray(path.read_bytes())
-    raw[len(raw) // 2] ^= 0x55
-    path.write_bytes(bytes(raw))
+    flip_bits(path, path.stat().st_size // 2, 0x55)
     z = zarr.open_array(LocalStore(tmp_path), mode="r")
     with pytest.raises(ValueError, match=r"corrupt chunk 'c/1/0'"):
         z[:]
@@ -234,20 +190,9 @@ def test_corrupt_chunk_names_its_key_and_other_chunks_still_read(tmp_path: Path)
 
 def test_corrupt_inner_chunk_of_a_shard_names_shard_and_inner_chunk(tmp_path: Path) -> None:
     data = weight_like(np.random.default_rng(7), (64, 64), np.dtype(np.int8))
-    z = zarr.create_array(
-        LocalStore(tmp_path),
-        shape=data.shape,
-        dtype="int8",
-        chunks=(16, 16),
-        shards=(64, 64),
-        serializer=wc.WCodec(),
-        compressors=None,
-    )
-    z[:] = data
-    path = tmp_path / "c" / "0" / "0"
-    raw = bytearray(path.read_bytes())
-    raw[40] ^= 0xFF  # inside the first inner chunk's payload (the index is at the end)
-    path.write_bytes(bytes(raw))
+    wcodec_array(LocalStore(tmp_path), data, chunks=(16, 16), shards=(64, 64))
+    # inside the first inner chunk's payload (the index is at the end)
+    flip_bits(tmp_path / "c" / "0" / "0", 40, 0xFF)
     z = zarr.open_array(LocalStore(tmp_path), mode="r")
     with pytest.raises(ValueError, match=r"corrupt chunk 'c/0/0' \(inner chunk \(0, 0\)\)"):
         z[:]
@@ -258,15 +203,7 @@ def test_batch_size_above_one_decodes_whole_batches_in_one_native_call(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     data = weight_like(np.random.default_rng(8), (64, 64), np.dtype(np.int8))
-    z = zarr.create_array(
-        MemoryStore(),
-        shape=data.shape,
-        dtype="int8",
-        chunks=(16, 16),
-        serializer=wc.WCodec(),
-        compressors=None,
-    )
-    z[:] = data
+    z = wcodec_array(MemoryStore(), data, chunks=(16, 16))
     sizes: list[int] = []
     real = api.decode_batch
 
@@ -294,18 +231,9 @@ def test_zip_store_file_is_a_real_zip(tmp_path: Path) -> None:
 
 def row_sharded(store: Any, data: Any) -> Any:
     """Inner chunks of whole rows: each is a contiguous block of a whole-array read."""
-    z = zarr.create_array(
-        store,
-        shape=data.shape,
-        dtype=data.dtype,
-        chunks=(32, data.shape[1]),
-        shards=(128, data.shape[1]),
-        serializer=wc.WCodec(),
-        compressors=None,
-        fill_value=0,
+    return wcodec_array(
+        store, data, chunks=(32, data.shape[1]), shards=(128, data.shape[1]), fill_value=0
     )
-    z[:] = data
-    return z
 
 
 def test_whole_shards_decode_in_one_native_call(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -328,10 +256,7 @@ def test_whole_shards_decode_in_one_native_call(monkeypatch: pytest.MonkeyPatch)
 def test_corrupt_inner_chunk_in_whole_shard_read_names_it(tmp_path: Path) -> None:
     data = weight_like(np.random.default_rng(13), (256, 64), np.dtype(np.float16))
     row_sharded(LocalStore(tmp_path), data)
-    path = tmp_path / "c" / "1" / "0"
-    raw = bytearray(path.read_bytes())
-    raw[200] ^= 0x10  # in the second shard's first inner chunk
-    path.write_bytes(bytes(raw))
+    flip_bits(tmp_path / "c" / "1" / "0", 200, 0x10)  # the second shard's first inner chunk
     z = zarr.open_array(LocalStore(tmp_path), mode="r")
     with pytest.raises(ValueError, match=r"corrupt chunk 'c/1/0' \(inner chunk \(0, 0\)\)"):
         z[:]

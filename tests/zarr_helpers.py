@@ -49,3 +49,30 @@ class CountingStore(WrapperStore[Any]):
         results = await super().get_partial_values(prototype, ranges)
         self.log.bytes_read += sum(0 if r is None else len(r) for r in results)
         return results
+
+
+def wcodec_array(store: Any, data: Any, *, write: bool = True, **layout: Any) -> Any:
+    """A Zarr array in `store` with the wcodec serializer, shaped like `data` and holding it
+    unless write=False; `layout` passes chunks, shards and other create_array arguments."""
+    import zarr
+
+    import wcodec_zarr as wc
+
+    z = zarr.create_array(
+        store,
+        shape=data.shape,
+        dtype=data.dtype,
+        serializer=wc.WCodec(),
+        compressors=None,
+        **layout,
+    )
+    if write:
+        z[:] = data
+    return z
+
+
+def flip_bits(path: Any, position: int, mask: int) -> None:
+    """Corrupts one byte of a stored chunk file."""
+    raw = bytearray(path.read_bytes())
+    raw[position] ^= mask
+    path.write_bytes(bytes(raw))

@@ -15,42 +15,38 @@ from zarr.core.dtype.npy.float import BaseFloat
 
 
 @dataclass(frozen=True, kw_only=True)
-class BFloat16(BaseFloat):  # type: ignore[type-arg]
+class _MlDtypesFloat(BaseFloat):  # type: ignore[type-arg]
+    """A float data type backed by an ml_dtypes scalar type; format 3 only."""
+
+    _zarr_v2_names: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def item_size(self) -> int:
+        return int(self.dtype_cls().itemsize)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BFloat16(_MlDtypesFloat):
     """bfloat16: 1 sign, 8 exponent, 7 mantissa bits."""
 
     dtype_cls = type(np.dtype(ml_dtypes.bfloat16))
     _zarr_v3_name = "bfloat16"
-    _zarr_v2_names: ClassVar[tuple[str, ...]] = ()
-
-    @property
-    def item_size(self) -> int:
-        return 2
 
 
 @dataclass(frozen=True, kw_only=True)
-class Float8E4M3FN(BaseFloat):  # type: ignore[type-arg]
+class Float8E4M3FN(_MlDtypesFloat):
     """float8_e4m3fn: 4 exponent and 3 mantissa bits, finite, one NaN pattern per sign."""
 
     dtype_cls = type(np.dtype(ml_dtypes.float8_e4m3fn))
     _zarr_v3_name = "float8_e4m3fn"
-    _zarr_v2_names: ClassVar[tuple[str, ...]] = ()
-
-    @property
-    def item_size(self) -> int:
-        return 1
 
 
 @dataclass(frozen=True, kw_only=True)
-class Float8E5M2(BaseFloat):  # type: ignore[type-arg]
+class Float8E5M2(_MlDtypesFloat):
     """float8_e5m2: 5 exponent and 2 mantissa bits, IEEE-like (infinities and NaNs)."""
 
     dtype_cls = type(np.dtype(ml_dtypes.float8_e5m2))
     _zarr_v3_name = "float8_e5m2"
-    _zarr_v2_names: ClassVar[tuple[str, ...]] = ()
-
-    @property
-    def item_size(self) -> int:
-        return 1
 
 
 def register() -> None:
