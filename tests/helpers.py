@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import ml_dtypes
@@ -47,3 +48,10 @@ def assert_round_trip(array: Any, **encode_kwargs: Any) -> bytes:
     assert decoded.shape == expected.shape
     assert decoded.tobytes() == expected.astype(decoded.dtype).tobytes()
     return encoded
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (relative path -> bytes)."""
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }

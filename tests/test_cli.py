@@ -1,41 +1,118 @@
-"""The ``wcodec`` command: demo output and exit codes."""
+"""The ``wcodec`` command: each subcommand's output and exit codes; user mistakes are one line
+on stderr and exit status 2, never a traceback."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from helpers import weight_like
+from safetensors_helpers import write_raw
 
 from wcodec_zarr.cli import main
 
 
-def test_demo_reports_every_view_bit_exact(
-    minilm: object, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert main(["demo", "--repeats", "1"]) == 0
-    out = capsys.readouterr().out
-    for view in ("fp32", "bf16", "int8"):
-        line = next(line for line in out.splitlines() if line.startswith(view))
-        assert line.rstrip().endswith("yes")
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    weight = weight_like(rng, (256, 128), np.dtype(np.float32))
+    path = tmp_path / "m.safetensors"
+    write_raw(
+        path,
+        [("w", "F32", [256, 128], weight.tobytes()), ("zero", "F32", [16], bytes(64))],
+        {"format": "pt"},
+    )
+    return path
 
 
-def test_demo_with_missing_model_is_one_clear_line(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "wcodec_zarr",
-            "demo",
-            "--model",
-            str(tmp_path / "none.safetensors"),
-        ],
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "wcodec_zarr", *args],
         capture_output=True,
         text=True,
         check=False,
-        cwd=tmp_path,  # not the source tree, which would shadow the installed package
+        cwd=cwd,  # not the source tree, which would shadow the installed package
     )
+
+
+def test_convert_info_verify_export(
+    model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = str(tmp_path / "ckpt")
+    assert main(["convert", str(model), ckpt, "--quiet"]) == 0
+    assert capsys.readouterr().out == ""
+
+    assert main(["info", ckpt]) == 0
+    table = capsys.readouterr().out.splitlines()
+    row = next(line.split() for line in table if line.startswith("w "))
+    assert row[1:3] == ["F32", "256x128"]
+    assert float(row[5]) > 1.0  # ratio
+    assert any(line.startswith("total (2 tensors)") for line in table)
+
+    assert main(["info", ckpt, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert [t["name"] for t in info["tensors"]] == ["w", "zero"]
+    assert info["tensors"][1]["bound_ratio"] is None  # all zeros: no finite bound ratio
+
+    assert main(["verify", str(model), ckpt]) == 0
+    assert capsys.readouterr().out.startswith("OK: 2 tensors bit-exact")
+
+    assert main(["export", ckpt, str(tmp_path / "back.safetensors")]) == 0
+    assert (tmp_path / "back.safetensors").read_bytes() == model.read_bytes()
+
+
+def test_verify_names_the_first_differing_tensor(model: Path, tmp_path: Path) -> None:
+    assert run_cli("convert", str(model), "ckpt", "-q", cwd=tmp_path).returncode == 0
+    raw = bytearray(model.read_bytes())
+    raw[-100] ^= 1  # inside "w" ("zero" holds the last 64 bytes)
+    changed = tmp_path / "changed" / "m.safetensors"
+    changed.parent.mkdir()
+    changed.write_bytes(bytes(raw))
+    result = run_cli("verify", str(changed), "ckpt", "-q", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith("MISMATCH: w: bytes differ in region")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["convert", "missing.safetensors", "out"], "missing.safetensors: no such file"),
+        (["convert", "m.safetensors", "exists"], "exists; pass overwrite=True (--overwrite)"),
+        (["info", "nowhere"], "nowhere: no such directory"),
+        (["info", "exists"], "exists: no checkpoint there (no Zarr group)"),
+        (["convert", "garbage.safetensors", "out"], "not a valid safetensors file"),
+        (["convert", "m.safetensors", "out", "-o", "novalue"], "is not key=value"),
+        (["demo", "--model", "none.safetensors"], "none.safetensors: no such file"),
+    ],
+)
+def test_user_mistakes_are_one_clear_line(
+    model: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
+    (tmp_path / "exists").mkdir()
+    (tmp_path / "garbage.safetensors").write_bytes(b"\x05\0\0\0\0\0\0\0hello")
+    result = run_cli(*args, cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.startswith("wcodec: error:")
-    assert "Traceback" not in result.stderr
+    assert message in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_demo_runs_the_main_job(
+    minilm: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "demo.zarr"
+    assert main(["demo", "--repeats", "1", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "total (104 tensors)" in text
+    assert "verify: OK, 104 tensors bit-exact" in text
+    assert "lazy slice: rank 1 of 8" in text and "bit-exact yes" in text
+    assert "GPU load:" in text
+    for view in ("fp32", "bf16", "int8"):
+        line = next(line for line in text.splitlines() if line.startswith(view + " "))
+        assert line.rstrip().endswith("yes")
+    assert (out / "zarr.json").is_file()

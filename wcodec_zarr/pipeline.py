@@ -99,8 +99,13 @@ class KeyedCodecPipeline(BatchedCodecPipeline):
         taken, rest, views = [], [], []
         for item in items:
             _, spec, _, out_selection, is_complete = item
-            view = target[out_selection]
-            if is_complete and view.shape == spec.shape and view.flags.c_contiguous:
+            view = target[out_selection]  # a NumPy scalar, not a view, for a 0-d array
+            if (
+                is_complete
+                and isinstance(view, np.ndarray)
+                and view.shape == spec.shape
+                and view.flags.c_contiguous
+            ):
                 taken.append(item)
                 views.append(view)
             else:

@@ -47,13 +47,18 @@ def load_safetensors(path: str | Path) -> Tensors:
     return dict(load_file(str(path)))
 
 
-def quantize_int8_per_row(weight: npt.ArrayLike) -> npt.NDArray[np.int8]:
-    """Symmetric per-output-row int8 quantization of a 2-D weight (rows of zeros stay zero)."""
+def quantize_rows(weight: npt.ArrayLike) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float32]]:
+    """Symmetric per-output-row int8 quantization of a 2-D weight: the int8 values and each
+    row's float32 scale (1 for a row of zeros, which stays zero)."""
     w = np.asarray(weight, dtype=np.float32)
-    absmax = np.abs(w).max(axis=1, keepdims=True)
+    absmax = np.abs(w).max(axis=1)
     scale = np.where(absmax > 0, absmax / 127.0, 1.0).astype(np.float32)
-    quantized: npt.NDArray[np.int8] = np.clip(np.rint(w / scale), -127, 127).astype(np.int8)
-    return quantized
+    quantized = np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8)
+    return quantized, scale
+
+
+def quantize_int8_per_row(weight: npt.ArrayLike) -> npt.NDArray[np.int8]:
+    return quantize_rows(weight)[0]
 
 
 def minilm_views(path: str | Path | None = None) -> dict[str, Tensors]:

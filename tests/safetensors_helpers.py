@@ -1,0 +1,85 @@
+"""Writing safetensors files byte by byte, for models the safetensors library would not write
+(raw dtypes, padded headers, hostile offsets), and synthetic models of every dtype."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+from helpers import weight_like
+
+# safetensors dtype -> NumPy dtype, for the synthetic models
+ST_DTYPES = {
+    "I8": np.dtype(np.int8),
+    "U8": np.dtype(np.uint8),
+    "I16": np.dtype("<i2"),
+    "U16": np.dtype("<u2"),
+    "I32": np.dtype("<i4"),
+    "F16": np.dtype("<f2"),
+    "BF16": np.dtype(ml_dtypes.bfloat16),
+    "F32": np.dtype("<f4"),
+    "F8_E4M3": np.dtype(ml_dtypes.float8_e4m3fn),
+    "F8_E5M2": np.dtype(ml_dtypes.float8_e5m2),
+    "BOOL": np.dtype(np.bool_),
+    "I64": np.dtype("<i8"),
+    "F64": np.dtype("<f8"),
+    "U32": np.dtype("<u4"),
+}
+
+
+def write_raw(
+    path: Path,
+    tensors: list[tuple[str, str, list[int], bytes]],
+    metadata: dict[str, str] | None = None,
+    *,
+    pad: int = 0,
+) -> bytes:
+    """A safetensors file of (name, dtype, shape, bytes) in that order; ``pad`` spaces after the
+    JSON. Returns the file's bytes."""
+    header: dict[str, Any] = {}
+    if metadata is not None:
+        header["__metadata__"] = metadata
+    offset = 0
+    for name, dtype, shape, data in tensors:
+        header[name] = {
+            "dtype": dtype,
+            "shape": shape,
+            "data_offsets": [offset, offset + len(data)],
+        }
+        offset += len(data)
+    text = json.dumps(header, separators=(",", ":")).encode() + b" " * pad
+    raw = len(text).to_bytes(8, "little") + text + b"".join(t[3] for t in tensors)
+    path.write_bytes(raw)
+    return raw
+
+
+def write_header(path: Path, header: Any, body: bytes) -> None:
+    text = json.dumps(header).encode()
+    path.write_bytes(len(text).to_bytes(8, "little") + text + body)
+
+
+def synthetic_tensors(
+    rng: np.random.Generator, prefix: str = ""
+) -> list[tuple[str, str, list[int], bytes]]:
+    """One tensor per dtype in ST_DTYPES (shapes from scalar to 3-D, some over several chunks),
+    plus special floats and a dtype NumPy cannot hold (F4, kept as raw bytes)."""
+    shapes = [[300, 200], [7], [3, 5, 64], [], [1000, 33], [0, 4]]
+    out = []
+    for i, (st, dt) in enumerate(ST_DTYPES.items()):
+        shape = shapes[i % len(shapes)]
+        if dt.kind == "b":
+            data = rng.integers(0, 2, size=shape).astype(np.bool_)
+        else:
+            data = weight_like(rng, tuple(shape), dt)
+        out.append((f"{prefix}layer.{i}.{st.lower()}", st, shape, data.tobytes()))
+    special = np.array([-0.0] * 4096 + [np.nan] * 10, np.float32)
+    special.view(np.uint32)[-5:] = 0x7FC00001  # NaN payloads
+    out.append((f"{prefix}special.f32", "F32", [special.size], special.tobytes()))
+    out.append(
+        (f"{prefix}zeros.negative", "F32", [2048], np.full(2048, -0.0, np.float32).tobytes())
+    )
+    out.append((f"{prefix}packed.f4", "F4", [64, 32], rng.bytes(64 * 16)))
+    return out

@@ -1,0 +1,330 @@
+"""The checkpoint toolkit: convert -> verify -> open/load -> export, bit-exact and
+metadata-exact, on real MiniLM weights and synthetic models of every dtype; lazy reads touch
+only their chunks; bad sources are refused before anything is written."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+import pytest
+import zarr
+from helpers import tree_bytes, weight_like
+from safetensors_helpers import synthetic_tensors, write_header, write_raw
+from zarr.storage import LocalStore
+from zarr_helpers import CountingStore
+
+import wcodec_zarr as wc
+from wcodec_zarr.checkpoint import IncompleteCheckpointError
+
+SMALL = {"chunk_bytes": 4096, "shard_bytes": 16384}  # many chunks and shards per tensor
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> tuple[Path, bytes]:
+    path = tmp_path / "model.safetensors"
+    raw = write_raw(
+        path,
+        synthetic_tensors(np.random.default_rng(0)),
+        {"format": "pt", "note": "synthetic"},
+        pad=5,
+    )
+    return path, raw
+
+
+@pytest.fixture
+def sharded(tmp_path: Path) -> Path:
+    """A sharded model: two files and the index that maps tensors to them."""
+    folder = tmp_path / "sharded"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    weight_map = {}
+    for i in (1, 2):
+        name = f"model-0000{i}-of-00002.safetensors"
+        tensors = synthetic_tensors(rng, prefix=f"part{i}.")
+        write_raw(folder / name, tensors, {"format": "pt"})
+        weight_map |= {t[0]: name for t in tensors}
+    index = {"metadata": {"total_size": 0}, "weight_map": weight_map}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    return folder
+
+
+def test_minilm_round_trip(minilm: object, tmp_path: Path) -> None:
+    from wcodec_zarr.weights import load_safetensors, minilm_path
+
+    src = minilm_path()
+    wc.convert(src, tmp_path / "ckpt", progress=False)
+    assert wc.verify(src, tmp_path / "ckpt").ok
+    ckpt = wc.open_checkpoint(tmp_path / "ckpt")
+    assert ckpt.nbytes == sum(t.nbytes for t in load_safetensors(src).values())
+    assert ckpt.nbytes / ckpt.stored_nbytes > 1.2  # fp32 as shipped; the bound is about 1.21
+    loaded = wc.load_checkpoint(tmp_path / "ckpt")
+    original = load_safetensors(src)
+    assert list(loaded) == list(ckpt)
+    assert all(loaded[k].tobytes() == original[k].tobytes() for k in original)
+    wc.export_safetensors(tmp_path / "ckpt", tmp_path / "back.safetensors")
+    assert (tmp_path / "back.safetensors").read_bytes() == src.read_bytes()
+
+
+def test_every_dtype_round_trips(model: tuple[Path, bytes], tmp_path: Path) -> None:
+    path, raw = model
+    manifest = wc.convert(path, tmp_path / "ckpt", progress=False, **SMALL)
+    assert wc.verify(path, tmp_path / "ckpt").ok
+    ckpt = wc.open_checkpoint(tmp_path / "ckpt")
+    assert ckpt.metadata == {"format": "pt", "note": "synthetic"}
+    codecs = {name: t["codec"] for name, t in manifest["tensors"].items()}
+    assert codecs["layer.0.i8"] == codecs["layer.6.bf16"] == "wcodec"
+    assert codecs["layer.11.i64"] == codecs["layer.10.bool"] == "zstd"
+    assert codecs["packed.f4"] == "wcodec"  # its bytes, as uint8
+    assert ckpt["layer.6.bf16"].dtype == np.dtype(ml_dtypes.bfloat16)
+    assert ckpt["packed.f4"].dtype == np.uint8  # kept as its bytes
+    assert ckpt["layer.3.u16"].shape == ()
+    assert ckpt["layer.5.f16"].shape == (0, 4)
+    assert ckpt["layer.4.i32"].array.shards is not None  # 1000x33 spans several shards
+    wc.export_safetensors(tmp_path / "ckpt", tmp_path / "back.safetensors")
+    assert (tmp_path / "back.safetensors").read_bytes() == raw  # padding and order included
+
+
+def test_negative_zeros_and_nan_payloads_survive(model: tuple[Path, bytes], tmp_path: Path) -> None:
+    # zarr would skip a chunk that compares equal to the fill value 0; -0.0 == 0 in NumPy
+    path, _ = model
+    wc.convert(path, tmp_path / "ckpt", progress=False, **SMALL)
+    ckpt = wc.open_checkpoint(tmp_path / "ckpt")
+    zeros = ckpt["zeros.negative"].numpy()
+    assert np.signbit(zeros).all()
+    special = ckpt["special.f32"].numpy().view(np.uint32)
+    assert (special[-5:] == 0x7FC00001).all()
+
+
+def test_sharded_model_with_index(sharded: Path, tmp_path: Path) -> None:
+    wc.convert(sharded, tmp_path / "ckpt", progress=False, **SMALL)
+    assert wc.verify(sharded, tmp_path / "ckpt").ok
+    ckpt = wc.open_checkpoint(tmp_path / "ckpt")
+    assert [f.name for f in ckpt.files] == [
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+    ]
+    assert ckpt.index is not None and ckpt.index[0] == "model.safetensors.index.json"
+    written = wc.export_safetensors(tmp_path / "ckpt", tmp_path / "out")
+    assert len(written) == 3
+    assert tree_bytes(tmp_path / "out") == tree_bytes(sharded)
+
+
+def test_lazy_slice_reads_only_its_chunks(tmp_path: Path) -> None:
+    weight = weight_like(np.random.default_rng(5), (1000, 64), np.dtype(np.int8))
+    write_raw(tmp_path / "m.safetensors", [("w", "I8", [1000, 64], weight.tobytes())])
+    wc.convert(tmp_path / "m.safetensors", tmp_path / "ckpt", progress=False, **SMALL)
+    store = CountingStore(LocalStore(tmp_path / "ckpt", read_only=True))
+    ckpt = wc.open_checkpoint(store)
+    assert [key for key, _ in store.log.reads] == ["zarr.json"]  # consolidated: one read
+    tensor = ckpt["w"]
+    # chunks of 63 rows (4032 bytes), shards of 4 chunks
+    assert (tensor.shape, tensor.chunks, tensor.array.shards) == ((1000, 64), (63, 64), (252, 64))
+    assert 0 < tensor.stored_nbytes < tensor.nbytes  # from the manifest: nothing read
+    assert len(store.log.reads) == 1
+
+    store.log.reset()
+    part = ckpt.shard("w", 0, rank=0, world_size=8)  # rows 0..124: chunks 0 and 1 of shard 0
+    assert part.shape == (125, 64)
+    assert part.numpy().tobytes() == weight[:125].tobytes()
+    assert [key for key, _ in store.log.reads] == ["w/c/0/0"] * 3  # the index, 2 chunks
+    assert store.log.bytes_read < tensor.stored_nbytes / 6
+
+    store.log.reset()
+    assert part[10:20, 5].tobytes() == weight[10:20, 5].tobytes()
+    assert len(store.log.reads) == 2  # the index and chunk 0
+
+
+def test_shard_splits_like_array_split(model: tuple[Path, bytes], tmp_path: Path) -> None:
+    path, _ = model
+    wc.convert(path, tmp_path / "ckpt", progress=False, **SMALL)
+    ckpt = wc.open_checkpoint(tmp_path / "ckpt")
+    whole = ckpt["layer.0.i8"].numpy()  # 300x200
+    for dim in (0, 1, -1):
+        parts = [ckpt.shard("layer.0.i8", dim, r, 7).numpy() for r in range(7)]
+        expected = np.array_split(whole, 7, axis=dim)
+        assert [p.tobytes() for p in parts] == [e.tobytes() for e in expected]
+    with pytest.raises(ValueError, match="rank 7"):
+        ckpt.shard("layer.0.i8", 0, 7, 7)
+    with pytest.raises(ValueError, match="no dimension 2"):
+        ckpt.shard("layer.0.i8", 2, 0, 2)
+
+
+def test_load_selected_names_and_dtype_map(model: tuple[Path, bytes], tmp_path: Path) -> None:
+    path, _ = model
+    wc.convert(path, tmp_path / "ckpt", progress=False, **SMALL)
+    ckpt = wc.open_checkpoint(tmp_path / "ckpt")
+    out = wc.load_checkpoint(
+        tmp_path / "ckpt", names=["layer.6.bf16", "layer.0.i8"], dtype_map={"bfloat16": "float32"}
+    )
+    assert list(out) == ["layer.6.bf16", "layer.0.i8"]
+    assert out["layer.6.bf16"].dtype == np.float32
+    assert (out["layer.6.bf16"] == ckpt["layer.6.bf16"].numpy().astype(np.float32)).all()
+    with pytest.raises(KeyError, match="nope"):
+        wc.load_checkpoint(tmp_path / "ckpt", names=["nope"])
+
+
+def test_torch_state_dict(model: tuple[Path, bytes], tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    path, _ = model
+    wc.convert(path, tmp_path / "ckpt", progress=False, **SMALL)
+    state = wc.load_checkpoint(tmp_path / "ckpt", framework="torch")
+    assert state["layer.6.bf16"].dtype == torch.bfloat16
+    assert state["layer.8.f8_e4m3"].dtype == torch.float8_e4m3fn
+    ckpt = wc.open_checkpoint(tmp_path / "ckpt")
+    expected = ckpt["layer.6.bf16"].numpy().view(np.int16)
+    assert (state["layer.6.bf16"].view(torch.int16).numpy() == expected).all()
+
+
+def test_quantize_int8_is_labelled_lossy(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    weight = (rng.standard_normal((64, 48)) * 0.05).astype(np.float32)
+    weight[3] = 0  # a row of zeros stays zero
+    bias = rng.standard_normal(48).astype(np.float32)
+    src = tmp_path / "m.safetensors"
+    write_raw(src, [("w", "F32", [64, 48], weight.tobytes()), ("b", "F32", [48], bias.tobytes())])
+    manifest = wc.convert(src, tmp_path / "q", quantize="int8", progress=False, chunk_bytes=512)
+    assert manifest["tensors"]["w"]["quantized"] and not manifest["tensors"]["b"]["quantized"]
+    assert wc.verify(src, tmp_path / "q").ok  # int8 values and scales as a fresh quantization
+    ckpt = wc.open_checkpoint(tmp_path / "q")
+    assert ckpt["w"].dtype == np.int8 and ckpt["w"].safetensors_dtype == "F32"
+    restored = wc.load_checkpoint(tmp_path / "q", dequantize=True)
+    scales = ckpt["w"].scales()
+    assert np.abs(restored["w"] - weight).max() <= scales.max() / 2 * 1.0001
+    assert (restored["w"][3] == 0).all()
+    assert restored["b"].tobytes() == bias.tobytes()  # 1-D tensors stay lossless
+    with pytest.raises(ValueError, match="quantization"):
+        wc.export_safetensors(tmp_path / "q", tmp_path / "x.safetensors")
+
+
+@pytest.mark.parametrize(
+    ("header", "body", "message"),
+    [
+        ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 4, "truncated"),
+        ({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 9, "trailing"),
+        ({"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, b"\0" * 8, "needs 12"),
+        (
+            {
+                "a": {"dtype": "I8", "shape": [4], "data_offsets": [0, 4]},
+                "b": {"dtype": "I8", "shape": [4], "data_offsets": [2, 6]},
+            },
+            b"\0" * 6,
+            "overlaps",
+        ),
+        ({"a": {"dtype": "I8", "shape": [4], "data_offsets": [2, 6]}}, b"\0" * 6, "gap"),
+        ({"a": {"dtype": "STR", "shape": [4], "data_offsets": [0, 4]}}, b"\0" * 4, "unknown dtype"),
+        ({"a": {"dtype": "I8", "shape": [-1], "data_offsets": [0, 0]}}, b"", "non-negative"),
+        ({"__metadata__": {"k": 1}}, b"", "strings to strings"),
+        ([1, 2], b"", "not a JSON object"),
+    ],
+)
+def test_bad_sources_are_refused_before_writing(
+    tmp_path: Path, header: Any, body: bytes, message: str
+) -> None:
+    src = tmp_path / "bad.safetensors"
+    write_header(src, header, body)
+    with pytest.raises(ValueError, match=message):
+        wc.convert(src, tmp_path / "ckpt", progress=False)
+    assert not (tmp_path / "ckpt").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["bad.safetensors"]
+
+
+def test_header_length_and_encoding_are_checked(tmp_path: Path) -> None:
+    src = tmp_path / "bad.safetensors"
+    src.write_bytes((10**9).to_bytes(8, "little") + b"{}")
+    with pytest.raises(ValueError, match="header length"):
+        wc.convert(src, tmp_path / "ckpt", progress=False)
+    src.write_bytes((2).to_bytes(8, "little") + b"\xff\xfe")
+    with pytest.raises(ValueError, match="not UTF-8"):
+        wc.convert(src, tmp_path / "ckpt", progress=False)
+    src.write_bytes(b"\x01")
+    with pytest.raises(ValueError, match="too short"):
+        wc.convert(src, tmp_path / "ckpt", progress=False)
+
+
+def test_existing_destination_needs_overwrite(model: tuple[Path, bytes], tmp_path: Path) -> None:
+    path, _ = model
+    wc.convert(path, tmp_path / "ckpt", progress=False)
+    with pytest.raises(FileExistsError, match="overwrite"):
+        wc.convert(path, tmp_path / "ckpt", progress=False)
+    wc.convert(path, tmp_path / "ckpt", progress=False, overwrite=True, **SMALL)
+    assert wc.verify(path, tmp_path / "ckpt").ok
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "model.safetensors"]
+
+
+def test_store_without_manifest_does_not_open(tmp_path: Path) -> None:
+    root = zarr.create_group(LocalStore(tmp_path / "half"), zarr_format=3)
+    root.create_array("a", shape=(4,), dtype="int8")
+    with pytest.raises(IncompleteCheckpointError, match="not a complete wcodec checkpoint"):
+        wc.open_checkpoint(tmp_path / "half")
+    with pytest.raises(FileNotFoundError):
+        wc.open_checkpoint(tmp_path / "nothing")
+
+
+def test_killed_convert_leaves_no_checkpoint(tmp_path: Path) -> None:
+    """A convert killed mid-way (SIGKILL: no cleanup runs) leaves nothing at the destination."""
+    rng = np.random.default_rng(3)
+    tensors = [
+        (f"w{i}", "BF16", [1024, 1024], rng.integers(0, 2**16, 2**20, np.uint16).tobytes())
+        for i in range(48)
+    ]
+    src = tmp_path / "big.safetensors"
+    write_raw(src, tensors)
+    script = f"import wcodec_zarr as wc; wc.convert({str(src)!r}, {str(tmp_path / 'ckpt')!r})"
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob(".ckpt.partial-*/w*/c/*/*"))) < 4:  # some shards written
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait()
+    assert not (tmp_path / "ckpt").exists()
+    partial = [p for p in tmp_path.iterdir() if p.name.startswith(".ckpt.partial")]
+    assert len(partial) == 1
+    with pytest.raises(IncompleteCheckpointError):
+        wc.open_checkpoint(partial[0])
+
+
+def test_convert_memory_stays_bounded(tmp_path: Path) -> None:
+    """Peak RSS of converting a 2 GB model (16 tensors of 128 MB) stays under 1 GB: a few
+    shards in flight, never the model. Measured by the converting process itself."""
+    src = tmp_path / "big.safetensors"
+    rng = np.random.default_rng(4)
+    size = 128 << 20
+    header: dict[str, Any] = {
+        f"w{i}": {
+            "dtype": "BF16",
+            "shape": [8192, 8192],
+            "data_offsets": [i * size, (i + 1) * size],
+        }
+        for i in range(16)
+    }
+    text = json.dumps(header).encode()
+    with src.open("wb") as f:
+        f.write(len(text).to_bytes(8, "little") + text)
+        block = rng.integers(0, 2**16, 8 << 20, np.uint16).tobytes()  # 16 MB, repeated
+        for _ in range(16 * size // len(block)):
+            f.write(block)
+    script = textwrap.dedent(
+        f"""
+        import resource, wcodec_zarr as wc
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        wc.convert({str(src)!r}, {str(tmp_path / "ckpt")!r}, progress=False)
+        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(before * 1024, after * 1024)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=tmp_path
+    )
+    before, after = map(int, result.stdout.split())
+    assert os.path.getsize(src) > 2 * 10**9
+    assert after < 1 << 30, f"peak RSS {after / 2**20:.0f} MiB (after imports {before / 2**20:.0f})"

@@ -1,0 +1,551 @@
+"""Reading a checkpoint made by ``convert``: lazy tensors, whole-model loads (CPU or GPU),
+bit-exact verification against the source, and export back to the original safetensors files.
+
+``open_checkpoint`` reads one object, the root ``zarr.json`` (consolidated metadata plus the
+manifest); it refuses a store without the manifest, which ``convert`` writes last.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import zarr
+from fsspec.implementations.local import LocalFileSystem
+from zarr.abc.store import Store
+from zarr.core.sync import sync
+
+from .convert import (
+    MANIFEST_KEY,
+    MANIFEST_VERSION,
+    SCALES_GROUP,
+    read_block,
+    resolve_source,
+    run_tasks,
+)
+from .safetensors_file import NUMPY_DTYPES, Header, TensorEntry, parse_header
+from .storage import filesystem, local_path, open_store
+from .weights import quantize_rows
+
+READ_BATCH = 64  # chunks per native decode call (codec_pipeline.batch_size) for whole reads
+_TORCH_BITS = {
+    "bfloat16": "bfloat16",
+    "float8_e4m3fn": "float8_e4m3fn",
+    "float8_e5m2": "float8_e5m2",
+}
+
+
+class IncompleteCheckpointError(ValueError):
+    """The store is not a complete checkpoint: no manifest (conversion unfinished, or not a
+    checkpoint at all), or a manifest this version cannot read."""
+
+
+def numpy_to_torch(array: np.ndarray, device: str = "cpu") -> Any:
+    """A PyTorch tensor of ``array`` (bfloat16 and float8 reinterpreted bit for bit)."""
+    import torch
+
+    bits = _TORCH_BITS.get(str(array.dtype))
+    if bits is not None:
+        same_width = np.int16 if array.dtype.itemsize == 2 else np.uint8
+        tensor = torch.from_numpy(np.ascontiguousarray(array).view(same_width))
+        tensor = tensor.view(getattr(torch, bits))
+    else:
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+    return tensor.to(device)
+
+
+def _dequantize(values: np.ndarray, scales: np.ndarray, safetensors_dtype: str) -> np.ndarray:
+    restored: np.ndarray = values.astype(np.float32) * scales[:, None]
+    return restored.astype(NUMPY_DTYPES[safetensors_dtype])
+
+
+def _compose(region: tuple[slice, ...], selection: Any) -> tuple[Any, ...] | None:
+    """``selection`` (ints and slices) applied to ``region``, in the coordinates of the whole
+    tensor; None when the selection is not basic."""
+    if not isinstance(selection, tuple):
+        selection = (selection,)
+    if any(s is Ellipsis for s in selection):
+        i = selection.index(Ellipsis)
+        fill = (slice(None),) * (len(region) - len(selection) + 1)
+        selection = selection[:i] + fill + selection[i + 1 :]
+    if len(selection) > len(region) or not all(
+        isinstance(s, (int, np.integer, slice)) for s in selection
+    ):
+        return None
+    selection = selection + (slice(None),) * (len(region) - len(selection))
+    out: list[Any] = []
+    for r, s in zip(region, selection, strict=True):
+        picked = range(r.start, r.stop)[s]
+        out.append(
+            picked if isinstance(picked, int) else slice(picked.start, picked.stop, picked.step)
+        )
+    return tuple(out)
+
+
+class LazyTensor:
+    """One tensor of a checkpoint (or a region of it, from ``Checkpoint.shard``). Nothing is read
+    until indexed: ``t[rows, cols]`` and ``t.numpy()`` fetch and decode only the chunks they
+    cover.
+
+    ``dtype`` is the stored NumPy dtype (bfloat16 and float8 from ml_dtypes; int8 for a quantized
+    tensor, uint8 bytes for a dtype NumPy cannot hold), ``safetensors_dtype`` the original one.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        array: zarr.Array[Any],
+        info: Mapping[str, Any],
+        scales: zarr.Array[Any] | None,
+        region: tuple[slice, ...] | None = None,
+    ) -> None:
+        self.name = name
+        self._array = array
+        self._info = info
+        self._scales = scales
+        self._region = region or tuple(slice(0, n) for n in array.shape)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(r.stop - r.start for r in self._region)
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return np.dtype(self._array.dtype)
+
+    @property
+    def safetensors_dtype(self) -> str:
+        attributes = cast("dict[str, Any]", self._array.attrs["safetensors"])
+        return str(attributes["dtype"])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of this tensor (or region) as stored in the original file."""
+        whole = int(self._info["nbytes"])
+        full = math.prod(self._array.shape)
+        return whole if full == 0 else whole * math.prod(self.shape) // full
+
+    @property
+    def stored_nbytes(self) -> int:
+        """Bytes of the whole tensor's chunks in the checkpoint (scales included, Zarr
+        metadata not)."""
+        return int(self._info["stored_nbytes"])
+
+    @property
+    def entropy_bound_bytes(self) -> float | None:
+        bound = self._info.get("entropy_bound_bytes")
+        return None if bound is None else float(bound)
+
+    @property
+    def quantized(self) -> bool:
+        return bool(self._info.get("quantized"))
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        return tuple(self._array.chunks)
+
+    @property
+    def array(self) -> zarr.Array[Any]:
+        """The underlying Zarr array (the whole tensor)."""
+        return self._array
+
+    def __repr__(self) -> str:
+        return f"LazyTensor({self.name!r}, shape={self.shape}, dtype={self.dtype})"
+
+    def __len__(self) -> int:
+        return self.shape[0] if self.shape else 0
+
+    def __getitem__(self, selection: Any) -> np.ndarray:
+        whole = _compose(self._region, selection)
+        if whole is None:
+            return np.asarray(self.numpy()[selection])
+        return np.asarray(self._array[whole])
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        data = self.numpy()
+        return data if dtype is None else data.astype(dtype)
+
+    def numpy(self) -> np.ndarray:
+        return np.asarray(self._array[self._region])
+
+    def scales(self) -> np.ndarray:
+        """The per-row float32 scales of a quantized tensor."""
+        if self._scales is None:
+            raise ValueError(f"{self.name} is not quantized")
+        return np.asarray(self._scales[self._region[0]])
+
+    def dequantize(self) -> np.ndarray:
+        """A quantized tensor as ``q * scale[row]``, in its original float dtype (lossy)."""
+        return _dequantize(self.numpy(), self.scales(), self.safetensors_dtype)
+
+    def cupy(self) -> Any:
+        """The tensor in GPU memory (CuPy). bfloat16/float8 come as same-width unsigned
+        integers holding the bits (CuPy has no such dtypes); ``torch`` gives the real dtype."""
+        import cupy as cp
+
+        from .gpu import storage_dtype
+
+        data = self.numpy()
+        return cp.asarray(data.view(storage_dtype(data.dtype)))
+
+    def torch(self, device: str = "cpu") -> Any:
+        return numpy_to_torch(self.numpy(), device)
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    name: str
+    size: int
+    header: Header
+
+
+class Checkpoint(Mapping[str, LazyTensor]):
+    """A read-only mapping from tensor name to ``LazyTensor``, in the original file order."""
+
+    def __init__(self, group: zarr.Group, manifest: dict[str, Any], url: str) -> None:
+        self.url = url
+        self.group = group
+        self.manifest = manifest
+        self.files = [
+            FileInfo(f["name"], int(f["size"]), parse_header(f["header"]))
+            for f in manifest["files"]
+        ]
+        self._names = [t.name for f in self.files for t in f.header.tensors]
+        self._entries = {t.name: t for f in self.files for t in f.header.tensors}
+
+    def __getitem__(self, name: str) -> LazyTensor:
+        if name not in self._entries:
+            raise KeyError(name)
+        info = self.manifest["tensors"][name]
+        array = self.group[name]
+        assert isinstance(array, zarr.Array)
+        scales: zarr.Array[Any] | None = None
+        if info.get("quantized"):
+            node = self.group[f"{SCALES_GROUP}/{name}"]
+            assert isinstance(node, zarr.Array)
+            scales = node
+        return LazyTensor(name, array, info, scales)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def entry(self, name: str) -> TensorEntry:
+        """The tensor's entry in its original safetensors header."""
+        return self._entries[name]
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The ``__metadata__`` of the original files (merged; they usually agree)."""
+        merged: dict[str, str] = {}
+        for f in self.files:
+            merged.update(f.header.metadata or {})
+        return merged
+
+    @property
+    def index(self) -> tuple[str, str] | None:
+        """(file name, text) of the original ``*.safetensors.index.json``, if there was one."""
+        index = self.manifest.get("index")
+        return None if index is None else (index["name"], index["text"])
+
+    @property
+    def nbytes(self) -> int:
+        return sum(int(t["nbytes"]) for t in self.manifest["tensors"].values())
+
+    @property
+    def stored_nbytes(self) -> int:
+        return sum(int(t["stored_nbytes"]) for t in self.manifest["tensors"].values())
+
+    @property
+    def quantized(self) -> bool:
+        return any(t.get("quantized") for t in self.manifest["tensors"].values())
+
+    def shard(self, name: str, dim: int, rank: int, world_size: int) -> LazyTensor:
+        """Rank ``rank``'s part of tensor ``name`` split along ``dim`` into ``world_size``
+        parts (as ``numpy.array_split``: the first parts are one longer when it does not
+        divide), lazily: reading it fetches only the chunks it covers."""
+        tensor = self[name]
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, {world_size})")
+        if not -len(tensor.shape) <= dim < len(tensor.shape):
+            raise ValueError(f"{name} has {len(tensor.shape)} dimensions, no dimension {dim}")
+        dim %= len(tensor.shape)
+        size = tensor.shape[dim]
+        base, extra = divmod(size, world_size)
+        start = rank * base + min(rank, extra)
+        stop = start + base + (1 if rank < extra else 0)
+        region = list(tensor._region)
+        region[dim] = slice(start, stop)
+        return LazyTensor(name, tensor._array, tensor._info, tensor._scales, tuple(region))
+
+
+def open_checkpoint(
+    url: str | Path | Store, *, storage_options: dict[str, Any] | None = None
+) -> Checkpoint:
+    """Opens a checkpoint (a URL or a Zarr store) read-only: one read of the root metadata, no
+    tensor data."""
+    store = open_store(url, storage_options=storage_options, mode="r")
+    try:
+        group = zarr.open_group(store, mode="r", zarr_format=3, use_consolidated=None)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{url}: no checkpoint there (no Zarr group)") from None
+    manifest = group.attrs.get(MANIFEST_KEY)
+    if not isinstance(manifest, dict):
+        raise IncompleteCheckpointError(
+            f"{url} is not a complete wcodec checkpoint: it has no manifest (the conversion did "
+            "not finish, or it was not made by wcodec convert)"
+        )
+    if manifest.get("version") != MANIFEST_VERSION:
+        raise IncompleteCheckpointError(
+            f"{url}: checkpoint manifest version {manifest.get('version')!r} is not supported "
+            f"(this version reads {MANIFEST_VERSION})"
+        )
+    return Checkpoint(group, manifest, str(url))
+
+
+async def _read_all(arrays: Sequence[zarr.Array[Any]]) -> list[np.ndarray]:
+    import asyncio
+
+    results = await asyncio.gather(*(a._async_array.getitem(...) for a in arrays))
+    return [np.asarray(r) for r in results]
+
+
+def load_checkpoint(
+    url: str | Path | Store,
+    *,
+    device: str = "cpu",
+    names: Sequence[str] | None = None,
+    dtype_map: Mapping[str, Any] | None = None,
+    framework: str | None = None,
+    dequantize: bool = False,
+    storage_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Every tensor (or those in ``names``) as a dict, usable as a ``load_state_dict`` source
+    with ``framework="torch"``.
+
+    ``framework``: ``"numpy"`` (default on the CPU), ``"cupy"`` (default for ``device`` on
+    CUDA) or ``"torch"`` (any ``device`` PyTorch accepts). ``dtype_map`` converts by dtype name,
+    e.g. ``{"bfloat16": "float32"}``, after decoding. ``dequantize`` turns quantized tensors
+    back into their original float dtype (lossy).
+    """
+    ckpt = open_checkpoint(url, storage_options=storage_options)
+    selected = list(ckpt) if names is None else list(names)
+    missing = [n for n in selected if n not in ckpt]
+    if missing:
+        raise KeyError(f"not in the checkpoint: {', '.join(missing[:5])}")
+    on_gpu = device.startswith("cuda")
+    framework = framework or ("cupy" if on_gpu else "numpy")
+    if framework not in ("numpy", "cupy", "torch"):
+        raise ValueError(f"framework must be 'numpy', 'cupy' or 'torch', got {framework!r}")
+    if framework == "numpy" and on_gpu:
+        raise ValueError("framework='numpy' holds tensors on the CPU; use 'cupy' or 'torch'")
+    tensors = [ckpt[n] for n in selected]
+    with zarr.config.set({"codec_pipeline.batch_size": READ_BATCH}):
+        arrays = sync(_read_all([t.array for t in tensors]))
+    out: dict[str, Any] = {}
+    for tensor, data in zip(tensors, arrays, strict=True):
+        if dequantize and tensor.quantized:
+            data = _dequantize(data, tensor.scales(), tensor.safetensors_dtype)
+        if dtype_map and str(data.dtype) in dtype_map:
+            data = data.astype(dtype_map[str(data.dtype)])
+        out[tensor.name] = _to_framework(data, framework, device)
+    return out
+
+
+def _to_framework(data: np.ndarray, framework: str, device: str) -> Any:
+    if framework == "torch":
+        return numpy_to_torch(data, device)
+    if framework == "cupy":
+        import cupy as cp
+
+        from .gpu import storage_dtype
+
+        return cp.asarray(data.view(storage_dtype(data.dtype)))
+    return data
+
+
+def _write_atomic(fs: Any, path: str, chunks: Iterator[bytes | memoryview]) -> None:
+    """Writes a file whole or not at all: a local file through a temporary name and a rename;
+    an object store's upload only appears when it completes."""
+    local = isinstance(fs, LocalFileSystem)
+    target = f"{path}.partial-{uuid.uuid4().hex[:8]}" if local else path
+    with fs.open(target, "wb") as f:
+        for chunk in chunks:
+            f.write(chunk)
+    if local:
+        os.replace(target, path)
+
+
+def _file_bytes(ckpt: Checkpoint, info: FileInfo) -> Iterator[bytes | memoryview]:
+    header = info.header.text.encode("utf-8")
+    yield len(header).to_bytes(8, "little")
+    yield header
+    for entry in info.header.tensors:
+        data = ckpt[entry.name].numpy()
+        yield np.ascontiguousarray(data).reshape(-1).view(np.uint8).data
+
+
+def export_safetensors(
+    url: str | Path | Store,
+    dst: str | Path,
+    *,
+    storage_options: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> list[str]:
+    """Writes the original safetensors files back, byte-identical; returns their paths.
+
+    A checkpoint of one file goes to ``dst`` when it ends in ``.safetensors``; otherwise
+    ``dst`` is a directory that receives every original file under its name (and the index).
+    A quantized checkpoint cannot be exported: its originals were not kept.
+    """
+    ckpt = open_checkpoint(url, storage_options=storage_options)
+    if ckpt.quantized:
+        raise ValueError(f"{url} was converted with quantization (lossy); it cannot be exported")
+    dst = str(dst)
+    fs, base = filesystem(dst, storage_options if local_path(dst) is None else None)
+    single = len(ckpt.files) == 1 and ckpt.index is None and dst.endswith(".safetensors")
+    targets = [base] if single else [f"{base.rstrip('/')}/{f.name}" for f in ckpt.files]
+    index_target = None if ckpt.index is None else f"{base.rstrip('/')}/{ckpt.index[0]}"
+    for target in [*targets, *([index_target] if index_target else [])]:
+        if fs.exists(target) and not overwrite:
+            raise FileExistsError(f"{target} exists; pass overwrite=True (--overwrite)")
+    if not single:
+        fs.makedirs(base, exist_ok=True)
+    for info, target in zip(ckpt.files, targets, strict=True):
+        _write_atomic(fs, target, _file_bytes(ckpt, info))
+    if ckpt.index is not None and index_target is not None:
+        _write_atomic(fs, index_target, iter([ckpt.index[1].encode("utf-8")]))
+        targets.append(index_target)
+    return targets
+
+
+@dataclass(frozen=True)
+class VerifyTask:
+    src: str
+    offset: int
+    entry: TensorEntry
+    url: str | Store
+    storage_options: dict[str, Any] | None
+
+
+def _verify_tensor(task: VerifyTask) -> str | None:
+    """None when the checkpoint's tensor equals the source bit for bit (a quantized one: its
+    int8 values and scales equal a fresh quantization of the source), else the difference."""
+    ckpt = open_checkpoint(task.url, storage_options=task.storage_options)
+    tensor = ckpt[task.entry.name]
+    array = tensor.array
+    source_dtype = task.entry.numpy_dtype or np.dtype(np.uint8)
+    if tensor.safetensors_dtype != task.entry.dtype or (
+        tuple(array.shape) != task.entry.shape and task.entry.numpy_dtype is not None
+    ):
+        return f"dtype or shape differs: {tensor.safetensors_dtype}{list(array.shape)}"
+    block = array.shards or array.chunks
+    fs, path = filesystem(task.src, task.storage_options)
+    with fs.open(path, "rb") as f:
+        counts = [-(-s // b) if s else 1 for s, b in zip(array.shape, block, strict=True)]
+        for index in np.ndindex(*counts):
+            region = tuple(
+                (i * b, min((i + 1) * b, s))
+                for i, b, s in zip(index, block, array.shape, strict=True)
+            )
+            selection = tuple(slice(a, b) for a, b in region)
+            original = read_block(f, task.offset, source_dtype, tuple(array.shape), region)
+            stored = np.asarray(array[selection])
+            if tensor.quantized:
+                values, scales = quantize_rows(original)
+                if (
+                    stored.tobytes() != values.tobytes()
+                    or tensor.scales()[selection[0]].tobytes() != scales.tobytes()
+                ):
+                    return f"quantized values differ in region {list(region)}"
+            elif stored.tobytes() != original.tobytes():
+                return f"bytes differ in region {list(region)}"
+    return None
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    checked: int
+    mismatches: list[tuple[str, str]]  # (tensor or file, what differs), in file order
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches
+
+
+def verify(
+    src: str | Path,
+    url: str | Path | Store,
+    *,
+    workers: Any = None,
+    storage_options: dict[str, Any] | None = None,
+    progress: bool | None = False,
+) -> VerifyReport:
+    """Compares a checkpoint with its source model: file names, sizes and headers exactly, and
+    every tensor bit for bit, one shard at a time (``workers``: Dask, as in ``convert``)."""
+    source = resolve_source(src, storage_options)
+    ckpt = open_checkpoint(url, storage_options=storage_options)
+    mismatches: list[tuple[str, str]] = []
+    theirs = {f.name: f for f in ckpt.files}
+    for f in source.files:
+        mine = theirs.get(f.name)
+        if mine is None:
+            mismatches.append((f.name, "file missing from the checkpoint"))
+        elif mine.size != f.size or mine.header.text != f.header.text:
+            mismatches.append((f.name, "safetensors header or size differs"))
+    if sorted(theirs) != sorted(f.name for f in source.files):
+        mismatches.append(("files", f"checkpoint has files {sorted(theirs)}"))
+    if (source.index is None) != (ckpt.index is None) or (
+        source.index is not None and ckpt.index is not None and source.index[1] != ckpt.index[1]
+    ):
+        mismatches.append(("index", "the index file differs"))
+    tasks = [
+        VerifyTask(
+            f.url,
+            f.header.data_start + t.begin,
+            t,
+            url if isinstance(url, Store) else str(url),
+            storage_options,
+        )
+        for f in source.files
+        for t in f.header.tensors
+        if t.name in ckpt
+    ]
+    missing = [
+        (t.name, "tensor missing from the checkpoint")
+        for f in source.files
+        for t in f.header.tensors
+        if t.name not in ckpt
+    ]
+    results = run_tasks(
+        _verify_tensor,
+        tasks,
+        [t.entry.nbytes for t in tasks],
+        workers=workers,
+        progress=progress,
+        desc="verify",
+    )
+    differing = {t.entry.name: r for t, r in zip(tasks, results, strict=True) if r is not None}
+    order = [t.name for f in source.files for t in f.header.tensors]
+    problems = dict(missing) | differing
+    mismatches += [(n, problems[n]) for n in order if n in problems]
+    return VerifyReport(checked=len(tasks), mismatches=mismatches)
+
+
+__all__ = [
+    "Checkpoint",
+    "IncompleteCheckpointError",
+    "LazyTensor",
+    "export_safetensors",
+    "load_checkpoint",
+    "open_checkpoint",
+    "verify",
+]

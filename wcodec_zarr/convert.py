@@ -1,0 +1,547 @@
+"""``convert``: a safetensors model (one file, a sharded model with its index, or a directory)
+becomes a compressed Zarr checkpoint.
+
+Layout: one array per tensor under its original name in the root group. Tensors of a wcodec
+dtype use the ``wcodec`` serializer, others (bool, 64-bit, ...) zstd, and dtypes NumPy cannot
+hold (F4, F8_E8M0, ...) are kept as their raw bytes (uint8, zstd). Chunks are about
+``chunk_bytes`` (the largest dimension halved until they fit); shards group whole chunks,
+trailing dimensions first, up to ``shard_bytes``; a tensor of a single chunk is not sharded.
+
+Work is one task per shard: read that region of the source file, encode, write one object.
+Memory stays bounded by a few shards, never the whole model. Tasks run in this process (the
+native encoder uses every core) or as Dask tasks (``workers=``).
+
+Nothing is marked complete until every tensor is written: the root group's ``wcodec_checkpoint``
+attribute (the manifest that ``open_checkpoint`` requires) is written last, with the
+consolidated metadata. A local destination is built beside its final path and renamed into
+place, so it either appears complete or not at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+import sys
+import uuid
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+import zarr
+from zarr.abc.store import Store
+from zarr.codecs import ZstdCodec
+from zarr.core.sync import sync
+from zarr.errors import ZarrUserWarning
+
+from ._native import core
+from .codec import WCodec
+from .dtypes import dtype_code, is_supported
+from .safetensors_file import Header, TensorEntry, read_header, read_region
+from .storage import filesystem, local_path, open_store
+from .weights import quantize_rows
+
+if TYPE_CHECKING:
+    from zarr.core.common import JSON
+
+MANIFEST_KEY = "wcodec_checkpoint"
+MANIFEST_VERSION = 1
+SCALES_GROUP = "_wcodec_scales"
+CHUNK_BYTES = 1 << 20
+SHARD_BYTES = 64 << 20
+QUANTIZE_SCHEME = "int8, symmetric, per output row: w ~ q * scale[row]"
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    name: str  # the file name the checkpoint presents (relative to the model directory)
+    url: str
+    size: int
+    header: Header
+
+
+@dataclass(frozen=True)
+class Source:
+    files: tuple[SourceFile, ...]
+    index: tuple[str, str] | None  # (file name, text) of model.safetensors.index.json
+
+
+@dataclass(frozen=True)
+class TensorPlan:
+    entry: TensorEntry
+    file: SourceFile
+    dtype: np.dtype[Any]  # the stored dtype
+    shape: tuple[int, ...]  # the stored shape (raw-byte tensors: their byte count)
+    chunks: tuple[int, ...]
+    shards: tuple[int, ...] | None
+    codec: str  # "wcodec" or "zstd"
+    quantized: bool
+
+    @property
+    def path(self) -> str:
+        return self.entry.name
+
+
+@dataclass(frozen=True)
+class RegionTask:
+    """One shard of one tensor: everything a worker process needs to write it."""
+
+    dst: str
+    storage_options: dict[str, Any] | None
+    src: str
+    path: str
+    offset: int  # absolute file offset of the tensor's first byte
+    dtype: str  # NumPy dtype string of the source bytes
+    shape: tuple[int, ...]
+    region: tuple[tuple[int, int], ...]
+    quantized: bool
+
+
+def _check_name(name: str) -> None:
+    parts = name.split("/")
+    if (
+        not name
+        or any(not p or p in (".", "..") or p.startswith("__") for p in parts)
+        or parts[0] == SCALES_GROUP
+    ):
+        raise ValueError(f"tensor name {name!r} cannot be a Zarr array path")
+
+
+def _open_file(url: str, storage_options: dict[str, Any] | None) -> SourceFile:
+    fs, path = filesystem(url, storage_options)
+    if not fs.isfile(path):
+        raise FileNotFoundError(f"{url}: no such file")
+    size = int(fs.size(path))
+    with fs.open(path, "rb") as f:
+        header = read_header(f, size, url)
+    return SourceFile(name=Path(path).name, url=url, size=size, header=header)
+
+
+def resolve_source(src: str | Path, storage_options: dict[str, Any] | None = None) -> Source:
+    """The files of a model: one ``.safetensors`` file, an ``*.index.json`` with its shards, or
+    a directory holding either (every ``*.safetensors`` in it without an index). Every header
+    is read and validated here, before anything is written."""
+    fs, path = filesystem(src, storage_options)
+    base = str(src).rstrip("/")
+    if fs.isdir(path):
+        names = sorted(Path(p).name for p in fs.ls(path, detail=False))
+        indexes = [n for n in names if n.endswith(".safetensors.index.json")]
+        if len(indexes) > 1:
+            raise ValueError(f"{src}: several index files ({', '.join(indexes)}); pass one")
+        if indexes:
+            return resolve_source(f"{base}/{indexes[0]}", storage_options)
+        found = [n for n in names if n.endswith(".safetensors")]
+        if not found:
+            raise FileNotFoundError(f"{src}: no .safetensors files")
+        return Source(tuple(_open_file(f"{base}/{n}", storage_options) for n in found), None)
+    if not fs.isfile(path):
+        raise FileNotFoundError(f"{src}: no such file or directory")
+    if not path.endswith(".json"):
+        return Source((_open_file(str(src), storage_options),), None)
+    text = fs.cat_file(path).decode("utf-8")
+    try:
+        weight_map = json.loads(text)["weight_map"]
+        if not isinstance(weight_map, dict) or not all(
+            isinstance(v, str) and "/" not in v for v in weight_map.values()
+        ):
+            raise TypeError("weight_map must map tensor names to file names")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{src}: not a safetensors index: {exc}") from None
+    folder = base.rsplit("/", 1)[0] if "/" in base else "."
+    files = tuple(
+        _open_file(f"{folder}/{n}", storage_options) for n in sorted(set(weight_map.values()))
+    )
+    listed = {t.name: f.name for f in files for t in f.header.tensors}
+    if listed != weight_map:
+        missing = (
+            sorted(set(weight_map) ^ set(listed))[:3]
+            or [k for k in weight_map if weight_map[k] != listed[k]][:3]
+        )
+        raise ValueError(f"{src}: the index and the files disagree about {missing}")
+    return Source(files, (Path(path).name, text))
+
+
+def chunk_shape(shape: tuple[int, ...], itemsize: int, target: int) -> tuple[int, ...]:
+    """The largest dimension halved (rounding up) until a chunk holds at most ``target`` bytes."""
+    chunk = [max(d, 1) for d in shape]
+    while chunk and math.prod(chunk) * itemsize > target and max(chunk) > 1:
+        i = chunk.index(max(chunk))
+        chunk[i] = -(-chunk[i] // 2)
+    return tuple(chunk)
+
+
+def shard_shape(
+    shape: tuple[int, ...], chunks: tuple[int, ...], itemsize: int, target: int
+) -> tuple[int, ...] | None:
+    """Whole chunks grouped up to ``target`` bytes, the trailing dimensions filled first (so a
+    shard of a 2-D weight is a band of whole rows); None when one chunk holds the tensor."""
+    counts = [-(-max(s, 1) // c) for s, c in zip(shape, chunks, strict=True)]
+    if math.prod(counts) <= 1:
+        return None
+    shard = list(chunks)
+    for d in reversed(range(len(shape))):
+        k = max(1, min(counts[d], target // (math.prod(shard) * itemsize)))
+        shard[d] = chunks[d] * k
+        if k < counts[d]:
+            break
+    return tuple(shard)
+
+
+def plan_tensor(
+    entry: TensorEntry,
+    file: SourceFile,
+    *,
+    chunk_bytes: int,
+    shard_bytes: int,
+    quantize: str | None,
+) -> TensorPlan:
+    _check_name(entry.name)
+    dtype = entry.numpy_dtype
+    shape = entry.shape
+    quantized = (
+        quantize == "int8"
+        and len(shape) == 2
+        and entry.dtype in ("F32", "F16", "BF16")
+        and 0 not in shape
+    )
+    if quantized:
+        dtype = np.dtype(np.int8)
+    if dtype is None:  # kept as raw bytes
+        dtype, shape = np.dtype(np.uint8), (entry.nbytes,)
+    if quantized:
+        # whole rows per chunk: a row's scale needs the row
+        rows = max(1, chunk_bytes // shape[1])
+        chunks: tuple[int, ...] = (min(rows, shape[0]), shape[1])
+    else:
+        chunks = chunk_shape(shape, dtype.itemsize, chunk_bytes)
+    return TensorPlan(
+        entry=entry,
+        file=file,
+        dtype=dtype,
+        shape=shape,
+        chunks=chunks,
+        shards=shard_shape(shape, chunks, dtype.itemsize, shard_bytes),
+        codec="wcodec" if is_supported(dtype) else "zstd",
+        quantized=quantized,
+    )
+
+
+def _regions(plan: TensorPlan) -> Iterator[tuple[tuple[int, int], ...]]:
+    block = plan.shards or plan.chunks
+    counts = [-(-s // b) if s else 1 for s, b in zip(plan.shape, block, strict=True)]
+    for index in np.ndindex(*counts):
+        yield tuple(
+            (i * b, min((i + 1) * b, s)) for i, b, s in zip(index, block, plan.shape, strict=True)
+        )
+
+
+def read_block(
+    file: Any,
+    offset: int,
+    dtype: np.dtype[Any],
+    shape: tuple[int, ...],
+    region: tuple[tuple[int, int], ...],
+) -> np.ndarray:
+    """The ``region`` of a C-order tensor stored at ``offset`` of an open file, read in as few
+    contiguous runs as the region allows (one when it spans whole trailing dimensions)."""
+    if not shape:
+        return read_region(file, offset, dtype.itemsize).view(dtype).reshape(())
+    # the last dimension k that the region does not cover whole: runs are contiguous below it
+    k = 0
+    for d in range(len(shape)):
+        if region[d] != (0, shape[d]):
+            k = d
+    inner = math.prod(shape[k + 1 :]) * dtype.itemsize
+    lengths = [b - a for a, b in region]
+    out = np.empty(math.prod(lengths) * dtype.itemsize, np.uint8)
+    run = lengths[k] * inner
+    strides = [math.prod(shape[d + 1 :]) * dtype.itemsize for d in range(len(shape))]
+    for n, index in enumerate(np.ndindex(*lengths[:k])):
+        start = sum((region[d][0] + i) * strides[d] for d, i in enumerate(index))
+        start += region[k][0] * strides[k]
+        out[n * run : (n + 1) * run] = read_region(file, offset + start, run)
+    return out.view(dtype).reshape(lengths)
+
+
+def entropy_bound(data: np.ndarray) -> float | None:
+    """Order-0 entropy of each byte plane of ``data`` (wcodec's plane layout), in bytes."""
+    if not is_supported(data.dtype) or data.size == 0:
+        return None
+    flat = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+    bits = core.plane_entropy(flat, dtype_code(data.dtype))
+    return float(sum(bits)) * data.size / 8
+
+
+def write_region(task: RegionTask) -> float | None:
+    """Runs one task; returns the region's entropy bound in bytes (None if not a wcodec dtype)."""
+    store = open_store(task.dst, storage_options=task.storage_options, mode="a")
+    array = zarr.open_array(store, path=task.path, mode="r+")
+    fs, path = filesystem(task.src, task.storage_options)
+    dtype = np.dtype(task.dtype)  # ml_dtypes (imported by .dtypes) registers bfloat16, float8
+    with fs.open(path, "rb") as f:
+        data = read_block(f, task.offset, dtype, task.shape, task.region)
+    selection = tuple(slice(a, b) for a, b in task.region)
+    if task.quantized:
+        quantized, scales = quantize_rows(data)
+        scale_array = zarr.open_array(store, path=f"{SCALES_GROUP}/{task.path}", mode="r+")
+        scale_array[selection[0]] = scales
+        data = quantized
+    array[selection] = data
+    return entropy_bound(data)
+
+
+def _create_array(group: zarr.Group, plan: TensorPlan) -> None:
+    attributes: dict[str, Any] = {
+        "safetensors": {
+            "dtype": plan.entry.dtype,
+            "shape": list(plan.entry.shape),
+            "file": plan.file.name,
+        }
+    }
+    if plan.quantized:
+        attributes["quantization"] = {
+            "scheme": QUANTIZE_SCHEME,
+            "scales": f"{SCALES_GROUP}/{plan.path}",
+        }
+        group.create_array(
+            name=f"{SCALES_GROUP}/{plan.path}",
+            shape=(plan.shape[0],),
+            dtype=np.float32,
+            chunks=((plan.shards or plan.chunks)[0],),
+            serializer=WCodec(),
+            compressors=None,
+            fill_value=0,
+            config={"write_empty_chunks": True},
+        )
+    codec: dict[str, Any] = (
+        {"serializer": WCodec(), "compressors": None}
+        if plan.codec == "wcodec"
+        else {"compressors": ZstdCodec(level=3)}
+    )
+    group.create_array(
+        name=plan.path,
+        shape=plan.shape,
+        dtype=plan.dtype,
+        chunks=plan.chunks,
+        shards=plan.shards,
+        fill_value=0,
+        attributes=attributes,
+        # a chunk equal to the fill value must still be stored: -0.0 and NaN payloads
+        # compare equal to 0 or are skipped by zarr's emptiness test, but differ in bits
+        config={"write_empty_chunks": True},
+        **codec,
+    )
+
+
+@contextlib.contextmanager
+def dask_client(workers: Any) -> Iterator[Any]:
+    """A ``distributed`` client: ``workers`` is a worker count (a LocalCluster of that many
+    single-threaded processes), a scheduler address, or a ``Client``."""
+    import distributed
+
+    if isinstance(workers, distributed.Client):
+        yield workers
+    elif isinstance(workers, str):
+        with distributed.Client(workers) as client:  # type: ignore[no-untyped-call]
+            yield client
+    else:
+        with (
+            distributed.LocalCluster(  # type: ignore[no-untyped-call]
+                n_workers=int(workers),
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+            ) as cluster,
+            distributed.Client(cluster) as client,  # type: ignore[no-untyped-call]
+        ):
+            yield client
+
+
+def run_tasks(
+    fn: Callable[[Any], Any],
+    tasks: Sequence[Any],
+    weights: Sequence[int],
+    *,
+    workers: Any,
+    progress: bool | None,
+    desc: str,
+) -> list[Any]:
+    """Runs ``fn`` over ``tasks`` here (``workers`` None or 1) or on Dask; results in task
+    order. The progress bar advances by each task's weight (bytes)."""
+    from tqdm.auto import tqdm
+
+    show = sys.stderr.isatty() if progress is None else progress
+    with tqdm(total=sum(weights), unit="B", unit_scale=True, desc=desc, disable=not show) as bar:
+        if workers is None or workers == 1:
+            results = []
+            for task, weight in zip(tasks, weights, strict=True):
+                results.append(fn(task))
+                bar.update(weight)
+            return results
+        import distributed
+
+        with dask_client(workers) as client:
+            futures = client.map(fn, tasks, pure=False)
+            position = {f.key: i for i, f in enumerate(futures)}
+            for future in distributed.as_completed(futures):  # type: ignore[no-untyped-call]
+                bar.update(weights[position[future.key]])
+            gathered: list[Any] = client.gather(futures)
+            return gathered
+
+
+def _exists(url: str, storage_options: dict[str, Any] | None) -> bool:
+    fs, path = filesystem(url, storage_options)
+    return bool(fs.exists(path))
+
+
+def _remove(url: str, storage_options: dict[str, Any] | None) -> None:
+    fs, path = filesystem(url, storage_options)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+
+
+def convert(
+    src: str | Path,
+    dst: str | Path,
+    *,
+    shard_bytes: int = SHARD_BYTES,
+    chunk_bytes: int = CHUNK_BYTES,
+    quantize: str | None = None,
+    workers: Any = None,
+    storage_options: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Converts a safetensors model at ``src`` into a checkpoint at ``dst``; returns its
+    manifest. ``quantize="int8"`` (lossy) stores 2-D float weights as per-row int8 with their
+    scales. ``storage_options`` go to fsspec for remote ``src`` and ``dst``. See the module
+    documentation for layout, memory and atomicity."""
+    if quantize not in (None, "int8"):
+        raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
+    if chunk_bytes < 1 or shard_bytes < chunk_bytes:
+        raise ValueError("need 1 <= chunk_bytes <= shard_bytes")
+    source = resolve_source(src, storage_options)
+    plans = [
+        plan_tensor(t, f, chunk_bytes=chunk_bytes, shard_bytes=shard_bytes, quantize=quantize)
+        for f in source.files
+        for t in f.header.tensors
+    ]
+    names = [p.path for p in plans]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{src}: a tensor name appears in more than one file")
+    dst = str(dst)
+    target = local_path(dst)
+    if target is not None and target.suffix == ".zip":
+        raise ValueError(f"{dst}: convert into a directory or a remote URL, not a zip file")
+    if _exists(dst, storage_options) and not overwrite:
+        raise FileExistsError(f"{dst} exists; pass overwrite=True (--overwrite) to replace it")
+
+    # local: build beside the destination and rename into place; remote: write in place,
+    # manifest last
+    build = (
+        str(target.with_name(f".{target.name}.partial-{uuid.uuid4().hex[:8]}"))
+        if target is not None
+        else dst
+    )
+    if target is None:
+        _remove(dst, storage_options)
+    try:
+        manifest = _write(source, plans, build, storage_options, workers, progress)
+    except BaseException:
+        if target is not None:
+            shutil.rmtree(build, ignore_errors=True)
+        raise
+    if target is not None:
+        _replace_dir(Path(build), target)
+    return manifest
+
+
+def _replace_dir(build: Path, target: Path) -> None:
+    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+    if target.exists():
+        target.rename(old)
+    build.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+async def _data_nbytes(store: Store, prefix: str) -> int:
+    """Bytes of the chunk and shard objects under ``prefix`` (metadata documents excluded)."""
+    total = 0
+    async for key in store.list_prefix(prefix):
+        if not key.endswith("zarr.json"):
+            total += await store.getsize(key)
+    return total
+
+
+def _write(
+    source: Source,
+    plans: list[TensorPlan],
+    dst: str,
+    storage_options: dict[str, Any] | None,
+    workers: Any,
+    progress: bool | None,
+) -> dict[str, Any]:
+    store = open_store(dst, storage_options=storage_options, mode="w")
+    root = zarr.create_group(store, zarr_format=3, overwrite=True)
+    for plan in plans:
+        _create_array(root, plan)
+    tasks: list[RegionTask] = []
+    weights: list[int] = []
+    owners: list[str] = []
+    for plan in plans:
+        # the source bytes: raw-byte tensors are read as uint8, quantized ones as floats
+        source_dtype = plan.entry.numpy_dtype if plan.entry.numpy_dtype is not None else plan.dtype
+        for region in _regions(plan):
+            tasks.append(
+                RegionTask(
+                    dst=dst,
+                    storage_options=storage_options,
+                    src=plan.file.url,
+                    path=plan.path,
+                    offset=plan.file.header.data_start + plan.entry.begin,
+                    dtype=str(source_dtype),
+                    shape=plan.shape,
+                    region=region,
+                    quantized=plan.quantized,
+                )
+            )
+            weights.append(math.prod(b - a for a, b in region) * source_dtype.itemsize)
+            owners.append(plan.path)
+    bounds = run_tasks(
+        write_region, tasks, weights, workers=workers, progress=progress, desc="convert"
+    )
+    bound_of: dict[str, float | None] = {}
+    for owner, bound in zip(owners, bounds, strict=True):
+        previous = bound_of.get(owner, 0.0)
+        bound_of[owner] = None if bound is None or previous is None else previous + bound
+    tensors: dict[str, Any] = {}
+    for plan in plans:
+        stored = sync(_data_nbytes(store, f"{plan.path}/"))
+        if plan.quantized:
+            stored += sync(_data_nbytes(store, f"{SCALES_GROUP}/{plan.path}/"))
+        tensors[plan.path] = {
+            "file": plan.file.name,
+            "codec": plan.codec,
+            "nbytes": plan.entry.nbytes,
+            "stored_nbytes": int(stored),
+            "entropy_bound_bytes": bound_of.get(plan.path),
+            "quantized": plan.quantized,
+        }
+    manifest = {
+        "version": MANIFEST_VERSION,
+        "files": [{"name": f.name, "size": f.size, "header": f.header.text} for f in source.files],
+        "index": None
+        if source.index is None
+        else {"name": source.index[0], "text": source.index[1]},
+        "tensors": tensors,
+    }
+    root.attrs[MANIFEST_KEY] = cast("JSON", manifest)
+    with warnings.catch_warnings():
+        # zarr warns that consolidated metadata is not yet part of the format 3 spec
+        warnings.simplefilter("ignore", ZarrUserWarning)
+        zarr.consolidate_metadata(store)
+    return manifest
