@@ -14,7 +14,7 @@ from .checkpoint import (
     verify,
 )
 from .codec import WCodec
-from .convert import convert
+from .conversion import convert
 from .dtypes import SUPPORTED_DTYPES
 from .gpu import gpu_available, gpu_status
 from .numcodec import WCodecNumcodec

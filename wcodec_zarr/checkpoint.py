@@ -21,7 +21,7 @@ from fsspec.implementations.local import LocalFileSystem
 from zarr.abc.store import Store
 from zarr.core.sync import sync
 
-from .convert import (
+from .conversion import (
     MANIFEST_KEY,
     MANIFEST_VERSION,
     SCALES_GROUP,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import Checkpoint, export_safetensors, open_checkpoint, verify
-from .convert import CHUNK_BYTES, SHARD_BYTES, convert
+from .conversion import CHUNK_BYTES, SHARD_BYTES, convert
 
 
 def _storage_options(pairs: list[str] | None) -> dict[str, Any] | None:

@@ -91,7 +91,7 @@ def checkpoint_steps(model: Path, out: str) -> bool:
     """Convert, info, verify, a lazy slice and (with a GPU) a GPU load; True if all bit-exact."""
     from .checkpoint import load_checkpoint, open_checkpoint, verify
     from .cli import format_info, info_rows
-    from .convert import convert
+    from .conversion import convert
     from .gpu import gpu_status
     from .weights import load_safetensors
 

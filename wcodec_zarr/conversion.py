@@ -19,6 +19,7 @@ place, so it either appears complete or not at all.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import math
@@ -27,6 +28,7 @@ import sys
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -35,6 +37,7 @@ import numpy as np
 import zarr
 from zarr.abc.store import Store
 from zarr.codecs import ZstdCodec
+from zarr.core.group import AsyncGroup
 from zarr.core.sync import sync
 from zarr.errors import ZarrUserWarning
 
@@ -53,6 +56,7 @@ MANIFEST_VERSION = 1
 SCALES_GROUP = "_wcodec_scales"
 CHUNK_BYTES = 1 << 20
 SHARD_BYTES = 64 << 20
+LOCAL_TASKS = 3  # shards in flight when converting in this process
 QUANTIZE_SCHEME = "int8, symmetric, per output row: w ~ q * scale[row]"
 
 
@@ -88,17 +92,17 @@ class TensorPlan:
 
 @dataclass(frozen=True)
 class RegionTask:
-    """One shard of one tensor: everything a worker process needs to write it."""
+    """One shard of one tensor: everything a worker process needs to write it (the arrays
+    pickle with their store)."""
 
-    dst: str
+    array: zarr.Array[Any]
+    scales: zarr.Array[Any] | None  # a quantized tensor's row scales
     storage_options: dict[str, Any] | None
     src: str
-    path: str
     offset: int  # absolute file offset of the tensor's first byte
     dtype: str  # NumPy dtype string of the source bytes
     shape: tuple[int, ...]
     region: tuple[tuple[int, int], ...]
-    quantized: bool
 
 
 def _check_name(name: str) -> None:
@@ -278,23 +282,22 @@ def entropy_bound(data: np.ndarray) -> float | None:
 
 def write_region(task: RegionTask) -> float | None:
     """Runs one task; returns the region's entropy bound in bytes (None if not a wcodec dtype)."""
-    store = open_store(task.dst, storage_options=task.storage_options, mode="a")
-    array = zarr.open_array(store, path=task.path, mode="r+")
     fs, path = filesystem(task.src, task.storage_options)
     dtype = np.dtype(task.dtype)  # ml_dtypes (imported by .dtypes) registers bfloat16, float8
     with fs.open(path, "rb") as f:
         data = read_block(f, task.offset, dtype, task.shape, task.region)
     selection = tuple(slice(a, b) for a, b in task.region)
-    if task.quantized:
-        quantized, scales = quantize_rows(data)
-        scale_array = zarr.open_array(store, path=f"{SCALES_GROUP}/{task.path}", mode="r+")
-        scale_array[selection[0]] = scales
-        data = quantized
-    array[selection] = data
+    if task.scales is not None:
+        data, scales = quantize_rows(data)
+        task.scales[selection[0]] = scales
+    task.array[selection] = data
     return entropy_bound(data)
 
 
-def _create_array(group: zarr.Group, plan: TensorPlan) -> None:
+async def _create_array(
+    group: AsyncGroup, plan: TensorPlan
+) -> tuple[zarr.Array[Any], zarr.Array[Any] | None]:
+    """The tensor's array (and its scales' array when quantized), metadata written."""
     attributes: dict[str, Any] = {
         "safetensors": {
             "dtype": plan.entry.dtype,
@@ -307,7 +310,9 @@ def _create_array(group: zarr.Group, plan: TensorPlan) -> None:
             "scheme": QUANTIZE_SCHEME,
             "scales": f"{SCALES_GROUP}/{plan.path}",
         }
-        group.create_array(
+    scales = None
+    if plan.quantized:
+        scales = await group.create_array(
             name=f"{SCALES_GROUP}/{plan.path}",
             shape=(plan.shape[0],),
             dtype=np.float32,
@@ -322,7 +327,7 @@ def _create_array(group: zarr.Group, plan: TensorPlan) -> None:
         if plan.codec == "wcodec"
         else {"compressors": ZstdCodec(level=3)}
     )
-    group.create_array(
+    array = await group.create_array(
         name=plan.path,
         shape=plan.shape,
         dtype=plan.dtype,
@@ -335,6 +340,13 @@ def _create_array(group: zarr.Group, plan: TensorPlan) -> None:
         config={"write_empty_chunks": True},
         **codec,
     )
+    return zarr.Array(array), None if scales is None else zarr.Array(scales)
+
+
+async def _create_arrays(
+    group: AsyncGroup, plans: list[TensorPlan]
+) -> list[tuple[zarr.Array[Any], zarr.Array[Any] | None]]:
+    return list(await asyncio.gather(*(_create_array(group, plan) for plan in plans)))
 
 
 @contextlib.contextmanager
@@ -377,11 +389,14 @@ def run_tasks(
     show = sys.stderr.isatty() if progress is None else progress
     with tqdm(total=sum(weights), unit="B", unit_scale=True, desc=desc, disable=not show) as bar:
         if workers is None or workers == 1:
-            results = []
-            for task, weight in zip(tasks, weights, strict=True):
-                results.append(fn(task))
-                bar.update(weight)
-            return results
+            # a few tasks in flight overlap one task's Python and I/O with another's encoding
+            # (native code releases the GIL); memory stays a few shards
+            with ThreadPoolExecutor(LOCAL_TASKS if workers is None else 1) as pool:
+                results = []
+                for result, weight in zip(pool.map(fn, tasks), weights, strict=True):
+                    results.append(result)
+                    bar.update(weight)
+                return results
         import distributed
 
         with dask_client(workers) as client:
@@ -477,6 +492,10 @@ async def _data_nbytes(store: Store, prefix: str) -> int:
     return total
 
 
+async def _data_sizes(store: Store, prefixes: list[str]) -> list[int]:
+    return list(await asyncio.gather(*(_data_nbytes(store, p) for p in prefixes)))
+
+
 def _write(
     source: Source,
     plans: list[TensorPlan],
@@ -487,26 +506,24 @@ def _write(
 ) -> dict[str, Any]:
     store = open_store(dst, storage_options=storage_options, mode="w")
     root = zarr.create_group(store, zarr_format=3, overwrite=True)
-    for plan in plans:
-        _create_array(root, plan)
+    arrays = sync(_create_arrays(root._async_group, plans))
     tasks: list[RegionTask] = []
     weights: list[int] = []
     owners: list[str] = []
-    for plan in plans:
+    for plan, (array, scales) in zip(plans, arrays, strict=True):
         # the source bytes: raw-byte tensors are read as uint8, quantized ones as floats
         source_dtype = plan.entry.numpy_dtype if plan.entry.numpy_dtype is not None else plan.dtype
         for region in _regions(plan):
             tasks.append(
                 RegionTask(
-                    dst=dst,
+                    array=array,
+                    scales=scales,
                     storage_options=storage_options,
                     src=plan.file.url,
-                    path=plan.path,
                     offset=plan.file.header.data_start + plan.entry.begin,
                     dtype=str(source_dtype),
                     shape=plan.shape,
                     region=region,
-                    quantized=plan.quantized,
                 )
             )
             weights.append(math.prod(b - a for a, b in region) * source_dtype.itemsize)
@@ -518,11 +535,13 @@ def _write(
     for owner, bound in zip(owners, bounds, strict=True):
         previous = bound_of.get(owner, 0.0)
         bound_of[owner] = None if bound is None or previous is None else previous + bound
+    prefixes = [f"{p.path}/" for p in plans] + [
+        f"{SCALES_GROUP}/{p.path}/" for p in plans if p.quantized
+    ]
+    sizes = dict(zip(prefixes, sync(_data_sizes(store, prefixes)), strict=True))
     tensors: dict[str, Any] = {}
     for plan in plans:
-        stored = sync(_data_nbytes(store, f"{plan.path}/"))
-        if plan.quantized:
-            stored += sync(_data_nbytes(store, f"{SCALES_GROUP}/{plan.path}/"))
+        stored = sizes[f"{plan.path}/"] + sizes.get(f"{SCALES_GROUP}/{plan.path}/", 0)
         tensors[plan.path] = {
             "file": plan.file.name,
             "codec": plan.codec,
