@@ -126,8 +126,8 @@ def test_lazy_slice_reads_only_its_chunks(tmp_path: Path) -> None:
     ckpt = wc.open_checkpoint(store)
     assert [key for key, _ in store.log.reads] == ["zarr.json"]  # consolidated: one read
     tensor = ckpt["w"]
-    # chunks of 63 rows (4032 bytes), shards of 4 chunks
-    assert (tensor.shape, tensor.chunks, tensor.array.shards) == ((1000, 64), (63, 64), (252, 64))
+    # chunks of 64 rows (4096 bytes), shards of 4 chunks
+    assert (tensor.shape, tensor.chunks, tensor.array.shards) == ((1000, 64), (64, 64), (256, 64))
     assert 0 < tensor.stored_nbytes < tensor.nbytes  # from the manifest: nothing read
     assert len(store.log.reads) == 1
 
@@ -328,3 +328,39 @@ def test_convert_memory_stays_bounded(tmp_path: Path) -> None:
     before, after = map(int, result.stdout.split())
     assert os.path.getsize(src) > 2 * 10**9
     assert after < 1 << 30, f"peak RSS {after / 2**20:.0f} MiB (after imports {before / 2**20:.0f})"
+
+
+def test_gpu_fast_path_gathers_every_chunk_in_row_order(
+    model: tuple[Path, bytes], tmp_path: Path
+) -> None:
+    """The whole-tensor GPU path's host side: the chunk bytes it takes from shard objects
+    decode (here on the CPU) to the tensor's rows; tensors it cannot take are left out."""
+    from wcodec_zarr.batch_load import gather_chunks
+
+    path, _ = model
+    wc.convert(path, tmp_path / "ckpt", progress=False, **SMALL)
+    ckpt = wc.open_checkpoint(tmp_path / "ckpt")
+    tensors = [ckpt[name] for name in ckpt]
+    gathered = {g.tensor.name: g for g in gather_chunks(tensors)}
+    # zstd tensors, the scalar and the empty tensor are left out
+    assert not {"layer.11.i64", "layer.10.bool", "layer.3.u16", "layer.5.f16"} & set(gathered)
+    assert {"layer.0.i8", "layer.4.i32", "layer.6.bf16", "special.f32", "packed.f4"} <= set(
+        gathered
+    )
+    for name, g in gathered.items():
+        rows = np.concatenate(list(wc.decode_batch(g.chunks)))[: ckpt[name].shape[0]]
+        assert rows.tobytes() == ckpt[name].numpy().tobytes(), name
+
+
+def test_gpu_fast_path_rejects_a_corrupt_shard_index(tmp_path: Path) -> None:
+    from wcodec_zarr.batch_load import gather_chunks
+
+    weight = weight_like(np.random.default_rng(6), (1000, 64), np.dtype(np.int8))
+    write_raw(tmp_path / "m.safetensors", [("w", "I8", [1000, 64], weight.tobytes())])
+    wc.convert(tmp_path / "m.safetensors", tmp_path / "ckpt", progress=False, **SMALL)
+    shard = tmp_path / "ckpt" / "w" / "c" / "0" / "0"
+    raw = bytearray(shard.read_bytes())
+    raw[-10] ^= 0xFF  # inside the index
+    shard.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="w/c/0/0: shard index checksum mismatch"):
+        gather_chunks([wc.open_checkpoint(tmp_path / "ckpt")["w"]])

@@ -132,3 +132,43 @@ def test_unaligned_output_is_refused() -> None:
     buffer = cp.empty(1001, cp.int8)
     with pytest.raises(ValueError, match="16-byte aligned"):
         wc.decode(wc.encode(array), device="cuda", out=buffer[1:])
+
+
+def test_load_checkpoint_to_gpu(tmp_path: Any) -> None:
+    """Every tensor of a synthetic model of every dtype, on the GPU through the one-launch
+    whole-tensor path (or the CPU for what it cannot take), equals the CPU load."""
+    import cupy as cp
+    from safetensors_helpers import synthetic_tensors, write_raw
+
+    src = tmp_path / "m.safetensors"
+    write_raw(src, synthetic_tensors(np.random.default_rng(6)))
+    wc.convert(src, tmp_path / "ckpt", chunk_bytes=4096, shard_bytes=16384, progress=False)
+    on_cpu = wc.load_checkpoint(tmp_path / "ckpt")
+    on_gpu = wc.load_checkpoint(tmp_path / "ckpt", device="cuda")
+    assert list(on_gpu) == list(on_cpu)
+    for name, array in on_cpu.items():
+        got = on_gpu[name]
+        assert isinstance(got, cp.ndarray) and got.shape == array.shape, name
+        assert cp.asnumpy(got).tobytes() == array.tobytes(), name
+    ckpt = wc.open_checkpoint(tmp_path / "ckpt")
+    part = ckpt.shard("layer.0.i8", 0, 1, 4)
+    assert cp.asnumpy(part.cupy()).tobytes() == part.numpy().tobytes()
+
+
+def test_load_checkpoint_to_torch_on_gpu(tmp_path: Any) -> None:
+    torch = pytest.importorskip("torch")
+    from safetensors_helpers import synthetic_tensors, write_raw
+
+    src = tmp_path / "m.safetensors"
+    write_raw(src, synthetic_tensors(np.random.default_rng(7)))
+    wc.convert(src, tmp_path / "ckpt", chunk_bytes=4096, shard_bytes=16384, progress=False)
+    state = wc.load_checkpoint(tmp_path / "ckpt", device="cuda", framework="torch")
+    on_cpu = wc.load_checkpoint(tmp_path / "ckpt")
+    assert state["layer.6.bf16"].dtype == torch.bfloat16
+    assert state["layer.8.f8_e4m3"].dtype == torch.float8_e4m3fn
+    for name, tensor in state.items():
+        assert tensor.is_cuda, name
+        bits = tensor.cpu().reshape(-1).view(torch.uint8).numpy().tobytes()
+        assert bits == on_cpu[name].tobytes(), name
+    weight = wc.open_checkpoint(tmp_path / "ckpt")["layer.7.f32"]
+    assert weight.torch(device="cuda").dtype == torch.float32

@@ -19,7 +19,6 @@ import numpy as np
 import zarr
 from fsspec.implementations.local import LocalFileSystem
 from zarr.abc.store import Store
-from zarr.core.sync import sync
 
 from .conversion import (
     MANIFEST_KEY,
@@ -33,7 +32,6 @@ from .safetensors_file import NUMPY_DTYPES, Header, TensorEntry, parse_header
 from .storage import filesystem, local_path, open_store
 from .weights import quantize_rows
 
-READ_BATCH = 64  # chunks per native decode call (codec_pipeline.batch_size) for whole reads
 _TORCH_BITS = {
     "bfloat16": "bfloat16",
     "float8_e4m3fn": "float8_e4m3fn",
@@ -184,17 +182,25 @@ class LazyTensor:
         """A quantized tensor as ``q * scale[row]``, in its original float dtype (lossy)."""
         return _dequantize(self.numpy(), self.scales(), self.safetensors_dtype)
 
-    def cupy(self) -> Any:
+    def _whole(self) -> bool:
+        return self.shape == tuple(self._array.shape)
+
+    def cupy(self, device: str = "cuda") -> Any:
         """The tensor in GPU memory (CuPy). bfloat16/float8 come as same-width unsigned
-        integers holding the bits (CuPy has no such dtypes); ``torch`` gives the real dtype."""
-        import cupy as cp
+        integers holding the bits (CuPy has no such dtypes); ``torch`` gives the real dtype.
+        A whole tensor decodes on the GPU in one batch (see ``batch_load``)."""
+        if self._whole():
+            from .batch_load import load_to_gpu
 
-        from .gpu import storage_dtype
-
-        data = self.numpy()
-        return cp.asarray(data.view(storage_dtype(data.dtype)))
+            return load_to_gpu([self], device, "cupy")[self.name]
+        return _to_framework(self.numpy(), "cupy", device)
 
     def torch(self, device: str = "cpu") -> Any:
+        """A PyTorch tensor on ``device``; a whole tensor bound for CUDA decodes on the GPU."""
+        if device.startswith("cuda") and self._whole():
+            from .batch_load import load_to_gpu
+
+            return load_to_gpu([self], device, "torch")[self.name]
         return numpy_to_torch(self.numpy(), device)
 
 
@@ -218,19 +224,24 @@ class Checkpoint(Mapping[str, LazyTensor]):
         ]
         self._names = [t.name for f in self.files for t in f.header.tensors]
         self._entries = {t.name: t for f in self.files for t in f.header.tensors}
+        self._members: dict[str, Any] | None = None
 
     def __getitem__(self, name: str) -> LazyTensor:
         if name not in self._entries:
             raise KeyError(name)
         info = self.manifest["tensors"][name]
-        array = self.group[name]
-        assert isinstance(array, zarr.Array)
-        scales: zarr.Array[Any] | None = None
-        if info.get("quantized"):
-            node = self.group[f"{SCALES_GROUP}/{name}"]
-            assert isinstance(node, zarr.Array)
-            scales = node
+        array = self._array(name)
+        scales = self._array(f"{SCALES_GROUP}/{name}") if info.get("quantized") else None
         return LazyTensor(name, array, info, scales)
+
+    def _array(self, path: str) -> zarr.Array[Any]:
+        if self._members is None:
+            # every node at once, from the consolidated metadata: no request per tensor
+            self._members = dict(self.group.members(max_depth=None))
+        node = self._members.get(path)
+        if not isinstance(node, zarr.Array):
+            raise ValueError(f"{self.url}: the manifest names {path!r}, which is not an array")
+        return node
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._names)
@@ -311,13 +322,6 @@ def open_checkpoint(
     return Checkpoint(group, manifest, str(url))
 
 
-async def _read_all(arrays: Sequence[zarr.Array[Any]]) -> list[np.ndarray]:
-    import asyncio
-
-    results = await asyncio.gather(*(a._async_array.getitem(...) for a in arrays))
-    return [np.asarray(r) for r in results]
-
-
 def load_checkpoint(
     url: str | Path | Store,
     *,
@@ -348,10 +352,16 @@ def load_checkpoint(
     if framework == "numpy" and on_gpu:
         raise ValueError("framework='numpy' holds tensors on the CPU; use 'cupy' or 'torch'")
     tensors = [ckpt[n] for n in selected]
-    with zarr.config.set({"codec_pipeline.batch_size": READ_BATCH}):
-        arrays = sync(_read_all([t.array for t in tensors]))
+    if on_gpu and not dequantize and not dtype_map:
+        from .batch_load import load_to_gpu
+
+        return load_to_gpu(tensors, device, framework)
+    from .batch_load import load_to_cpu
+
+    arrays = load_to_cpu(tensors)
     out: dict[str, Any] = {}
-    for tensor, data in zip(tensors, arrays, strict=True):
+    for tensor in tensors:
+        data = arrays[tensor.name]
         if dequantize and tensor.quantized:
             data = _dequantize(data, tensor.scales(), tensor.safetensors_dtype)
         if dtype_map and str(data.dtype) in dtype_map:
@@ -368,7 +378,8 @@ def _to_framework(data: np.ndarray, framework: str, device: str) -> Any:
 
         from .gpu import storage_dtype
 
-        return cp.asarray(data.view(storage_dtype(data.dtype)))
+        with cp.cuda.Device(int(device.partition(":")[2] or 0)):
+            return cp.asarray(data.view(storage_dtype(data.dtype)))
     return data
 
 

@@ -3,9 +3,9 @@ becomes a compressed Zarr checkpoint.
 
 Layout: one array per tensor under its original name in the root group. Tensors of a wcodec
 dtype use the ``wcodec`` serializer, others (bool, 64-bit, ...) zstd, and dtypes NumPy cannot
-hold (F4, F8_E8M0, ...) are kept as their raw bytes (uint8, zstd). Chunks are about
-``chunk_bytes`` (the largest dimension halved until they fit); shards group whole chunks,
-trailing dimensions first, up to ``shard_bytes``; a tensor of a single chunk is not sharded.
+hold (F4, F8_E8M0, ...) are kept as their raw bytes (uint8, wcodec). Chunks are bands of whole
+rows of at most ``chunk_bytes``; shards group whole chunks up to ``shard_bytes``; a tensor of a
+single chunk is not sharded.
 
 Work is one task per shard: read that region of the source file, encode, write one object.
 Memory stays bounded by a few shards, never the whole model. Tasks run in this process (the
@@ -27,7 +27,7 @@ import shutil
 import sys
 import uuid
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +56,7 @@ MANIFEST_VERSION = 1
 SCALES_GROUP = "_wcodec_scales"
 CHUNK_BYTES = 1 << 20
 SHARD_BYTES = 64 << 20
-LOCAL_TASKS = 3  # shards in flight when converting in this process
+IN_FLIGHT_BYTES = 256 << 20  # source bytes of the tasks in flight in this process
 QUANTIZE_SCHEME = "int8, symmetric, per output row: w ~ q * scale[row]"
 
 
@@ -170,11 +170,19 @@ def resolve_source(src: str | Path, storage_options: dict[str, Any] | None = Non
 
 
 def chunk_shape(shape: tuple[int, ...], itemsize: int, target: int) -> tuple[int, ...]:
-    """The largest dimension halved (rounding up) until a chunk holds at most ``target`` bytes."""
+    """Bands of whole rows (every dimension but the first kept whole) of at most ``target``
+    bytes; only a row larger than ``target`` is split, the same way, along its own dimensions.
+    Row bands keep reads of row ranges (tensor-parallel shards) contiguous, and let a whole
+    tensor decode straight into its destination (``gpu_load``)."""
     chunk = [max(d, 1) for d in shape]
-    while chunk and math.prod(chunk) * itemsize > target and max(chunk) > 1:
-        i = chunk.index(max(chunk))
-        chunk[i] = -(-chunk[i] // 2)
+    for d in range(len(chunk)):
+        inner = math.prod(chunk[d + 1 :]) * itemsize
+        if inner * chunk[d] <= target:
+            break
+        if inner <= target:
+            chunk[d] = max(1, target // inner)
+            break
+        chunk[d] = 1
     return tuple(chunk)
 
 
@@ -280,18 +288,44 @@ def entropy_bound(data: np.ndarray) -> float | None:
     return float(sum(bits)) * data.size / 8
 
 
-def write_region(task: RegionTask) -> float | None:
-    """Runs one task; returns the region's entropy bound in bytes (None if not a wcodec dtype)."""
+@dataclass(frozen=True)
+class Region:
+    selection: tuple[slice, ...]
+    data: np.ndarray
+    scales: np.ndarray | None
+    bound: float | None  # entropy bound in bytes (None if not a wcodec dtype)
+
+
+def read_task(task: RegionTask) -> Region:
+    """A task's region read from its file (and quantized when the tensor is)."""
     fs, path = filesystem(task.src, task.storage_options)
     dtype = np.dtype(task.dtype)  # ml_dtypes (imported by .dtypes) registers bfloat16, float8
     with fs.open(path, "rb") as f:
         data = read_block(f, task.offset, dtype, task.shape, task.region)
-    selection = tuple(slice(a, b) for a, b in task.region)
+    scales = None
     if task.scales is not None:
         data, scales = quantize_rows(data)
-        task.scales[selection[0]] = scales
-    task.array[selection] = data
-    return entropy_bound(data)
+    selection = tuple(slice(a, b) for a, b in task.region)
+    return Region(selection, data, scales, entropy_bound(data))
+
+
+def write_region(task: RegionTask) -> float | None:
+    """Runs one task (on a Dask worker); returns the region's entropy bound in bytes."""
+    region = read_task(task)
+    if task.scales is not None and region.scales is not None:
+        task.scales[region.selection[0]] = region.scales
+    task.array[region.selection] = region.data
+    return region.bound
+
+
+async def write_region_async(task: RegionTask) -> float | None:
+    """``write_region`` on zarr's event loop: the read in a thread, the writes awaited, so that
+    many tasks' fixed costs overlap."""
+    region = await asyncio.to_thread(read_task, task)
+    if task.scales is not None and region.scales is not None:
+        await task.scales._async_array.setitem(region.selection[0], region.scales)
+    await task.array._async_array.setitem(region.selection, region.data)
+    return region.bound
 
 
 async def _create_array(
@@ -373,6 +407,24 @@ def dask_client(workers: Any) -> Iterator[Any]:
             yield client
 
 
+async def _gather_bounded(
+    fn: Callable[[Any], Awaitable[Any]],
+    tasks: Sequence[Any],
+    weights: Sequence[int],
+    limit: int,
+    advance: Callable[[int], Any],
+) -> list[Any]:
+    semaphore = asyncio.Semaphore(limit)
+
+    async def one(task: Any, weight: int) -> Any:
+        async with semaphore:
+            result = await fn(task)
+        advance(weight)
+        return result
+
+    return list(await asyncio.gather(*(one(t, w) for t, w in zip(tasks, weights, strict=True))))
+
+
 def run_tasks(
     fn: Callable[[Any], Any],
     tasks: Sequence[Any],
@@ -381,17 +433,25 @@ def run_tasks(
     workers: Any,
     progress: bool | None,
     desc: str,
+    local_fn: Callable[[Any], Awaitable[Any]] | None = None,
 ) -> list[Any]:
     """Runs ``fn`` over ``tasks`` here (``workers`` None or 1) or on Dask; results in task
-    order. The progress bar advances by each task's weight (bytes)."""
+    order. Here, ``local_fn`` (a coroutine function doing the same) runs on zarr's event loop
+    instead when given. Tasks in flight here hold at most about ``IN_FLIGHT_BYTES``. The
+    progress bar advances by each task's weight (bytes)."""
     from tqdm.auto import tqdm
 
     show = sys.stderr.isatty() if progress is None else progress
     with tqdm(total=sum(weights), unit="B", unit_scale=True, desc=desc, disable=not show) as bar:
         if workers is None or workers == 1:
             # a few tasks in flight overlap one task's Python and I/O with another's encoding
-            # (native code releases the GIL); memory stays a few shards
-            with ThreadPoolExecutor(LOCAL_TASKS if workers is None else 1) as pool:
+            # (native code releases the GIL)
+            limit = (
+                1 if workers == 1 else max(1, min(8, IN_FLIGHT_BYTES // max(weights, default=1)))
+            )
+            if local_fn is not None:
+                return sync(_gather_bounded(local_fn, tasks, weights, limit, bar.update))
+            with ThreadPoolExecutor(limit) as pool:
                 results = []
                 for result, weight in zip(pool.map(fn, tasks), weights, strict=True):
                     results.append(result)
@@ -529,7 +589,13 @@ def _write(
             weights.append(math.prod(b - a for a, b in region) * source_dtype.itemsize)
             owners.append(plan.path)
     bounds = run_tasks(
-        write_region, tasks, weights, workers=workers, progress=progress, desc="convert"
+        write_region,
+        tasks,
+        weights,
+        workers=workers,
+        progress=progress,
+        desc="convert",
+        local_fn=write_region_async,
     )
     bound_of: dict[str, float | None] = {}
     for owner, bound in zip(owners, bounds, strict=True):

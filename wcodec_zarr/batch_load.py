@@ -1,0 +1,197 @@
+"""Whole tensors in one batch: every shard object of every tensor is fetched concurrently, the
+shard indexes are parsed on the host, and all inner chunks decode in one call straight into each
+destination tensor, with no per-chunk copies: on the CPU one native call whose threads share
+every segment of every chunk, on the GPU one kernel launch (one pinned host buffer, one
+host-to-device copy).
+
+This applies to wcodec tensors whose chunks span every dimension but the first, so that chunk
+``i`` is the contiguous run of rows ``[i * rows, (i + 1) * rows)`` (the layout ``convert``
+writes for 2-D weights); the destination has room for the last chunk's padding and the tensor is
+a view of its first rows. Other tensors go through the CPU and are copied up.
+
+Shard objects follow the Zarr sharding format with the layout zarr writes by default: the index
+(``offset, nbytes`` as little-endian uint64 per inner chunk, C order, then a CRC32C of those
+bytes) at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import google_crc32c
+import numpy as np
+from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
+from zarr.codecs.sharding import ShardingCodecIndexLocation
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
+
+from .api import decode_batch
+from .codec import WCodec
+
+if TYPE_CHECKING:
+    import zarr
+
+    from .checkpoint import LazyTensor
+
+EMPTY = 2**64 - 1  # an index entry for a chunk that is not stored
+
+
+@dataclass
+class _Layout:
+    rows: int  # rows per chunk
+    per_shard: int  # chunks per shard object (1 when unsharded)
+
+
+def _layout(array: zarr.Array[Any]) -> _Layout | None:
+    """The chunk layout when the fast path applies, else None."""
+    codecs = array.metadata.codecs  # type: ignore[union-attr]
+    if len(codecs) != 1 or not array.shape or 0 in array.shape:
+        return None
+    codec = codecs[0]
+    if isinstance(codec, ShardingCodec):
+        if (
+            len(codec.codecs) != 1
+            or not isinstance(codec.codecs[0], WCodec)
+            or codec.index_location != ShardingCodecIndexLocation.end
+            or [type(c) for c in codec.index_codecs] != [BytesCodec, Crc32cCodec]
+        ):
+            return None
+        chunks = tuple(codec.chunk_shape)
+        shards = tuple(array.shards or ())
+        if shards[1:] != chunks[1:]:
+            return None
+        per_shard = shards[0] // chunks[0]
+    elif isinstance(codec, WCodec):
+        chunks = tuple(array.chunks)
+        per_shard = 1
+    else:
+        return None
+    if chunks[1:] != tuple(array.shape[1:]):
+        return None
+    return _Layout(chunks[0], per_shard)
+
+
+def _inner_chunks(key: str, blob: np.ndarray, count: int) -> list[np.ndarray | None]:
+    """The inner chunks of a shard object, in index order (None where not stored)."""
+    size = count * 16 + 4
+    if blob.size < size:
+        raise ValueError(f"{key}: shard of {blob.size} bytes is shorter than its index")
+    index = blob[-size:]
+    if google_crc32c.value(index[:-4].tobytes()) != int.from_bytes(index[-4:].tobytes(), "little"):
+        raise ValueError(f"{key}: shard index checksum mismatch")
+    entries = index[:-4].view("<u8").reshape(count, 2)
+    out: list[np.ndarray | None] = []
+    for offset, nbytes in entries.tolist():
+        if offset == EMPTY and nbytes == EMPTY:
+            out.append(None)
+        elif offset + nbytes > blob.size - size:
+            raise ValueError(f"{key}: shard index entry [{offset}, +{nbytes}) is out of range")
+        else:
+            out.append(blob[offset : offset + nbytes])
+    return out
+
+
+async def _fetch(array: zarr.Array[Any], keys: list[str]) -> list[np.ndarray]:
+    store = array.store_path.store
+    prototype = default_buffer_prototype()
+
+    async def one(key: str) -> np.ndarray:
+        buffer = await store.get(key, prototype)
+        if buffer is None:
+            raise ValueError(f"{key}: object missing from the store")
+        return buffer.as_numpy_array()
+
+    return list(await asyncio.gather(*(one(k) for k in keys)))
+
+
+async def _fetch_all(jobs: list[tuple[zarr.Array[Any], list[str]]]) -> list[list[np.ndarray]]:
+    return list(await asyncio.gather(*(_fetch(array, keys) for array, keys in jobs)))
+
+
+@dataclass
+class TensorChunks:
+    """A tensor's stored chunks, ready to decode: ``chunks[i]`` holds rows
+    ``[i * rows, (i + 1) * rows)`` (the last one padded past the tensor's end)."""
+
+    tensor: LazyTensor
+    rows: int
+    chunks: list[np.ndarray]
+
+
+def gather_chunks(tensors: list[LazyTensor]) -> list[TensorChunks]:
+    """The chunk bytes of every tensor the fast path applies to, all objects fetched
+    concurrently and every shard index checked; other tensors are left out."""
+    eligible = [(t, layout) for t in tensors if (layout := _layout(t.array)) is not None]
+    keys = [_shard_keys(t, layout) for t, layout in eligible]
+    blobs = sync(_fetch_all([(t.array, k) for (t, _), k in zip(eligible, keys, strict=True)]))
+    out = []
+    for (tensor, layout), names, objects in zip(eligible, keys, blobs, strict=True):
+        n_chunks = -(-tensor.shape[0] // layout.rows)
+        chunks: list[np.ndarray] = []
+        for key, blob in zip(names, objects, strict=True):
+            sharded = tensor.array.shards is not None
+            for data in _inner_chunks(key, blob, layout.per_shard) if sharded else [blob]:
+                if len(chunks) == n_chunks:
+                    break
+                if data is None:
+                    raise ValueError(f"{tensor.name}: chunk {len(chunks)} is missing from {key}")
+                chunks.append(data)
+        out.append(TensorChunks(tensor, layout.rows, chunks))
+    return out
+
+
+def load_to_cpu(tensors: list[LazyTensor], threads: int | None = None) -> dict[str, np.ndarray]:
+    """The tensors as NumPy arrays, in the order given; see the module documentation."""
+    chunks: list[np.ndarray] = []
+    outs: list[np.ndarray] = []
+    results: dict[str, np.ndarray] = {}
+    for planned in gather_chunks(tensors):
+        tensor, rows = planned.tensor, planned.rows
+        dest = np.empty((len(planned.chunks) * rows, *tensor.shape[1:]), tensor.dtype)
+        chunks += planned.chunks
+        outs += [dest[i * rows : (i + 1) * rows] for i in range(len(planned.chunks))]
+        results[tensor.name] = dest[: tensor.shape[0]]
+    if chunks:
+        decode_batch(chunks, outs=outs, threads=threads)
+    return {t.name: results[t.name] if t.name in results else t.numpy() for t in tensors}
+
+
+def load_to_gpu(tensors: list[LazyTensor], device: str, framework: str) -> dict[str, Any]:
+    """The tensors on ``device`` as CuPy arrays (bfloat16/float8 as same-width unsigned
+    integers) or PyTorch tensors; see the module documentation."""
+    import cupy as cp
+
+    from .gpu import decode_batch_gpu, storage_dtype, to_torch
+
+    with cp.cuda.Device(int(device.partition(":")[2] or 0)):
+        chunks: list[np.ndarray] = []
+        outs: list[Any] = []
+        results: dict[str, Any] = {}
+        for planned in gather_chunks(tensors):
+            tensor, rows = planned.tensor, planned.rows
+            shape = (len(planned.chunks) * rows, *tensor.shape[1:])
+            dest = cp.empty(shape, storage_dtype(tensor.dtype))
+            chunks += planned.chunks
+            outs += [dest[i * rows : (i + 1) * rows] for i in range(len(planned.chunks))]
+            results[tensor.name] = dest[: tensor.shape[0]]
+        if chunks:
+            decode_batch_gpu(chunks, outs=outs)
+        out: dict[str, Any] = {}
+        for tensor in tensors:
+            result = results.get(tensor.name)
+            if result is None:
+                host = tensor.numpy()
+                result = cp.asarray(host.view(storage_dtype(host.dtype)))
+            out[tensor.name] = to_torch(result, tensor.dtype) if framework == "torch" else result
+        return out
+
+
+def _shard_keys(tensor: LazyTensor, layout: _Layout) -> list[str]:
+    """Store keys of the tensor's shard objects (chunk objects when unsharded), in row order."""
+    per_object = layout.rows * layout.per_shard
+    count = -(-tensor.shape[0] // per_object)
+    rest = (0,) * (len(tensor.shape) - 1)
+    prefix = f"{tensor.array.store_path.path}/" if tensor.array.store_path.path else ""
+    return [prefix + tensor.array.metadata.encode_chunk_key((i, *rest)) for i in range(count)]
