@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_cpu import cpu_name, write_report
+from report import cpu_name, write_report
 
 import wcodec_zarr as wc
 from wcodec_zarr.weights import minilm_views

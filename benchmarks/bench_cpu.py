@@ -14,15 +14,12 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
-import re
 import statistics
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import lz4.frame
@@ -30,12 +27,11 @@ import numcodecs
 import numpy as np
 import zstandard
 from numcodecs import Blosc
+from report import cpu_name, write_report
 
 import wcodec_zarr as wc
 from wcodec_zarr._native import core
 from wcodec_zarr.weights import minilm_views
-
-RESULTS = Path(__file__).parent / "results"
 
 Encode = Callable[[np.ndarray], bytes]
 Decode = Callable[[bytes, np.ndarray], Any]
@@ -49,27 +45,6 @@ class Row:
     ratio: float
     encode_mbs: float
     decode_mbs: float
-
-
-def cpu_name() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        match = re.search(r"model name\s*:\s*(.+)", text)
-        if match:
-            return match.group(1).strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def write_report(kind: str, text: str) -> None:
-    """Prints a report and writes it to results/<kind>-<cpu>-<date>.md."""
-    print(text)
-    RESULTS.mkdir(exist_ok=True)
-    slug = re.sub(r"[^a-z0-9]+", "-", cpu_name().lower()).strip("-")
-    out = RESULTS / f"{kind}-{slug}-{datetime.date.today().isoformat()}.md"
-    out.write_text(text)
-    print(f"wrote {out}")
 
 
 def peers(threads: int) -> dict[str, tuple[Encode, Decode]]:

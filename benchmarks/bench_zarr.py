@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import zarr
-from bench_cpu import cpu_name, write_report
+from report import cpu_name, write_report
 from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
 from zarr.storage import LocalStore
 

@@ -1,0 +1,31 @@
+"""Shared by the benchmarks: the machine's name and the report writer."""
+
+from __future__ import annotations
+
+import datetime
+import platform
+import re
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def cpu_name() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        match = re.search(r"model name\s*:\s*(.+)", text)
+        if match:
+            return match.group(1).strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def write_report(kind: str, text: str) -> None:
+    """Prints a report and writes it to results/<kind>-<cpu>-<date>.md."""
+    print(text)
+    RESULTS.mkdir(exist_ok=True)
+    slug = re.sub(r"[^a-z0-9]+", "-", cpu_name().lower()).strip("-")
+    out = RESULTS / f"{kind}-{slug}-{datetime.date.today().isoformat()}.md"
+    out.write_text(text)
+    print(f"wrote {out}")
