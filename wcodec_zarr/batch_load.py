@@ -22,20 +22,17 @@ from typing import TYPE_CHECKING, Any
 
 import google_crc32c
 import numpy as np
-from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
-from zarr.codecs.sharding import ShardingCodecIndexLocation
+from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from .api import decode_batch
-from .codec import WCodec
 
 if TYPE_CHECKING:
-    import zarr
-
     from .checkpoint import LazyTensor
 
 EMPTY = 2**64 - 1  # an index entry for a chunk that is not stored
+GPU_ALIGN = 16  # the GPU decoder's alignment for outputs
 
 
 @dataclass
@@ -44,33 +41,16 @@ class _Layout:
     per_shard: int  # chunks per shard object (1 when unsharded)
 
 
-def _layout(array: zarr.Array[Any]) -> _Layout | None:
-    """The chunk layout when the fast path applies, else None."""
-    codecs = array.metadata.codecs  # type: ignore[union-attr]
-    if len(codecs) != 1 or not array.shape or 0 in array.shape:
+def _layout(tensor: LazyTensor) -> _Layout | None:
+    """The chunk layout (from the manifest) when the fast path applies, else None."""
+    shape, chunks, shards = tensor.shape, tensor.chunks, tensor.shards
+    if tensor.info["codec"] != "wcodec" or not shape or 0 in shape or chunks[1:] != shape[1:]:
         return None
-    codec = codecs[0]
-    if isinstance(codec, ShardingCodec):
-        if (
-            len(codec.codecs) != 1
-            or not isinstance(codec.codecs[0], WCodec)
-            or codec.index_location != ShardingCodecIndexLocation.end
-            or [type(c) for c in codec.index_codecs] != [BytesCodec, Crc32cCodec]
-        ):
-            return None
-        chunks = tuple(codec.chunk_shape)
-        shards = tuple(array.shards or ())
-        if shards[1:] != chunks[1:]:
-            return None
-        per_shard = shards[0] // chunks[0]
-    elif isinstance(codec, WCodec):
-        chunks = tuple(array.chunks)
-        per_shard = 1
-    else:
+    if shards is None:
+        return _Layout(chunks[0], 1)
+    if shards[1:] != chunks[1:]:
         return None
-    if chunks[1:] != tuple(array.shape[1:]):
-        return None
-    return _Layout(chunks[0], per_shard)
+    return _Layout(chunks[0], shards[0] // chunks[0])
 
 
 def _inner_chunks(key: str, blob: np.ndarray, count: int) -> list[np.ndarray | None]:
@@ -93,8 +73,7 @@ def _inner_chunks(key: str, blob: np.ndarray, count: int) -> list[np.ndarray | N
     return out
 
 
-async def _fetch(array: zarr.Array[Any], keys: list[str]) -> list[np.ndarray]:
-    store = array.store_path.store
+async def _fetch(store: Store, keys: list[str]) -> list[np.ndarray]:
     prototype = default_buffer_prototype()
 
     async def one(key: str) -> np.ndarray:
@@ -104,10 +83,6 @@ async def _fetch(array: zarr.Array[Any], keys: list[str]) -> list[np.ndarray]:
         return buffer.as_numpy_array()
 
     return list(await asyncio.gather(*(one(k) for k in keys)))
-
-
-async def _fetch_all(jobs: list[tuple[zarr.Array[Any], list[str]]]) -> list[list[np.ndarray]]:
-    return list(await asyncio.gather(*(_fetch(array, keys) for array, keys in jobs)))
 
 
 @dataclass
@@ -123,15 +98,21 @@ class TensorChunks:
 def gather_chunks(tensors: list[LazyTensor]) -> list[TensorChunks]:
     """The chunk bytes of every tensor the fast path applies to, all objects fetched
     concurrently and every shard index checked; other tensors are left out."""
-    eligible = [(t, layout) for t in tensors if (layout := _layout(t.array)) is not None]
+    eligible = [(t, layout) for t in tensors if t._whole() and (layout := _layout(t)) is not None]
     keys = [_shard_keys(t, layout) for t, layout in eligible]
-    blobs = sync(_fetch_all([(t.array, k) for (t, _), k in zip(eligible, keys, strict=True)]))
+    stores = {id(t.checkpoint.store): t.checkpoint.store for t, _ in eligible}
+    if len(stores) > 1:
+        raise ValueError("tensors of one batch must come from one checkpoint")
+    store = next(iter(stores.values()), None)
+    blobs = [] if store is None else sync(_fetch(store, [k for ks in keys for k in ks]))
+    starts = np.cumsum([0] + [len(k) for k in keys]).tolist()
     out = []
-    for (tensor, layout), names, objects in zip(eligible, keys, blobs, strict=True):
+    for i, ((tensor, layout), names) in enumerate(zip(eligible, keys, strict=True)):
+        objects = blobs[starts[i] : starts[i + 1]]
         n_chunks = -(-tensor.shape[0] // layout.rows)
         chunks: list[np.ndarray] = []
         for key, blob in zip(names, objects, strict=True):
-            sharded = tensor.array.shards is not None
+            sharded = tensor.shards is not None
             for data in _inner_chunks(key, blob, layout.per_shard) if sharded else [blob]:
                 if len(chunks) == n_chunks:
                     break
@@ -174,13 +155,21 @@ def load_to_gpu(tensors: list[LazyTensor], device: str, framework: str) -> dict[
             shape = (len(planned.chunks) * rows, *tensor.shape[1:])
             dest = cp.empty(shape, storage_dtype(tensor.dtype))
             chunks += planned.chunks
-            outs += [dest[i * rows : (i + 1) * rows] for i in range(len(planned.chunks))]
-            results[tensor.name] = dest[: tensor.shape[0]]
-        if chunks:
-            decode_batch_gpu(chunks, outs=outs)
+            views = [dest[i * rows : (i + 1) * rows] for i in range(len(planned.chunks))]
+            # the kernel writes 16-byte aligned outputs: chunks of other sizes decode apart and
+            # are copied into place
+            outs += [v if v.data.ptr % GPU_ALIGN == 0 else None for v in views]
+            results[tensor.name] = (dest[: tensor.shape[0]], views)
+        decoded = decode_batch_gpu(chunks, outs=outs) if chunks else []
+        position = 0
+        for _, views in results.values():
+            for view in views:
+                if outs[position] is None:
+                    view[...] = decoded[position]
+                position += 1
         out: dict[str, Any] = {}
         for tensor in tensors:
-            result = results.get(tensor.name)
+            result = results[tensor.name][0] if tensor.name in results else None
             if result is None:
                 host = tensor.numpy()
                 result = cp.asarray(host.view(storage_dtype(host.dtype)))
@@ -189,9 +178,9 @@ def load_to_gpu(tensors: list[LazyTensor], device: str, framework: str) -> dict[
 
 
 def _shard_keys(tensor: LazyTensor, layout: _Layout) -> list[str]:
-    """Store keys of the tensor's shard objects (chunk objects when unsharded), in row order."""
+    """Store keys of the tensor's shard objects (chunk objects when unsharded), in row order:
+    ``convert`` writes the default chunk key encoding, ``<name>/c/<i>/0/...``."""
     per_object = layout.rows * layout.per_shard
     count = -(-tensor.shape[0] // per_object)
-    rest = (0,) * (len(tensor.shape) - 1)
-    prefix = f"{tensor.array.store_path.path}/" if tensor.array.store_path.path else ""
-    return [prefix + tensor.array.metadata.encode_chunk_key((i, *rest)) for i in range(count)]
+    rest = "/0" * (len(tensor.shape) - 1)
+    return [f"{tensor.name}/c/{i}{rest}" for i in range(count)]

@@ -7,18 +7,23 @@ manifest); it refuses a store without the manifest, which ``convert`` writes las
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import zarr
 from fsspec.implementations.local import LocalFileSystem
 from zarr.abc.store import Store
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.group import AsyncGroup
+from zarr.core.sync import sync
+from zarr.storage import StorePath
 
 from .conversion import (
     MANIFEST_KEY,
@@ -89,7 +94,7 @@ def _compose(region: tuple[slice, ...], selection: Any) -> tuple[Any, ...] | Non
 class LazyTensor:
     """One tensor of a checkpoint (or a region of it, from ``Checkpoint.shard``). Nothing is read
     until indexed: ``t[rows, cols]`` and ``t.numpy()`` fetch and decode only the chunks they
-    cover.
+    cover; shape, dtype and sizes come from the manifest.
 
     ``dtype`` is the stored NumPy dtype (bfloat16 and float8 from ml_dtypes; int8 for a quantized
     tensor, uint8 bytes for a dtype NumPy cannot hold), ``safetensors_dtype`` the original one.
@@ -98,16 +103,14 @@ class LazyTensor:
     def __init__(
         self,
         name: str,
-        array: zarr.Array[Any],
+        checkpoint: Checkpoint,
         info: Mapping[str, Any],
-        scales: zarr.Array[Any] | None,
         region: tuple[slice, ...] | None = None,
     ) -> None:
         self.name = name
-        self._array = array
-        self._info = info
-        self._scales = scales
-        self._region = region or tuple(slice(0, n) for n in array.shape)
+        self.checkpoint = checkpoint
+        self.info = info
+        self._region = region or tuple(slice(0, n) for n in info["shape"])
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -115,43 +118,51 @@ class LazyTensor:
 
     @property
     def dtype(self) -> np.dtype[Any]:
-        return np.dtype(self._array.dtype)
+        dtype: np.dtype[Any] = np.dtype(self.info["dtype"])
+        return dtype
 
     @property
     def safetensors_dtype(self) -> str:
-        attributes = cast("dict[str, Any]", self._array.attrs["safetensors"])
-        return str(attributes["dtype"])
+        return self.checkpoint.entry(self.name).dtype
 
     @property
     def nbytes(self) -> int:
         """Bytes of this tensor (or region) as stored in the original file."""
-        whole = int(self._info["nbytes"])
-        full = math.prod(self._array.shape)
+        whole = int(self.info["nbytes"])
+        full = math.prod(self.info["shape"])
         return whole if full == 0 else whole * math.prod(self.shape) // full
 
     @property
     def stored_nbytes(self) -> int:
         """Bytes of the whole tensor's chunks in the checkpoint (scales included, Zarr
         metadata not)."""
-        return int(self._info["stored_nbytes"])
+        return int(self.info["stored_nbytes"])
 
     @property
     def entropy_bound_bytes(self) -> float | None:
-        bound = self._info.get("entropy_bound_bytes")
+        bound = self.info.get("entropy_bound_bytes")
         return None if bound is None else float(bound)
 
     @property
     def quantized(self) -> bool:
-        return bool(self._info.get("quantized"))
+        return bool(self.info.get("quantized"))
 
     @property
     def chunks(self) -> tuple[int, ...]:
-        return tuple(self._array.chunks)
+        return tuple(self.info["chunks"])
+
+    @property
+    def shards(self) -> tuple[int, ...] | None:
+        shards = self.info.get("shards")
+        return None if shards is None else tuple(shards)
 
     @property
     def array(self) -> zarr.Array[Any]:
         """The underlying Zarr array (the whole tensor)."""
-        return self._array
+        return self.checkpoint.array(self.name)
+
+    def _with_region(self, region: tuple[slice, ...]) -> LazyTensor:
+        return LazyTensor(self.name, self.checkpoint, self.info, region)
 
     def __repr__(self) -> str:
         return f"LazyTensor({self.name!r}, shape={self.shape}, dtype={self.dtype})"
@@ -163,27 +174,28 @@ class LazyTensor:
         whole = _compose(self._region, selection)
         if whole is None:
             return np.asarray(self.numpy()[selection])
-        return np.asarray(self._array[whole])
+        return np.asarray(self.array[whole])
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         data = self.numpy()
         return data if dtype is None else data.astype(dtype)
 
     def numpy(self) -> np.ndarray:
-        return np.asarray(self._array[self._region])
+        return np.asarray(self.array[self._region])
 
     def scales(self) -> np.ndarray:
         """The per-row float32 scales of a quantized tensor."""
-        if self._scales is None:
+        if not self.quantized:
             raise ValueError(f"{self.name} is not quantized")
-        return np.asarray(self._scales[self._region[0]])
+        scales = self.checkpoint.array(f"{SCALES_GROUP}/{self.name}")
+        return np.asarray(scales[self._region[0]])
 
     def dequantize(self) -> np.ndarray:
         """A quantized tensor as ``q * scale[row]``, in its original float dtype (lossy)."""
         return _dequantize(self.numpy(), self.scales(), self.safetensors_dtype)
 
     def _whole(self) -> bool:
-        return self.shape == tuple(self._array.shape)
+        return self.shape == tuple(self.info["shape"])
 
     def cupy(self, device: str = "cuda") -> Any:
         """The tensor in GPU memory (CuPy). bfloat16/float8 come as same-width unsigned
@@ -212,29 +224,42 @@ class FileInfo:
 
 
 class Checkpoint(Mapping[str, LazyTensor]):
-    """A read-only mapping from tensor name to ``LazyTensor``, in the original file order."""
+    """A read-only mapping from tensor name to ``LazyTensor``, in the original file order.
 
-    def __init__(self, group: zarr.Group, manifest: dict[str, Any], url: str) -> None:
+    Built from the root metadata document alone; the Zarr group (and its arrays, from the
+    consolidated metadata) is made only when a tensor is read through zarr.
+    """
+
+    def __init__(self, store: Store, document: dict[str, Any], url: str) -> None:
         self.url = url
-        self.group = group
-        self.manifest = manifest
+        self.store = store
+        self._document = document
+        self.manifest: dict[str, Any] = document["attributes"][MANIFEST_KEY]
         self.files = [
             FileInfo(f["name"], int(f["size"]), parse_header(f["header"]))
-            for f in manifest["files"]
+            for f in self.manifest["files"]
         ]
         self._names = [t.name for f in self.files for t in f.header.tensors]
         self._entries = {t.name: t for f in self.files for t in f.header.tensors}
+        self._group: zarr.Group | None = None
         self._members: dict[str, Any] | None = None
+
+    @property
+    def group(self) -> zarr.Group:
+        """The checkpoint as a Zarr group (from the document already read: no request)."""
+        if self._group is None:
+            self._group = zarr.Group(
+                AsyncGroup.from_dict(StorePath(self.store), dict(self._document))
+            )
+        return self._group
 
     def __getitem__(self, name: str) -> LazyTensor:
         if name not in self._entries:
             raise KeyError(name)
-        info = self.manifest["tensors"][name]
-        array = self._array(name)
-        scales = self._array(f"{SCALES_GROUP}/{name}") if info.get("quantized") else None
-        return LazyTensor(name, array, info, scales)
+        return LazyTensor(name, self, self.manifest["tensors"][name])
 
-    def _array(self, path: str) -> zarr.Array[Any]:
+    def array(self, path: str) -> zarr.Array[Any]:
+        """The Zarr array at ``path`` (a tensor's name, or its scales' path)."""
         if self._members is None:
             # every node at once, from the consolidated metadata: no request per tensor
             self._members = dict(self.group.members(max_depth=None))
@@ -295,7 +320,7 @@ class Checkpoint(Mapping[str, LazyTensor]):
         stop = start + base + (1 if rank < extra else 0)
         region = list(tensor._region)
         region[dim] = slice(start, stop)
-        return LazyTensor(name, tensor._array, tensor._info, tensor._scales, tuple(region))
+        return tensor._with_region(tuple(region))
 
 
 def open_checkpoint(
@@ -304,11 +329,10 @@ def open_checkpoint(
     """Opens a checkpoint (a URL or a Zarr store) read-only: one read of the root metadata, no
     tensor data."""
     store = open_store(url, storage_options=storage_options, mode="r")
-    try:
-        group = zarr.open_group(store, mode="r", zarr_format=3, use_consolidated=None)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{url}: no checkpoint there (no Zarr group)") from None
-    manifest = group.attrs.get(MANIFEST_KEY)
+    document = sync(_root_document(store))
+    if document is None:
+        raise FileNotFoundError(f"{url}: no checkpoint there (no Zarr group)")
+    manifest = document.get("attributes", {}).get(MANIFEST_KEY)
     if not isinstance(manifest, dict):
         raise IncompleteCheckpointError(
             f"{url} is not a complete wcodec checkpoint: it has no manifest (the conversion did "
@@ -319,7 +343,21 @@ def open_checkpoint(
             f"{url}: checkpoint manifest version {manifest.get('version')!r} is not supported "
             f"(this version reads {MANIFEST_VERSION})"
         )
-    return Checkpoint(group, manifest, str(url))
+    return Checkpoint(store, document, str(url))
+
+
+async def _root_document(store: Store) -> dict[str, Any] | None:
+    """The root ``zarr.json`` as JSON, or None when there is none (or not a format 3 group)."""
+    buffer = await store.get("zarr.json", default_buffer_prototype())
+    if buffer is None:
+        return None
+    try:
+        document = json.loads(buffer.to_bytes())
+    except ValueError as exc:
+        raise ValueError(f"zarr.json is not valid JSON: {exc}") from None
+    if not isinstance(document, dict) or document.get("node_type") != "group":
+        return None
+    return document
 
 
 def load_checkpoint(

@@ -180,7 +180,11 @@ def chunk_shape(shape: tuple[int, ...], itemsize: int, target: int) -> tuple[int
         if inner * chunk[d] <= target:
             break
         if inner <= target:
-            chunk[d] = max(1, target // inner)
+            # a multiple of 16 bytes where it can be: chunk views of a destination then stay
+            # aligned for the GPU decoder
+            step = 16 // math.gcd(inner, 16)
+            rows = target // inner
+            chunk[d] = rows - rows % step if rows >= step else rows
             break
         chunk[d] = 1
     return tuple(chunk)
@@ -610,6 +614,10 @@ def _write(
         stored = sizes[f"{plan.path}/"] + sizes.get(f"{SCALES_GROUP}/{plan.path}/", 0)
         tensors[plan.path] = {
             "file": plan.file.name,
+            "dtype": str(plan.dtype),
+            "shape": list(plan.shape),
+            "chunks": list(plan.chunks),
+            "shards": None if plan.shards is None else list(plan.shards),
             "codec": plan.codec,
             "nbytes": plan.entry.nbytes,
             "stored_nbytes": int(stored),
