@@ -25,7 +25,7 @@ def write_report(kind: str, text: str) -> None:
     """Prints a report and writes it to results/<kind>-<cpu>-<date>.md."""
     print(text)
     RESULTS.mkdir(exist_ok=True)
-    slug = re.sub(r"[^a-z0-9]+", "-", cpu_name().lower()).strip("-")
-    out = RESULTS / f"{kind}-{slug}-{datetime.date.today().isoformat()}.md"
+    slug = re.sub(r"[^a-z0-9]+", "-", f"{kind}-{cpu_name()}".lower()).strip("-")
+    out = RESULTS / f"{slug}-{datetime.date.today().isoformat()}.md"
     out.write_text(text)
     print(f"wrote {out}")
