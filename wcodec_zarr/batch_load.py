@@ -17,6 +17,8 @@ bytes) at the end.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +28,8 @@ from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
-from .api import decode_batch
+from .api import ChunkError, decode_batch
+from .pipeline import CorruptChunkError
 
 if TYPE_CHECKING:
     from .checkpoint import LazyTensor
@@ -93,6 +96,7 @@ class TensorChunks:
     tensor: LazyTensor
     rows: int
     chunks: list[np.ndarray]
+    where: list[str]  # each chunk's object key (and inner chunk), for errors
 
 
 def gather_chunks(tensors: list[LazyTensor]) -> list[TensorChunks]:
@@ -111,15 +115,18 @@ def gather_chunks(tensors: list[LazyTensor]) -> list[TensorChunks]:
         objects = blobs[starts[i] : starts[i + 1]]
         n_chunks = -(-tensor.shape[0] // layout.rows)
         chunks: list[np.ndarray] = []
+        where: list[str] = []
         for key, blob in zip(names, objects, strict=True):
             sharded = tensor.shards is not None
-            for data in _inner_chunks(key, blob, layout.per_shard) if sharded else [blob]:
+            inner = _inner_chunks(key, blob, layout.per_shard) if sharded else [blob]
+            for i, data in enumerate(inner):
                 if len(chunks) == n_chunks:
                     break
                 if data is None:
                     raise ValueError(f"{tensor.name}: chunk {len(chunks)} is missing from {key}")
                 chunks.append(data)
-        out.append(TensorChunks(tensor, layout.rows, chunks))
+                where.append(f"{key} (inner chunk {i})" if sharded else key)
+        out.append(TensorChunks(tensor, layout.rows, chunks, where))
     return out
 
 
@@ -127,15 +134,18 @@ def load_to_cpu(tensors: list[LazyTensor], threads: int | None = None) -> dict[s
     """The tensors as NumPy arrays, in the order given; see the module documentation."""
     chunks: list[np.ndarray] = []
     outs: list[np.ndarray] = []
+    where: list[str] = []
     results: dict[str, np.ndarray] = {}
     for planned in gather_chunks(tensors):
         tensor, rows = planned.tensor, planned.rows
         dest = np.empty((len(planned.chunks) * rows, *tensor.shape[1:]), tensor.dtype)
         chunks += planned.chunks
+        where += planned.where
         outs += [dest[i * rows : (i + 1) * rows] for i in range(len(planned.chunks))]
         results[tensor.name] = dest[: tensor.shape[0]]
     if chunks:
-        decode_batch(chunks, outs=outs, threads=threads)
+        with _naming(where):
+            decode_batch(chunks, outs=outs, threads=threads)
     return {t.name: results[t.name] if t.name in results else t.numpy() for t in tensors}
 
 
@@ -149,18 +159,21 @@ def load_to_gpu(tensors: list[LazyTensor], device: str, framework: str) -> dict[
     with cp.cuda.Device(int(device.partition(":")[2] or 0)):
         chunks: list[np.ndarray] = []
         outs: list[Any] = []
+        where: list[str] = []
         results: dict[str, Any] = {}
         for planned in gather_chunks(tensors):
             tensor, rows = planned.tensor, planned.rows
             shape = (len(planned.chunks) * rows, *tensor.shape[1:])
             dest = cp.empty(shape, storage_dtype(tensor.dtype))
             chunks += planned.chunks
+            where += planned.where
             views = [dest[i * rows : (i + 1) * rows] for i in range(len(planned.chunks))]
             # the kernel writes 16-byte aligned outputs: chunks of other sizes decode apart and
             # are copied into place
             outs += [v if v.data.ptr % GPU_ALIGN == 0 else None for v in views]
             results[tensor.name] = (dest[: tensor.shape[0]], views)
-        decoded = decode_batch_gpu(chunks, outs=outs) if chunks else []
+        with _naming(where):
+            decoded = decode_batch_gpu(chunks, outs=outs) if chunks else []
         position = 0
         for _, views in results.values():
             for view in views:
@@ -175,6 +188,15 @@ def load_to_gpu(tensors: list[LazyTensor], device: str, framework: str) -> dict[
                 result = cp.asarray(host.view(storage_dtype(host.dtype)))
             out[tensor.name] = to_torch(result, tensor.dtype) if framework == "torch" else result
         return out
+
+
+@contextlib.contextmanager
+def _naming(where: list[str]) -> Iterator[None]:
+    """A corrupt chunk's error names its object (and inner chunk), as zarr reads do."""
+    try:
+        yield
+    except ChunkError as exc:
+        raise CorruptChunkError([where[exc.index]], exc.reason) from None
 
 
 def _shard_keys(tensor: LazyTensor, layout: _Layout) -> list[str]:

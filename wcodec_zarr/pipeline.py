@@ -72,8 +72,12 @@ class KeyedCodecPipeline(BatchedCodecPipeline):
                 await super().read_batch(rest, out, drop_axes)
         except (ChunkError, CorruptChunkError) as exc:
             culprit, inner = await self._find_culprit(items, out, drop_axes, exc)
-            reason = exc.reason
-            raise CorruptChunkError([_where(culprit[0]), *inner], reason) from None
+            raise CorruptChunkError([_where(culprit[0]), *inner], exc.reason) from None
+        except ValueError as exc:
+            # zarr's own checks of stored bytes (a shard index's CRC32C, its offsets) fail
+            # without naming the object
+            culprit, inner = await self._find_culprit(items, out, drop_axes, exc)
+            raise CorruptChunkError([_where(culprit[0]), *inner], str(exc)) from None
 
     def _direct_target(
         self, chunk_codec: Any, items: list[Any], out: Any, drop_axes: tuple[int, ...]
@@ -209,7 +213,7 @@ class KeyedCodecPipeline(BatchedCodecPipeline):
                 await super().read_batch([item], out, drop_axes)
             except CorruptChunkError as inner:
                 return item, inner.locations
-            except ChunkError:
+            except ValueError:
                 return item, []
         return items[0], []
 

@@ -1,16 +1,101 @@
-"""URLs to Zarr stores: local paths, ``file://``, ``memory://``, ``.zip`` files, and every
-protocol fsspec reaches (``s3://``, ``gs://``, ``http(s)://``...)."""
+"""URLs to Zarr stores, with a reader configuration for object storage.
+
+``open_store`` takes local paths, ``file://``, ``memory://``, ``.zip`` files, and every
+protocol fsspec reaches (``s3://`` with s3fs, ``gs://`` with gcsfs, ``http(s)://``...).
+
+Reader configuration, applied by default and overridable through ``storage_options``:
+
+- ``s3://``: no HEAD before a GET (s3fs ``max_concurrency=1``: whole objects in one GET, never a
+  size request first); retries with backoff inside botocore (``config_kwargs.retries``,
+  ``standard`` mode: 5xx, throttling and dropped connections, 8 attempts) and in s3fs for
+  truncated bodies (``S3FileSystem.retries``, 5); 64 pooled connections
+  (``config_kwargs.max_pool_connections``).
+- Read-only stores cache shard indexes (``ShardIndexCache``): zarr reads a shard's index with a
+  suffix request before each partial read; repeated partial reads of a shard fetch it once.
+- ``READER_CONFIG`` (zarr configuration for reads through zarr): 64 concurrent requests and
+  batches of 16 chunks per native decode call. ``LazyTensor`` reads apply it; use
+  ``zarr.config.set(READER_CONFIG)`` for arrays read directly.
+- Checkpoints have consolidated metadata: opening one is a single GET of the root document.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections import OrderedDict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
 import fsspec
-from zarr.abc.store import Store
-from zarr.storage import FsspecStore, LocalStore, ZipStore
+from zarr.abc.store import ByteRequest, Store, SuffixByteRequest
+from zarr.core.buffer import Buffer, BufferPrototype
+from zarr.storage import FsspecStore, LocalStore, WrapperStore, ZipStore
 
 Mode = Literal["r", "w", "a"]
+
+READER_CONFIG: dict[str, Any] = {"async.concurrency": 64, "codec_pipeline.batch_size": 16}
+
+S3_DEFAULTS: dict[str, Any] = {
+    "max_concurrency": 1,
+    "config_kwargs": {
+        "retries": {"max_attempts": 8, "mode": "standard"},
+        "max_pool_connections": 64,
+    },
+}
+
+
+def storage_defaults(url: str, storage_options: dict[str, Any] | None) -> dict[str, Any]:
+    """``storage_options`` over the reader defaults for the URL's protocol (nested
+    ``config_kwargs`` merged key by key)."""
+    options = dict(storage_options or {})
+    if not url.startswith(("s3://", "s3a://")):
+        return options
+    merged = {**S3_DEFAULTS, **options}
+    merged["config_kwargs"] = {**S3_DEFAULTS["config_kwargs"], **options.get("config_kwargs", {})}
+    return merged
+
+
+class ShardIndexCache(WrapperStore[Store]):
+    """A read-only store that keeps the results of suffix requests (how zarr reads the index at
+    the end of a shard), up to ``entries`` of them, least recently used first out. Copies that
+    zarr makes share the cache."""
+
+    def __init__(
+        self, store: Store, entries: int = 4096, cache: OrderedDict[Any, Buffer] | None = None
+    ) -> None:
+        super().__init__(store)
+        self.entries = entries
+        self._cache: OrderedDict[Any, Buffer] = cache if cache is not None else OrderedDict()
+
+    def _with_store(self, store: Store) -> ShardIndexCache:
+        return ShardIndexCache(store, self.entries, self._cache)
+
+    def _remember(self, key: Any, value: Buffer) -> None:
+        self._cache[key] = value
+        while len(self._cache) > self.entries:
+            self._cache.popitem(last=False)
+
+    async def get(
+        self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
+    ) -> Buffer | None:
+        if not isinstance(byte_range, SuffixByteRequest):
+            return await super().get(key, prototype, byte_range)
+        cache_key = (key, byte_range.suffix)
+        cached = self._cache.get(cache_key)
+        if cached is not None:
+            self._cache.move_to_end(cache_key)
+            return cached
+        value = await super().get(key, prototype, byte_range)
+        if value is not None:
+            self._remember(cache_key, value)
+        return value
+
+    async def get_partial_values(
+        self,
+        prototype: BufferPrototype,
+        key_ranges: Iterable[tuple[str, ByteRequest | None]],
+    ) -> list[Buffer | None]:
+        return list(await asyncio.gather(*(self.get(key, prototype, r) for key, r in key_ranges)))
 
 
 def local_path(url: str | Path) -> Path | None:
@@ -29,7 +114,8 @@ def open_store(
     mode: Mode = "r",
 ) -> Store:
     """A Zarr store for ``url``: ``LocalStore`` for local directories, ``ZipStore`` for local
-    ``.zip`` files, zarr's ``FsspecStore`` for anything else fsspec can open.
+    ``.zip`` files, zarr's ``FsspecStore`` for anything else fsspec can open; read-only stores
+    cache shard indexes. See the module documentation for the reader configuration.
 
     ``storage_options`` go to fsspec for remote URLs (local paths need none and ignore them).
     ``mode="r"`` opens read-only; ``"w"`` and ``"a"`` open for writing (the caller decides
@@ -42,21 +128,29 @@ def open_store(
         raise ValueError(f"mode must be 'r', 'w' or 'a', got {mode!r}")
     read_only = mode == "r"
     path = local_path(url)
+    store: Store
     if path is not None:
         if path.suffix == ".zip":
             if read_only and not path.is_file():
                 raise FileNotFoundError(f"{path}: no such zip file")
-            return ZipStore(path, mode=mode)
-        if read_only and not path.is_dir():
-            raise FileNotFoundError(f"{path}: no such directory")
-        return LocalStore(path, read_only=read_only)
-    url = str(url)
-    return FsspecStore.from_url(url, storage_options=storage_options, read_only=read_only)
+            store = ZipStore(path, mode=mode)
+        else:
+            if read_only and not path.is_dir():
+                raise FileNotFoundError(f"{path}: no such directory")
+            store = LocalStore(path, read_only=read_only)
+    else:
+        url = str(url)
+        store = FsspecStore.from_url(
+            url, storage_options=storage_defaults(url, storage_options), read_only=read_only
+        )
+    return ShardIndexCache(store) if read_only else store
 
 
 def filesystem(
     url: str | Path, storage_options: dict[str, Any] | None = None
 ) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The fsspec filesystem and path for ``url`` (local paths included)."""
-    fs, path = fsspec.core.url_to_fs(str(url), **(storage_options or {}))
+    """The fsspec filesystem and path for ``url`` (local paths included), with the reader
+    defaults for its protocol."""
+    options = storage_defaults(str(url), storage_options) if local_path(url) is None else {}
+    fs, path = fsspec.core.url_to_fs(str(url), **options)
     return fs, path

@@ -1,0 +1,289 @@
+"""Checkpoints on S3: a real S3-compatible server (moto's server mode) on 127.0.0.1, behind a
+layer that counts requests, injects faults and checks credentials (wcodec_zarr.testing).
+Request counts are asserted at the server, bit-exactness on every read."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from helpers import weight_like
+from safetensors_helpers import write_raw
+
+import wcodec_zarr as wc
+from wcodec_zarr.checkpoint import IncompleteCheckpointError
+
+pytest.importorskip("moto.server", reason="needs moto[server]")
+pytest.importorskip("s3fs")
+
+from wcodec_zarr.testing import LoopbackS3
+
+pytestmark = pytest.mark.s3
+LAYOUT = {"chunk_bytes": 16384, "shard_bytes": 65536}
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[LoopbackS3]:
+    with LoopbackS3() as s3:
+        yield s3
+
+
+@pytest.fixture
+def bucket(server: LoopbackS3) -> str:
+    name = f"b-{uuid.uuid4().hex[:12]}"
+    server.create_bucket(name)
+    server.faults.status_503 = server.faults.cut = 0.0
+    server.required_key = None
+    server.reset_log()
+    return name
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint-shaped model: sharded int8 and bf16 weights, small tensors beside them."""
+    import ml_dtypes
+
+    rng = np.random.default_rng(0)
+    tensors = []
+    for layer in range(3):
+        w8 = weight_like(rng, (256, 256), np.dtype(np.int8))
+        w16 = weight_like(rng, (128, 192), np.dtype(ml_dtypes.bfloat16))
+        bias = weight_like(rng, (256,), np.dtype(np.float32))
+        tensors += [
+            (f"layers.{layer}.q.weight", "I8", [256, 256], w8.tobytes()),
+            (f"layers.{layer}.mlp.weight", "BF16", [128, 192], w16.tobytes()),
+            (f"layers.{layer}.q.bias", "F32", [256], bias.tobytes()),
+        ]
+    path = tmp_path_factory.mktemp("model") / "model.safetensors"
+    write_raw(path, tensors, {"format": "pt"})
+    return path
+
+
+def gets(server: LoopbackS3) -> list[Any]:
+    return [r for r in server.requests if r.method == "GET"]
+
+
+def test_convert_to_s3_and_load_bit_exact(server: LoopbackS3, bucket: str, model: Path) -> None:
+    url = f"s3://{bucket}/model.zarr"
+    opts = server.storage_options()
+    wc.convert(model, url, storage_options=opts, progress=False, **LAYOUT)
+    assert wc.verify(model, url, storage_options=opts).ok
+    loaded = wc.load_checkpoint(url, storage_options=opts)
+    local = wc.load_checkpoint(_local_copy(model, server, bucket))
+    assert all(loaded[k].tobytes() == local[k].tobytes() for k in local)
+    server.reset_log()
+    wc.export_safetensors(url, f"s3://{bucket}/export/model.safetensors", storage_options=opts)
+    exported = _s3_bytes(server, bucket, "export/model.safetensors")
+    assert exported == model.read_bytes()
+
+
+def _local_copy(model: Path, server: LoopbackS3, bucket: str) -> Path:
+    target = model.parent / f"local-{bucket}.zarr"
+    if not target.exists():
+        wc.convert(model, target, progress=False, **LAYOUT)
+    return target
+
+
+def _s3_bytes(server: LoopbackS3, bucket: str, key: str) -> bytes:
+    import s3fs
+
+    fs = s3fs.S3FileSystem(**server.storage_options(), skip_instance_cache=True)
+    data: bytes = fs.cat_file(f"{bucket}/{key}")
+    return data
+
+
+READER = textwrap.dedent(
+    """
+    import json, sys
+    import wcodec_zarr as wc
+    opts = json.loads(sys.argv[2])
+    def step(name):
+        print(name, flush=True)
+        assert sys.stdin.readline() == "go\\n"
+    ckpt = wc.open_checkpoint(sys.argv[1], storage_options=opts)
+    step("opened")
+    tensor = ckpt["layers.1.q.weight"]
+    first = tensor[0:4].tobytes()
+    step("read")
+    again = tensor[0:4].tobytes()
+    step("again")
+    print(json.dumps({"first": first.hex(), "again": again.hex()}), flush=True)
+    """
+)
+
+
+def test_requests_counted_at_the_server(server: LoopbackS3, bucket: str, model: Path) -> None:
+    """A new process: opening costs one GET; one inner chunk of a shard costs the shard index
+    and one ranged GET; the same chunk again costs one GET (the index is cached)."""
+    url = f"s3://{bucket}/model.zarr"
+    opts = server.storage_options()
+    wc.convert(model, url, storage_options=opts, progress=False, **LAYOUT)
+    ckpt = wc.open_checkpoint(url, storage_options=opts)
+    assert ckpt["layers.1.q.weight"].shards == (256, 256)  # 4 chunks of 64 rows per shard
+    counts = {}
+    server.reset_log()
+    with subprocess.Popen(
+        [sys.executable, "-c", READER, url, json.dumps(opts)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=model.parent,
+    ) as proc:
+        assert proc.stdin is not None and proc.stdout is not None
+        for step in ("opened", "read", "again"):
+            assert proc.stdout.readline().strip() == step
+            counts[step] = gets(server)
+            server.reset_log()
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        result = json.loads(proc.stdout.readline())
+    assert proc.returncode == 0
+    assert [r.key for r in counts["opened"]] == [f"{bucket}/model.zarr/zarr.json"]
+    shard = f"{bucket}/model.zarr/layers.1.q.weight/c/0/0"
+    read = counts["read"]
+    assert [r.key for r in read] == [shard, shard]
+    assert read[0].range == f"bytes=-{4 * 16 + 4}"  # the index: 4 chunks x 16 bytes + CRC32C
+    assert read[1].range is not None and read[1].range.startswith("bytes=0-")
+    assert read[1].nbytes < 64 * 256  # one compressed chunk, not the shard
+    assert [(r.key, r.range) for r in counts["again"]] == [(shard, read[1].range)]
+    expected = np.asarray(wc.open_checkpoint(url, storage_options=opts)["layers.1.q.weight"][0:4])
+    assert bytes.fromhex(result["first"]) == bytes.fromhex(result["again"]) == expected.tobytes()
+    assert not [r for r in server.requests if r.method == "HEAD"]
+
+
+def test_concurrent_reads_from_8_threads(server: LoopbackS3, bucket: str, model: Path) -> None:
+    url = f"s3://{bucket}/model.zarr"
+    opts = server.storage_options()
+    wc.convert(model, url, storage_options=opts, progress=False, **LAYOUT)
+    ckpt = wc.open_checkpoint(url, storage_options=opts)
+    local = wc.open_checkpoint(_local_copy(model, server, bucket))
+    jobs = [(name, rank) for name in ckpt for rank in range(4)] * 2
+
+    def read(job: tuple[str, int]) -> bool:
+        name, rank = job
+        got = ckpt.shard(name, 0, rank, 4).numpy()
+        return bool(got.tobytes() == local.shard(name, 0, rank, 4).numpy().tobytes())
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(read, jobs))
+
+
+def test_transient_faults_are_retried(server: LoopbackS3, bucket: str, model: Path) -> None:
+    url = f"s3://{bucket}/model.zarr"
+    opts = server.storage_options()
+    wc.convert(model, url, storage_options=opts, progress=False, **LAYOUT)
+    local = wc.load_checkpoint(_local_copy(model, server, bucket))
+    server.reset_log()
+    server.faults.status_503, server.faults.cut = 0.25, 0.15
+    loaded = wc.load_checkpoint(url, storage_options=opts)
+    ckpt = wc.open_checkpoint(url, storage_options=opts)
+    parts = {n: ckpt.shard(n, 0, 1, 3).numpy() for n in ckpt}
+    server.faults.status_503 = server.faults.cut = 0.0
+    assert all(loaded[k].tobytes() == local[k].tobytes() for k in local)
+    assert all(parts[k].tobytes() == np.array_split(local[k], 3)[1].tobytes() for k in local)
+    statuses = [r.status for r in server.requests]
+    assert statuses.count(503) > 0
+    assert any(r.cut for r in server.requests)
+
+
+def test_persistent_faults_fail_clearly(server: LoopbackS3, bucket: str, model: Path) -> None:
+    url = f"s3://{bucket}/model.zarr"
+    opts = server.storage_options()
+    wc.convert(model, url, storage_options=opts, progress=False, **LAYOUT)
+    quick = server.storage_options(config_kwargs={"retries": {"max_attempts": 2}})
+    ckpt = wc.open_checkpoint(url, storage_options=quick)
+    server.faults.status_503 = 1.0
+    try:
+        with pytest.raises(OSError, match=r"ServiceUnavailable|503"):
+            wc.load_checkpoint(url, storage_options=quick)
+        with pytest.raises(OSError, match=r"ServiceUnavailable|503"):
+            ckpt["layers.0.q.weight"].numpy()
+    finally:
+        server.faults.status_503 = 0.0
+
+
+def _rewrite(server: LoopbackS3, bucket: str, key: str, change: Any) -> None:
+    import s3fs
+
+    fs = s3fs.S3FileSystem(**server.storage_options(), skip_instance_cache=True)
+    path = f"{bucket}/{key}"
+    fs.pipe_file(path, change(fs.cat_file(path)))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda b: b[: len(b) // 2], "layers.0.q.weight/c/0/0"),
+        (lambda b: b[:100] + bytes([b[100] ^ 0x40]) + b[101:], "layers.0.q.weight/c/0/0"),
+    ],
+    ids=["truncated", "bit-flip"],
+)
+def test_damaged_objects_name_their_key(
+    server: LoopbackS3, bucket: str, model: Path, change: Any, message: str
+) -> None:
+    url = f"s3://{bucket}/model.zarr"
+    opts = server.storage_options()
+    wc.convert(model, url, storage_options=opts, progress=False, **LAYOUT)
+    _rewrite(server, bucket, "model.zarr/layers.0.q.weight/c/0/0", change)
+    with pytest.raises(ValueError, match=message):
+        wc.load_checkpoint(url, storage_options=opts)
+    with pytest.raises(ValueError, match=message):
+        wc.open_checkpoint(url, storage_options=opts)["layers.0.q.weight"].numpy()
+    other = wc.open_checkpoint(url, storage_options=opts)["layers.1.q.weight"].numpy()
+    assert other.shape == (256, 256)
+
+
+def test_missing_and_forbidden(server: LoopbackS3, bucket: str, model: Path) -> None:
+    opts = server.storage_options()
+    with pytest.raises(FileNotFoundError, match="no checkpoint there"):
+        wc.open_checkpoint(f"s3://{bucket}/nothing.zarr", storage_options=opts)
+    with pytest.raises(FileNotFoundError, match="no checkpoint there"):
+        wc.open_checkpoint("s3://no-such-bucket-wcodec/model.zarr", storage_options=opts)
+    url = f"s3://{bucket}/model.zarr"
+    wc.convert(model, url, storage_options=opts, progress=False, **LAYOUT)
+    server.required_key = "the-right-key"
+    try:
+        with pytest.raises(PermissionError):
+            wc.open_checkpoint(url, storage_options=server.storage_options())
+    finally:
+        server.required_key = None
+
+
+def test_killed_writer_leaves_no_complete_checkpoint(
+    server: LoopbackS3, bucket: str, tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(1)
+    tensors = [
+        (f"w{i}", "I8", [512, 512], weight_like(rng, (512, 512), np.dtype(np.int8)).tobytes())
+        for i in range(40)
+    ]
+    src = tmp_path / "m.safetensors"
+    write_raw(src, tensors)
+    url = f"s3://{bucket}/killed.zarr"
+    opts = server.storage_options()
+    script = (
+        "import json, sys, wcodec_zarr as wc; "
+        "wc.convert(sys.argv[1], sys.argv[2], storage_options=json.loads(sys.argv[3]), "
+        "chunk_bytes=16384, shard_bytes=65536)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(src), url, json.dumps(opts)], cwd=tmp_path
+    )
+    deadline = time.monotonic() + 120
+    while sum(1 for r in server.requests if r.method == "PUT" and "/c/" in r.key) < 10:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait()
+    with pytest.raises(IncompleteCheckpointError, match="not a complete wcodec checkpoint"):
+        wc.open_checkpoint(url, storage_options=opts)

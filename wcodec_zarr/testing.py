@@ -1,0 +1,233 @@
+"""A real S3-compatible server on loopback for tests and benchmarks: moto's server mode (its
+werkzeug application on a thread, ``moto[server]``), with a WSGI layer in front that
+
+- logs every request (method, key, Range header, response bytes) for request counting;
+- fails a share of data requests with ``503 ServiceUnavailable`` or cuts their response off halfway
+  (fault injection, seeded);
+- limits the bandwidth of all responses together (a shared token bucket);
+- can require one access key (anything else gets ``403 InvalidAccessKeyId``, as S3 answers).
+
+    with LoopbackS3() as s3:
+        s3.create_bucket("models")
+        opts = s3.storage_options()  # endpoint_url, key, secret for s3fs
+
+Only 127.0.0.1 is bound, on a free port.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+ACCESS_KEY = "wcodec-test-key"
+SECRET_KEY = "wcodec-test-secret"
+
+_ERROR = (
+    '<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
+    "<Message>{message}</Message></Error>"
+)
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    key: str  # "bucket/key" (path without the leading slash)
+    range: str | None
+    status: int
+    nbytes: int  # response body bytes sent
+    cut: bool = False  # the connection was dropped before the whole body was sent
+
+
+@dataclass
+class Faults:
+    """Shares of GET requests for object data (not listings) to fail; 0 disables."""
+
+    status_503: float = 0.0
+    cut: float = 0.0
+    seed: int = 0
+    rng: random.Random = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+
+class _TokenBucket:
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._lock = threading.Lock()
+        self._next = time.monotonic()
+
+    def take(self, n: int) -> None:
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + n / self.rate
+            wait = self._next - now
+        if wait > 0:
+            time.sleep(wait)
+
+
+class _Middleware:
+    def __init__(self, app: Callable[..., Iterable[bytes]], server: LoopbackS3) -> None:
+        self.app = app
+        self.server = server
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        s3 = self.server
+        method = environ["REQUEST_METHOD"]
+        key = environ.get("PATH_INFO", "").lstrip("/")
+        byte_range = environ.get("HTTP_RANGE")
+        auth = environ.get("HTTP_AUTHORIZATION", "")
+        if s3.required_key is not None and f"Credential={s3.required_key}/" not in auth:
+            return self._error(start_response, method, key, byte_range, 403, "InvalidAccessKeyId")
+        is_data = method == "GET" and "/" in key and not environ.get("QUERY_STRING")
+        faults = s3.faults
+        if is_data and faults.status_503 and faults.rng.random() < faults.status_503:
+            return self._error(start_response, method, key, byte_range, 503, "ServiceUnavailable")
+        cut = is_data and faults.cut > 0 and faults.rng.random() < faults.cut
+        status: list[int] = [0]
+
+        def record_status(code: str, headers: Any, *rest: Any) -> Any:
+            status[0] = int(code.split()[0])
+            return start_response(code, headers, *rest)
+
+        body = self.app(environ, record_status)
+        return self._send(body, method, key, byte_range, status, cut)
+
+    def _send(
+        self,
+        body: Iterable[bytes],
+        method: str,
+        key: str,
+        byte_range: str | None,
+        status: list[int],
+        cut: bool,
+    ) -> Iterator[bytes]:
+        s3 = self.server
+        data = b"".join(body)
+        if hasattr(body, "close"):
+            body.close()
+        sent = 0
+        try:
+            limit = len(data) // 2 if cut else len(data)
+            for start in range(0, limit, 1 << 16):
+                block = data[start : min(start + (1 << 16), limit)]
+                if s3.bucket is not None:
+                    s3.bucket.take(len(block))
+                sent += len(block)
+                yield block
+            if cut:
+                # the connection drops mid-body: the client sees a truncated response
+                raise ConnectionAbortedError("fault injection: response cut off")
+        finally:
+            s3.log(Request(method, key, byte_range, status[0], sent, sent < len(data)))
+
+    def _error(
+        self,
+        start_response: Callable[..., Any],
+        method: str,
+        key: str,
+        byte_range: str | None,
+        code: int,
+        name: str,
+    ) -> list[bytes]:
+        body = _ERROR.format(code=name, message=name).encode()
+        reason = {403: "Forbidden", 503: "Service Unavailable"}[code]
+        start_response(
+            f"{code} {reason}",
+            [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))],
+        )
+        self.server.log(Request(method, key, byte_range, code, len(body)))
+        return [body]
+
+
+class LoopbackS3:
+    """moto's S3 on 127.0.0.1 behind request logging, faults and a bandwidth limit."""
+
+    def __init__(self, bandwidth: float | None = None) -> None:
+        self.requests: list[Request] = []
+        self.faults = Faults()
+        self.required_key: str | None = None
+        self.bucket = None if bandwidth is None else _TokenBucket(bandwidth)
+        self._lock = threading.Lock()
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    def log(self, request: Request) -> None:
+        with self._lock:
+            self.requests.append(request)
+
+    def reset_log(self) -> None:
+        with self._lock:
+            self.requests.clear()
+
+    def set_bandwidth(self, rate: float | None) -> None:
+        self.bucket = None if rate is None else _TokenBucket(rate)
+
+    @property
+    def endpoint(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def storage_options(self, **extra: Any) -> dict[str, Any]:
+        """s3fs options for this server (credentials included)."""
+        return {
+            "endpoint_url": self.endpoint,
+            "key": ACCESS_KEY,
+            "secret": SECRET_KEY,
+            "client_kwargs": {"region_name": "us-east-1"},
+            **extra,
+        }
+
+    def create_bucket(self, name: str) -> None:
+        import boto3
+
+        client = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            region_name="us-east-1",
+        )
+        client.create_bucket(Bucket=name)
+
+    def start(self) -> LoopbackS3:
+        from moto.moto_server.werkzeug_app import (
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
+        from werkzeug.serving import make_server
+
+        logging.getLogger("werkzeug").setLevel(logging.CRITICAL)
+        app = _Middleware(DomainDispatcherApplication(create_backend_app), self)
+        self._server = make_server(
+            "127.0.0.1", 0, app, threaded=True, request_handler=MotoRequestHandler
+        )
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join()
+
+    def __enter__(self) -> LoopbackS3:
+        return self.start()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
