@@ -172,21 +172,32 @@ def resolve_source(src: str | Path, storage_options: dict[str, Any] | None = Non
     return Source(files, (Path(path).name, text))
 
 
+TP_PARTS = 8  # chunk boundaries fall on the 1/8 row splits of a tensor where they can
+
+
 def chunk_shape(shape: tuple[int, ...], itemsize: int, target: int) -> tuple[int, ...]:
     """Bands of whole rows (every dimension but the first kept whole) of at most ``target``
     bytes; only a row larger than ``target`` is split, the same way, along its own dimensions.
     Row bands keep reads of row ranges (tensor-parallel shards) contiguous, and let a whole
-    tensor decode straight into its destination (``gpu_load``)."""
+    tensor decode straight into its destination (``batch_load``).
+
+    When the rows split evenly into ``TP_PARTS`` and a part fits between ``target / 32`` and
+    ``target``, a chunk is exactly one part, so that a tensor-parallel rank (of 8, 4 or 2)
+    reads exactly its rows. Otherwise the row count is rounded to a multiple of 16 bytes, so
+    that chunk views of a destination stay aligned for the GPU decoder."""
     chunk = [max(d, 1) for d in shape]
+    if shape:
+        row = math.prod(chunk[1:]) * itemsize
+        part = shape[0] // TP_PARTS
+        if shape[0] % TP_PARTS == 0 and target // 32 <= part * row <= target:
+            return (part, *chunk[1:])
     for d in range(len(chunk)):
         inner = math.prod(chunk[d + 1 :]) * itemsize
         if inner * chunk[d] <= target:
             break
         if inner <= target:
-            # a multiple of 16 bytes where it can be: chunk views of a destination then stay
-            # aligned for the GPU decoder
-            step = 16 // math.gcd(inner, 16)
             rows = target // inner
+            step = 16 // math.gcd(inner, 16)
             chunk[d] = rows - rows % step if rows >= step else rows
             break
         chunk[d] = 1
