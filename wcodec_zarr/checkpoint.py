@@ -37,6 +37,7 @@ from .safetensors_file import NUMPY_DTYPES, Header, TensorEntry, parse_header
 from .storage import filesystem, local_path, open_store
 from .weights import quantize_rows
 
+EXPORT_BLOCK = 16 << 20
 _TORCH_BITS = {
     "bfloat16": "bfloat16",
     "float8_e4m3fn": "float8_e4m3fn",
@@ -421,25 +422,16 @@ def _to_framework(data: np.ndarray, framework: str, device: str) -> Any:
     return data
 
 
-def _write_atomic(fs: Any, path: str, chunks: Iterator[bytes | memoryview]) -> None:
-    """Writes a file whole or not at all: a local file through a temporary name and a rename;
-    an object store's upload only appears when it completes."""
+def _write_atomic(fs: Any, path: str, source: Any) -> None:
+    """Copies an open file to ``path`` whole or not at all: a local file through a temporary
+    name and a rename; an object store's upload only appears when it completes."""
     local = isinstance(fs, LocalFileSystem)
     target = f"{path}.partial-{uuid.uuid4().hex[:8]}" if local else path
     with fs.open(target, "wb") as f:
-        for chunk in chunks:
-            f.write(chunk)
+        while block := source.read(EXPORT_BLOCK):
+            f.write(block)
     if local:
         os.replace(target, path)
-
-
-def _file_bytes(ckpt: Checkpoint, info: FileInfo) -> Iterator[bytes | memoryview]:
-    header = info.header.text.encode("utf-8")
-    yield len(header).to_bytes(8, "little")
-    yield header
-    for entry in info.header.tensors:
-        data = ckpt[entry.name].numpy()
-        yield np.ascontiguousarray(data).reshape(-1).view(np.uint8).data
 
 
 def export_safetensors(
@@ -449,7 +441,9 @@ def export_safetensors(
     storage_options: dict[str, Any] | None = None,
     overwrite: bool = False,
 ) -> list[str]:
-    """Writes the original safetensors files back, byte-identical; returns their paths.
+    """Writes the original safetensors files back, byte-identical, as plain copies of the files
+    the ``wcodec`` filesystem presents (streamed: memory stays a few bands); returns their
+    paths.
 
     A checkpoint of one file goes to ``dst`` when it ends in ``.safetensors``; otherwise
     ``dst`` is a directory that receives every original file under its name (and the index).
@@ -468,11 +462,15 @@ def export_safetensors(
             raise FileExistsError(f"{target} exists; pass overwrite=True (--overwrite)")
     if not single:
         fs.makedirs(base, exist_ok=True)
-    for info, target in zip(ckpt.files, targets, strict=True):
-        _write_atomic(fs, target, _file_bytes(ckpt, info))
-    if ckpt.index is not None and index_target is not None:
-        _write_atomic(fs, index_target, iter([ckpt.index[1].encode("utf-8")]))
+    from .fs import WcodecFileSystem
+
+    presented = WcodecFileSystem(target=ckpt, skip_instance_cache=True)
+    names = [f.name for f in ckpt.files] + ([ckpt.index[0]] if ckpt.index else [])
+    if index_target is not None:
         targets.append(index_target)
+    for name, target in zip(names, targets, strict=True):
+        with presented.open(name, "rb") as source:
+            _write_atomic(fs, target, source)
     return targets
 
 
