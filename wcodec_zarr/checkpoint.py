@@ -34,7 +34,7 @@ from .conversion import (
     run_tasks,
 )
 from .safetensors_file import NUMPY_DTYPES, Header, TensorEntry, parse_header
-from .storage import filesystem, local_path, open_store
+from .storage import READER_CONFIG, filesystem, local_path, open_store
 from .weights import quantize_rows
 
 EXPORT_BLOCK = 16 << 20
@@ -175,14 +175,27 @@ class LazyTensor:
         whole = _compose(self._region, selection)
         if whole is None:
             return np.asarray(self.numpy()[selection])
-        return np.asarray(self.array[whole])
+        return self._read(whole)
+
+    def _read(self, selection: tuple[Any, ...]) -> np.ndarray:
+        """``selection`` (ints and slices, whole-tensor coordinates) read through the row fast
+        path when it applies (a step-1 range of rows), else through zarr."""
+        first = selection[0] if selection else None
+        if isinstance(first, slice) and first.step in (None, 1) and first.stop > first.start:
+            from .batch_load import read_rows
+
+            rows = read_rows(self.checkpoint[self.name], first.start, first.stop)
+            if rows is not None:
+                return np.asarray(rows[(slice(None), *selection[1:])])
+        with zarr.config.set(READER_CONFIG):
+            return np.asarray(self.array[selection])
 
     def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         data = self.numpy()
         return data if dtype is None else data.astype(dtype)
 
     def numpy(self) -> np.ndarray:
-        return np.asarray(self.array[self._region])
+        return self._read(self._region)
 
     def scales(self) -> np.ndarray:
         """The per-row float32 scales of a quantized tensor."""

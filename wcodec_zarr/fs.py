@@ -8,7 +8,8 @@ converted from, read only, byte for byte, over any fsspec URL.
 
 A file's first bytes (the 8-byte length and the JSON header) are the original header, kept
 verbatim in the manifest. Every other byte belongs to one tensor: a read decodes only the row
-bands (chunks along the first dimension) that cover the requested range. Decoded bands stay in a
+bands (runs of whole chunks along the first dimension, about ``BAND_BYTES``) that cover the
+requested range. Decoded bands stay in a
 small cache (``cache_bytes``, least recently used out), so neighbouring reads do not decode a
 band twice, and a sequential reader gets the next bands decoded ahead, concurrently
 (``prefetch`` bands).
@@ -32,10 +33,19 @@ from typing import Any
 import numpy as np
 from fsspec.spec import AbstractBufferedFile, AbstractFileSystem
 
-from .checkpoint import Checkpoint, IncompleteCheckpointError, open_checkpoint
+from .checkpoint import Checkpoint, IncompleteCheckpointError, LazyTensor, open_checkpoint
 
 CACHE_BYTES = 64 << 20
-PREFETCH = 2
+BAND_BYTES = 2 << 20
+PREFETCH = 4
+
+
+def band_rows(tensor: LazyTensor) -> int:
+    """Rows per band: whole chunks along the first dimension, about ``BAND_BYTES`` of them (one
+    zarr read fetches and decodes a band's chunks together)."""
+    chunk = tensor.chunks[0]
+    row_bytes = tensor.nbytes // max(tensor.shape[0], 1)
+    return chunk * max(1, BAND_BYTES // max(chunk * row_bytes, 1))
 
 
 class _BandCache:
@@ -53,7 +63,7 @@ class _BandCache:
 
     def _decode(self, name: str, band: int) -> bytes:
         tensor = self.ckpt[name]
-        rows = tensor.chunks[0] if tensor.shape else 1
+        rows = band_rows(tensor) if tensor.shape else 1
         data = tensor[band * rows : (band + 1) * rows] if tensor.shape else tensor.numpy()
         with self._lock:
             self.decoded += 1
@@ -244,7 +254,7 @@ class WcodecFileSystem(AbstractFileSystem):  # type: ignore[misc]
         lazy = self.ckpt[name]
         if not lazy.shape:
             return max(lazy.nbytes, 1), 1
-        rows = lazy.chunks[0]
+        rows = band_rows(lazy)
         return max(rows * (lazy.nbytes // max(lazy.shape[0], 1)), 1), -(-lazy.shape[0] // rows)
 
     def _prefetch(self, presented: _Presented, position: int) -> None:

@@ -1,0 +1,138 @@
+"""Filesystem benchmark: sequential read MB/s of a file the ``wcodec`` filesystem presents
+against reading the original safetensors file from the same storage, in the same run: local
+disk (page cache) and the loopback S3 server (wcodec_zarr.testing) limited to --mbps MB/s.
+
+Both files are read front to back in --block MiB reads; MB/s count the presented file's bytes.
+Median of --repeats. Writes benchmarks/results/fs-<cpu>-<date>.md.
+
+    python benchmarks/bench_fs.py [--mbps 50] [--block 4] [--repeats 3] [--views fp32 bf16 int8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import numpy as np
+from report import cpu_name, write_report
+
+import wcodec_zarr as wc
+from wcodec_zarr.fs import WcodecFileSystem
+from wcodec_zarr.testing import LoopbackS3
+from wcodec_zarr.weights import minilm_views
+
+
+def read_all(fs: Any, path: str, block: int) -> int:
+    total = 0
+    with fs.open(path, "rb") as f:
+        while data := f.read(block):
+            total += len(data)
+    return total
+
+
+def timed(fn: Any, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_view(
+    s3: LoopbackS3, view: str, tensors: dict[str, np.ndarray], args: argparse.Namespace, work: Path
+) -> dict[str, Any]:
+    from safetensors.numpy import save_file
+
+    name = f"minilm-{view}.safetensors"
+    src = work / name
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(src))
+    size = src.stat().st_size
+    block = int(args.block * 2**20)
+    wc.convert(src, work / f"{view}.zarr", progress=False, overwrite=True)
+    row: dict[str, Any] = {"view": view, "MB": size / 1e6}
+    ckpt = wc.open_checkpoint(work / f"{view}.zarr")
+    row["ratio"] = size / ckpt.stored_nbytes
+
+    local = fsspec.filesystem("file")
+    read_all(local, str(src), block)  # page cache
+    row["local-original"] = size / timed(lambda: read_all(local, str(src), block), args.repeats)
+
+    def presented_local() -> int:
+        fs = WcodecFileSystem(target=str(work / f"{view}.zarr"), skip_instance_cache=True)
+        return read_all(fs, name, block)
+
+    assert presented_local() == size
+    row["local-wcodec"] = size / timed(presented_local, args.repeats)
+
+    bucket = f"fs-{view}"
+    s3.create_bucket(bucket)
+    opts = s3.storage_options()
+    s3.set_bandwidth(None)
+    wc.convert(src, f"s3://{bucket}/ckpt.zarr", storage_options=opts, progress=False)
+    remote = fsspec.filesystem("s3", **opts, skip_instance_cache=True)
+    remote.put_file(str(src), f"{bucket}/{name}")
+    s3.set_bandwidth(args.mbps * 1e6)
+
+    def original_remote() -> int:
+        return read_all(remote, f"{bucket}/{name}", block)
+
+    def presented_remote() -> int:
+        fs = WcodecFileSystem(
+            target=f"s3://{bucket}/ckpt.zarr", target_options=opts, skip_instance_cache=True
+        )
+        return read_all(fs, name, block)
+
+    assert presented_remote() == size
+    row["s3-original"] = size / timed(original_remote, args.repeats)
+    row["s3-wcodec"] = size / timed(presented_remote, args.repeats)
+    s3.set_bandwidth(None)
+    return row
+
+
+def report(rows: list[dict[str, Any]], mbps: float) -> str:
+    lines = [
+        f"# Filesystem benchmark, {cpu_name()}; S3: loopback moto limited to {mbps:.0f} MB/s",
+        "",
+        "MB/s of the presented (original) file's bytes, sequential reads.",
+        "",
+        "| view | MB | ratio | local original | local wcodec | S3 original | S3 wcodec |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['view']} | {r['MB']:.1f} | {r['ratio']:.4f} | {r['local-original'] / 1e6:.0f} "
+            f"| {r['local-wcodec'] / 1e6:.0f} | {r['s3-original'] / 1e6:.0f} "
+            f"| {r['s3-wcodec'] / 1e6:.0f} |"
+        )
+    lines += ["", "Bars:"]
+    for r in rows:
+        speedup = r["s3-wcodec"] / r["s3-original"]
+        bar = r["ratio"] - 0.1
+        lines.append(
+            f"- {r['view']}: from the throttled server {speedup:.2f}x the original file's speed "
+            f"(bar: size ratio - 0.1 = {bar:.2f}): {'PASS' if speedup >= bar else 'FAIL'}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mbps", type=float, default=50.0)
+    parser.add_argument("--block", type=float, default=4.0, help="read size, MiB")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--views", nargs="+", default=["fp32", "bf16", "int8"])
+    args = parser.parse_args()
+    views = minilm_views()
+    with tempfile.TemporaryDirectory() as tmp, LoopbackS3() as s3:
+        rows = [bench_view(s3, v, views[v], args, Path(tmp)) for v in args.views]
+    write_report("fs", report(rows, args.mbps))
+
+
+if __name__ == "__main__":
+    main()
