@@ -62,11 +62,12 @@ def write_header(path: Path, header: Any, body: bytes) -> None:
 
 
 def synthetic_tensors(
-    rng: np.random.Generator, prefix: str = ""
+    rng: np.random.Generator, prefix: str = "", scale: int = 1
 ) -> list[tuple[str, str, list[int], bytes]]:
-    """One tensor per dtype in ST_DTYPES (shapes from scalar to 3-D, some over several chunks),
-    plus special floats and a dtype NumPy cannot hold (F4, kept as raw bytes)."""
-    shapes = [[300, 200], [7], [3, 5, 64], [], [1000, 33], [0, 4]]
+    """One tensor per dtype in ST_DTYPES (shapes from scalar to 3-D, some over several chunks;
+    ``scale`` divides the large ones), plus special floats and a dtype NumPy cannot hold (F4,
+    kept as raw bytes)."""
+    shapes = [[300 // scale, 200], [7], [3, 5, 64], [], [1000 // scale, 33], [0, 4]]
     out = []
     for i, (st, dt) in enumerate(ST_DTYPES.items()):
         shape = shapes[i % len(shapes)]

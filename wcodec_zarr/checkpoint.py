@@ -362,6 +362,7 @@ def open_checkpoint(
 
 async def _root_document(store: Store) -> dict[str, Any] | None:
     """The root ``zarr.json`` as JSON, or None when there is none (or not a format 3 group)."""
+    await store._ensure_open()  # zarr opens stores on first use through its own calls
     buffer = await store.get("zarr.json", default_buffer_prototype())
     if buffer is None:
         return None
