@@ -365,3 +365,16 @@ def test_gpu_fast_path_rejects_a_corrupt_shard_index(tmp_path: Path) -> None:
     shard.write_bytes(bytes(raw))
     with pytest.raises(ValueError, match="w/c/0/0: shard index checksum mismatch"):
         gather_chunks([wc.open_checkpoint(tmp_path / "ckpt")["w"]])
+
+
+def test_any_fsspec_url(model: tuple[Path, bytes]) -> None:
+    import uuid
+
+    import fsspec
+
+    path, raw = model
+    base = f"memory://{uuid.uuid4().hex}"
+    wc.convert(path, f"{base}/ckpt", progress=False, **SMALL)
+    assert wc.verify(path, f"{base}/ckpt").ok
+    wc.export_safetensors(f"{base}/ckpt", f"{base}/out/model.safetensors")
+    assert fsspec.filesystem("memory").cat_file(f"{base}/out/model.safetensors") == raw
