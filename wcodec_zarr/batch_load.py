@@ -114,10 +114,21 @@ async def _shard_chunks(
     return [data[o - start : o - start + n] for o, n in spans]
 
 
+async def _whole_shard(
+    store: Store, key: str, per_shard: int, first: int, stop: int
+) -> list[np.ndarray]:
+    blob = (await _fetch(store, [key]))[0]
+    chunks = _inner_chunks(key, blob, per_shard)[first:stop]
+    if any(c is None for c in chunks):
+        raise ValueError(f"{key}: a chunk is missing from the shard")
+    return [c for c in chunks if c is not None]
+
+
 async def _rows_chunks(tensor: LazyTensor, layout: _Layout, first: int, stop: int) -> list[Any]:
     """Chunk bytes (and where they come from) for chunks ``[first, stop)`` of a tensor."""
     store = tensor.checkpoint.store
     rest = "/0" * (len(tensor.shape) - 1)
+    chunks = -(-tensor.shape[0] // layout.rows)
     jobs = []
     for shard in range(first // layout.per_shard, (stop - 1) // layout.per_shard + 1):
         key = f"{tensor.name}/c/{shard}{rest}"
@@ -125,6 +136,9 @@ async def _rows_chunks(tensor: LazyTensor, layout: _Layout, first: int, stop: in
         hi = min(stop, (shard + 1) * layout.per_shard) - shard * layout.per_shard
         if tensor.shards is None:
             jobs.append((key, lo, _fetch(store, [key])))
+        elif lo == 0 and hi == min(layout.per_shard, chunks - shard * layout.per_shard):
+            # every chunk of the shard: the whole object in one GET, its index at the end
+            jobs.append((key, lo, _whole_shard(store, key, layout.per_shard, lo, hi)))
         else:
             jobs.append((key, lo, _shard_chunks(store, key, layout.per_shard, lo, hi)))
     results = await asyncio.gather(*(job for _, _, job in jobs))

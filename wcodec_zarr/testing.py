@@ -40,7 +40,7 @@ class Request:
     key: str  # "bucket/key" (path without the leading slash)
     range: str | None
     status: int
-    nbytes: int  # response body bytes sent
+    nbytes: int  # response body bytes sent (or being sent)
     cut: bool = False  # the connection was dropped before the whole body was sent
 
 
@@ -113,20 +113,18 @@ class _Middleware:
         data = b"".join(body)
         if hasattr(body, "close"):
             body.close()
-        sent = 0
-        try:
-            limit = len(data) // 2 if cut else len(data)
-            for start in range(0, limit, 1 << 16):
-                block = data[start : min(start + (1 << 16), limit)]
-                if s3.bucket is not None:
-                    s3.bucket.take(len(block))
-                sent += len(block)
-                yield block
-            if cut:
-                # the connection drops mid-body: the client sees a truncated response
-                raise ConnectionAbortedError("fault injection: response cut off")
-        finally:
-            s3.log(Request(method, key, byte_range, status[0], sent, sent < len(data)))
+        limit = len(data) // 2 if cut else len(data)
+        # logged before the first byte goes out, so that a client that has its response
+        # finds its request in the log
+        s3.log(Request(method, key, byte_range, status[0], limit, cut))
+        for start in range(0, limit, 1 << 16):
+            block = data[start : min(start + (1 << 16), limit)]
+            if s3.bucket is not None:
+                s3.bucket.take(len(block))
+            yield block
+        if cut:
+            # the connection drops mid-body: the client sees a truncated response
+            raise ConnectionAbortedError("fault injection: response cut off")
 
     def _error(
         self,
