@@ -131,7 +131,7 @@ def main() -> None:
     parser.add_argument("--mbps", type=float, default=20.0)
     parser.add_argument("--block", type=float, default=4.0, help="read size, MiB")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--prefetch", type=int, default=8, help="bands decoded ahead (S3)")
+    parser.add_argument("--prefetch", type=int, default=16, help="bands decoded ahead (S3)")
     parser.add_argument("--views", nargs="+", default=["fp32", "bf16", "int8"])
     args = parser.parse_args()
     views = minilm_views()

@@ -37,7 +37,7 @@ from .checkpoint import Checkpoint, IncompleteCheckpointError, LazyTensor, open_
 
 CACHE_BYTES = 64 << 20
 BAND_BYTES = 2 << 20
-PREFETCH = 4
+PREFETCH = 8
 
 
 def band_rows(tensor: LazyTensor) -> int:
