@@ -46,6 +46,8 @@ def test_presents_the_original_file(converted: tuple[Path, Path]) -> None:
     assert fs.cat_file("model.safetensors") == src.read_bytes()
     with fsspec.open(f"wcodec::file://{ckpt}/model.safetensors", "rb") as f:
         assert f.read() == src.read_bytes()
+    with fsspec.open(f"wcodec://model.safetensors::file://{ckpt}", "rb") as f:
+        assert f.read() == src.read_bytes()
 
 
 @given(st.data())
@@ -165,8 +167,9 @@ def test_safe_open_through_a_local_cache(converted: tuple[Path, Path], tmp_path:
     from safetensors import safe_open
 
     src, ckpt = converted
+    # the inner path comes first (as with zip://), so that the local cache is keyed by it
     local = fsspec.open_local(
-        f"simplecache::wcodec::file://{ckpt}/model.safetensors",
+        f"simplecache::wcodec://model.safetensors::file://{ckpt}",
         simplecache={"cache_storage": str(tmp_path / "cache")},
     )
     with safe_open(local, framework="numpy") as f:

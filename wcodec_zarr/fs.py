@@ -14,9 +14,11 @@ small cache (``cache_bytes``, least recently used out), so neighbouring reads do
 band twice, and a sequential reader gets the next bands decoded ahead, concurrently
 (``prefetch`` bands).
 
-``safetensors.safe_open`` needs a local path (it memory-maps the file): use
-``fsspec.open_local("simplecache::wcodec::<url>/model.safetensors")``, which decodes the file
-once into a local cache. Readers that take bytes or a file object
+A file also opens as ``wcodec://model.safetensors::s3://bucket/model.zarr`` (the inner path
+first, as with ``zip://``). ``safetensors.safe_open`` needs a local path (it memory-maps the
+file): ``fsspec.open_local("simplecache::wcodec://model.safetensors::<checkpoint url>")``
+decodes the file once into a local cache (simplecache keys its files by that inner path: give
+each checkpoint its own ``cache_storage``). Readers that take bytes or a file object
 (``safetensors.numpy.load``, ``torch.load``-style readers, plain ``read``/``seek``) work on
 the file object directly.
 """
