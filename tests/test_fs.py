@@ -167,12 +167,16 @@ def test_safe_open_through_a_local_cache(converted: tuple[Path, Path], tmp_path:
     from safetensors import safe_open
 
     src, ckpt = converted
-    # the inner path comes first (as with zip://), so that the local cache is keyed by it
-    local = fsspec.open_local(
-        f"simplecache::wcodec://model.safetensors::file://{ckpt}",
-        simplecache={"cache_storage": str(tmp_path / "cache")},
-    )
-    with safe_open(local, framework="numpy") as f:
+    # the inner path comes first (as with zip://), so that the local cache is keyed by it; the
+    # cached file's name is a local path for safe_open, which memory-maps it
+    with (
+        fsspec.open(
+            f"simplecache::wcodec://model.safetensors::file://{ckpt}",
+            "rb",
+            simplecache={"cache_storage": str(tmp_path / "cache")},
+        ) as local,
+        safe_open(local.name, framework="numpy") as f,
+    ):
         got = f.get_tensor("layer.0.i8")
     with safe_open(str(src), framework="numpy") as f:
         assert got.tobytes() == f.get_tensor("layer.0.i8").tobytes()

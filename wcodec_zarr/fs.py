@@ -16,10 +16,10 @@ band twice, and a sequential reader gets the next bands decoded ahead, concurren
 
 A file also opens as ``wcodec://model.safetensors::s3://bucket/model.zarr`` (the inner path
 first, as with ``zip://``). ``safetensors.safe_open`` needs a local path (it memory-maps the
-file): ``fsspec.open_local("simplecache::wcodec://model.safetensors::<checkpoint url>")``
-decodes the file once into a local cache (simplecache keys its files by that inner path: give
-each checkpoint its own ``cache_storage``). Readers that take bytes or a file object
-(``safetensors.numpy.load``, ``torch.load``-style readers, plain ``read``/``seek``) work on
+file): ``fsspec.open("simplecache::wcodec://model.safetensors::<checkpoint url>")`` decodes
+the file once into a local cache, and the open file's ``name`` is its local path (simplecache
+keys its files by that inner path: give each checkpoint its own ``cache_storage``). Readers
+that take bytes or a file object (``safetensors.numpy.load``, plain ``read``/``seek``) work on
 the file object directly.
 """
 
