@@ -59,7 +59,8 @@ MANIFEST_VERSION = 1
 SCALES_GROUP = "_wcodec_scales"
 CHUNK_BYTES = 1 << 20
 SHARD_BYTES = 64 << 20
-IN_FLIGHT_BYTES = 256 << 20  # source bytes of the tasks in flight in this process
+IN_FLIGHT_BYTES = 128 << 20  # source bytes of the tasks in flight in this process
+MAX_TASKS = 8
 QUANTIZE_SCHEME = "int8, symmetric, per output row: w ~ q * scale[row]"
 
 
@@ -448,18 +449,33 @@ async def _gather_bounded(
     fn: Callable[[Any], Awaitable[Any]],
     tasks: Sequence[Any],
     weights: Sequence[int],
-    limit: int,
+    budget: int,
     advance: Callable[[int], Any],
 ) -> list[Any]:
-    semaphore = asyncio.Semaphore(limit)
+    """Runs the tasks in order, as many at once as fit in ``budget`` bytes of weight (at least
+    one, at most ``MAX_TASKS``); results in task order. The first failure stops the launches."""
 
-    async def one(task: Any, weight: int) -> Any:
-        async with semaphore:
-            result = await fn(task)
+    async def run(task: Any, weight: int) -> Any:
+        result = await fn(task)
         advance(weight)
         return result
 
-    return list(await asyncio.gather(*(one(t, w) for t, w in zip(tasks, weights, strict=True))))
+    started: list[asyncio.Future[Any]] = []
+    in_flight: list[tuple[asyncio.Future[Any], int]] = []
+    for task, weight in zip(tasks, weights, strict=True):
+        while in_flight and (
+            len(in_flight) >= MAX_TASKS or sum(w for _, w in in_flight) + weight > budget
+        ):
+            done, _ = await asyncio.wait([f for f, _ in in_flight], return_when="FIRST_COMPLETED")
+            for future in done:
+                if future.exception() is not None:
+                    await asyncio.gather(*(f for f, _ in in_flight), return_exceptions=True)
+                    raise future.exception()  # type: ignore[misc]
+            in_flight = [(f, w) for f, w in in_flight if f not in done]
+        future = asyncio.ensure_future(run(task, weight))
+        started.append(future)
+        in_flight.append((future, weight))
+    return list(await asyncio.gather(*started))
 
 
 def run_tasks(
@@ -483,11 +499,11 @@ def run_tasks(
         if workers is None or workers == 1:
             # a few tasks in flight overlap one task's Python and I/O with another's encoding
             # (native code releases the GIL)
-            limit = (
-                1 if workers == 1 else max(1, min(8, IN_FLIGHT_BYTES // max(weights, default=1)))
-            )
+            budget = 0 if workers == 1 else IN_FLIGHT_BYTES
             if local_fn is not None:
-                return sync(_gather_bounded(local_fn, tasks, weights, limit, bar.update))
+                return sync(_gather_bounded(local_fn, tasks, weights, budget, bar.update))
+            heaviest = max(weights, default=1)
+            limit = max(1, min(MAX_TASKS, budget // max(heaviest, 1)))
             with ThreadPoolExecutor(limit) as pool:
                 results = []
                 for result, weight in zip(pool.map(fn, tasks), weights, strict=True):
