@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,19 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from report import cpu_name, write_report
+from report import cpu_name, median_time, write_report
 
 import wcodec_zarr as wc
 from wcodec_zarr.weights import minilm_views
-
-
-def median_time(fn: Callable[[], Any], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def write_models(folder: Path) -> list[Path]:

@@ -11,15 +11,13 @@ Median of --repeats. Writes benchmarks/results/fs-<cpu>-<date>.md.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import fsspec
 import numpy as np
-from report import cpu_name, write_report
+from report import cpu_name, median_time, write_report
 
 import wcodec_zarr as wc
 from wcodec_zarr.fs import WcodecFileSystem
@@ -33,15 +31,6 @@ def read_all(fs: Any, path: str, block: int) -> int:
         while data := f.read(block):
             total += len(data)
     return total
-
-
-def timed(fn: Any, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def bench_view(
@@ -61,14 +50,16 @@ def bench_view(
 
     local = fsspec.filesystem("file")
     read_all(local, str(src), block)  # page cache
-    row["local-original"] = size / timed(lambda: read_all(local, str(src), block), args.repeats)
+    row["local-original"] = size / median_time(
+        lambda: read_all(local, str(src), block), args.repeats
+    )
 
     def presented_local() -> int:
         fs = WcodecFileSystem(target=str(work / f"{view}.zarr"), skip_instance_cache=True)
         return read_all(fs, name, block)
 
     assert presented_local() == size
-    row["local-wcodec"] = size / timed(presented_local, args.repeats)
+    row["local-wcodec"] = size / median_time(presented_local, args.repeats)
 
     bucket = f"fs-{view}"
     s3.create_bucket(bucket)
@@ -92,8 +83,8 @@ def bench_view(
         return read_all(fs, name, block)
 
     assert presented_remote() == size
-    row["s3-original"] = size / timed(original_remote, args.repeats)
-    row["s3-wcodec"] = size / timed(presented_remote, args.repeats)
+    row["s3-original"] = size / median_time(original_remote, args.repeats)
+    row["s3-wcodec"] = size / median_time(presented_remote, args.repeats)
     s3.set_bandwidth(None)
     return row
 

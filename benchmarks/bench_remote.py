@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ from typing import Any
 import numpy as np
 import s3fs
 import zarr
-from report import cpu_name, write_report
+from report import cpu_name, median_time, write_report
 from zarr.core.sync import sync
 
 import wcodec_zarr as wc
@@ -34,15 +32,6 @@ from wcodec_zarr.safetensors_file import read_header
 from wcodec_zarr.storage import READER_CONFIG, open_store
 from wcodec_zarr.testing import LoopbackS3
 from wcodec_zarr.weights import minilm_views
-
-
-def timed(fn: Callable[[], Any], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def upload_raw_zarr(ckpt: wc.Checkpoint, url: str, opts: dict[str, Any]) -> None:
@@ -149,7 +138,7 @@ def bench_view(
             label = f"{name}-{'slice' if part else 'all'}"
             reader(part)  # warm-up (fsspec instances, connections)
             s3.reset_log()
-            row[f"{label}-s"] = timed(lambda r=reader, p=part: r(p), repeats)  # type: ignore[misc]
+            row[f"{label}-s"] = median_time(lambda r=reader, p=part: r(p), repeats)  # type: ignore[misc]
             row[f"{label}-bytes"] = sum(r.nbytes for r in s3.requests) / repeats
             row[f"{label}-gets"] = len([r for r in s3.requests if r.method == "GET"]) / repeats
     s3.set_bandwidth(None)

@@ -17,14 +17,13 @@ import re
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
-from report import cpu_name, write_report
+from report import cpu_name, median_time, write_report
 from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
 from zarr.storage import LocalStore
 
@@ -72,15 +71,6 @@ def write(root: Path, data: np.ndarray, options: dict[str, Any]) -> zarr.Array[A
 
 def disk_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and p.name != "zarr.json")
-
-
-def median_time(fn: Callable[[], Any], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def read_all(arr: zarr.Array[Any]) -> Any:

@@ -1,11 +1,15 @@
-"""Shared by the benchmarks: the machine's name and the report writer."""
+"""Shared by the benchmarks: the machine's name, a timer and the report writer."""
 
 from __future__ import annotations
 
 import datetime
 import platform
 import re
+import statistics
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -29,3 +33,13 @@ def write_report(kind: str, text: str) -> None:
     out = RESULTS / f"{slug}-{datetime.date.today().isoformat()}.md"
     out.write_text(text)
     print(f"wrote {out}")
+
+
+def median_time(fn: Callable[[], Any], repeats: int) -> float:
+    """Median wall time of ``repeats`` calls, in seconds."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)

@@ -84,3 +84,18 @@ def synthetic_tensors(
     )
     out.append((f"{prefix}packed.f4", "F4", [64, 32], rng.bytes(64 * 16)))
     return out
+
+
+def write_sharded_model(folder: Path, rng: np.random.Generator) -> Path:
+    """A sharded model in ``folder``: two files of synthetic tensors and the
+    ``model.safetensors.index.json`` that maps each tensor to its file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    weight_map = {}
+    for i in (1, 2):
+        name = f"model-0000{i}-of-00002.safetensors"
+        tensors = synthetic_tensors(rng, prefix=f"part{i}.")
+        write_raw(folder / name, tensors, {"format": "pt"})
+        weight_map |= {t[0]: name for t in tensors}
+    index = {"metadata": {"total_size": 0}, "weight_map": weight_map}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    return folder

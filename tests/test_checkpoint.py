@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import zarr
 from helpers import tree_bytes, weight_like
-from safetensors_helpers import synthetic_tensors, write_header, write_raw
+from safetensors_helpers import synthetic_tensors, write_header, write_raw, write_sharded_model
 from zarr.storage import LocalStore
 from zarr_helpers import CountingStore
 
@@ -42,19 +42,7 @@ def model(tmp_path: Path) -> tuple[Path, bytes]:
 
 @pytest.fixture
 def sharded(tmp_path: Path) -> Path:
-    """A sharded model: two files and the index that maps tensors to them."""
-    folder = tmp_path / "sharded"
-    folder.mkdir()
-    rng = np.random.default_rng(1)
-    weight_map = {}
-    for i in (1, 2):
-        name = f"model-0000{i}-of-00002.safetensors"
-        tensors = synthetic_tensors(rng, prefix=f"part{i}.")
-        write_raw(folder / name, tensors, {"format": "pt"})
-        weight_map |= {t[0]: name for t in tensors}
-    index = {"metadata": {"total_size": 0}, "weight_map": weight_map}
-    (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
-    return folder
+    return write_sharded_model(tmp_path / "sharded", np.random.default_rng(1))
 
 
 def test_minilm_round_trip(minilm: object, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 from helpers import tree_bytes, weight_like
 from hypothesis import given
 from hypothesis import strategies as st
-from safetensors_helpers import synthetic_tensors, write_raw
+from safetensors_helpers import synthetic_tensors, write_raw, write_sharded_model
 from zarr.storage import LocalStore
 from zarr_helpers import CountingStore
 
@@ -66,18 +66,7 @@ def test_random_ranges_and_seeks(converted: tuple[Path, Path], data: st.DataObje
 
 
 def test_sharded_model_files_and_index(tmp_path: Path) -> None:
-    folder = tmp_path / "model"
-    folder.mkdir()
-    rng = np.random.default_rng(1)
-    weight_map = {}
-    for i in (1, 2):
-        name = f"model-0000{i}-of-00002.safetensors"
-        tensors = synthetic_tensors(rng, prefix=f"part{i}.")
-        write_raw(folder / name, tensors)
-        weight_map |= {t[0]: name for t in tensors}
-    import json
-
-    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    folder = write_sharded_model(tmp_path / "model", np.random.default_rng(1))
     wc.convert(folder, tmp_path / "ckpt", **SMALL)
     fs = WcodecFileSystem(target=str(tmp_path / "ckpt"), skip_instance_cache=True)
     assert sorted(fs.ls("", detail=False)) == sorted(p.name for p in folder.iterdir())
