@@ -21,6 +21,7 @@ import contextlib
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import google_crc32c
@@ -28,6 +29,7 @@ import numpy as np
 from zarr.abc.store import RangeByteRequest, Store, SuffixByteRequest
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
+from zarr.storage import LocalStore, WrapperStore
 
 from .api import ChunkError, decode_batch
 from .pipeline import CorruptChunkError
@@ -166,6 +168,22 @@ def read_rows(tensor: LazyTensor, start: int, stop: int) -> np.ndarray | None:
     return dest[start - offset : stop - offset]
 
 
+def local_root(store: Store) -> Path | None:
+    """The directory of a local store (through wrappers), else None."""
+    while isinstance(store, WrapperStore):
+        store = store._store
+    return Path(store.root) if isinstance(store, LocalStore) else None
+
+
+def _read_file(root: Path, key: str) -> np.ndarray:
+    """An object of a local store, read straight from its file: many times faster than
+    through the store's thread hops for a model's hundreds of objects."""
+    try:
+        return np.fromfile(root / key, np.uint8)
+    except FileNotFoundError:
+        raise ValueError(f"{key}: object missing from the store") from None
+
+
 async def _fetch(store: Store, keys: list[str]) -> list[np.ndarray]:
     prototype = default_buffer_prototype()
 
@@ -198,7 +216,12 @@ def gather_chunks(tensors: list[LazyTensor]) -> list[TensorChunks]:
     if len(stores) > 1:
         raise ValueError("tensors of one batch must come from one checkpoint")
     store = next(iter(stores.values()), None)
-    blobs = [] if store is None else sync(_fetch(store, [k for ks in keys for k in ks]))
+    flat = [k for ks in keys for k in ks]
+    root = None if store is None else local_root(store)
+    if root is not None:
+        blobs = [_read_file(root, key) for key in flat]
+    else:
+        blobs = [] if store is None else sync(_fetch(store, flat))
     starts = np.cumsum([0] + [len(k) for k in keys]).tolist()
     out = []
     for i, ((tensor, layout), names) in enumerate(zip(eligible, keys, strict=True)):
