@@ -366,3 +366,25 @@ def test_any_fsspec_url(model: tuple[Path, bytes]) -> None:
     assert wc.verify(path, f"{base}/ckpt").ok
     wc.export_safetensors(f"{base}/ckpt", f"{base}/out/model.safetensors")
     assert fsspec.filesystem("memory").cat_file(f"{base}/out/model.safetensors") == raw
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda m: m["tensors"]["w"].update(chunks=[0, 64]), "bad shape"),
+        (lambda m: m["tensors"]["w"].update(shards=[100, 64]), "bad shards"),
+        (lambda m: m["tensors"].pop("w"), "'w'"),
+        (lambda m: m["files"][0].update(header="[]"), "not a JSON object"),
+        (lambda m: m["tensors"]["w"].update(dtype="nonsense"), "nonsense"),
+    ],
+)
+def test_malformed_manifest_is_refused(tmp_path: Path, change: Any, message: str) -> None:
+    weight = weight_like(np.random.default_rng(7), (256, 64), np.dtype(np.int8))
+    write_raw(tmp_path / "m.safetensors", [("w", "I8", [256, 64], weight.tobytes())])
+    wc.convert(tmp_path / "m.safetensors", tmp_path / "ckpt", progress=False, **SMALL)
+    root = tmp_path / "ckpt" / "zarr.json"
+    document = json.loads(root.read_text())
+    change(document["attributes"]["wcodec_checkpoint"])
+    root.write_text(json.dumps(document))
+    with pytest.raises(IncompleteCheckpointError, match=message):
+        wc.open_checkpoint(tmp_path / "ckpt")

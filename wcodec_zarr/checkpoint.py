@@ -237,6 +237,29 @@ class FileInfo:
     header: Header
 
 
+def _check_entry(name: str, info: Any) -> None:
+    """A manifest tensor entry has the layout readers rely on (sizes they divide by, shapes
+    they allocate)."""
+
+    def sizes(value: Any, low: int) -> bool:
+        return isinstance(value, list) and all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= low for v in value
+        )
+
+    shape, chunks, shards = info["shape"], info["chunks"], info["shards"]
+    if not (sizes(shape, 0) and sizes(chunks, 1) and len(chunks) == len(shape)):
+        raise ValueError(f"tensor {name!r}: bad shape {shape!r} or chunks {chunks!r}")
+    if shards is not None and not (
+        sizes(shards, 1)
+        and len(shards) == len(chunks)
+        and all(s % c == 0 for s, c in zip(shards, chunks, strict=True))
+    ):
+        raise ValueError(f"tensor {name!r}: bad shards {shards!r}")
+    if info["codec"] not in ("wcodec", "zstd") or not isinstance(info["nbytes"], int):
+        raise ValueError(f"tensor {name!r}: bad codec or size")
+    np.dtype(info["dtype"])
+
+
 class Checkpoint(Mapping[str, LazyTensor]):
     """A read-only mapping from tensor name to ``LazyTensor``, in the original file order.
 
@@ -249,12 +272,19 @@ class Checkpoint(Mapping[str, LazyTensor]):
         self.store = store
         self._document = document
         self.manifest: dict[str, Any] = document["attributes"][MANIFEST_KEY]
-        self.files = [
-            FileInfo(f["name"], int(f["size"]), parse_header(f["header"]))
-            for f in self.manifest["files"]
-        ]
-        self._names = [t.name for f in self.files for t in f.header.tensors]
-        self._entries = {t.name: t for f in self.files for t in f.header.tensors}
+        try:
+            self.files = [
+                FileInfo(str(f["name"]), int(f["size"]), parse_header(f["header"]))
+                for f in self.manifest["files"]
+            ]
+            self._names = [t.name for f in self.files for t in f.header.tensors]
+            self._entries = {t.name: t for f in self.files for t in f.header.tensors}
+            for name in self._names:
+                _check_entry(name, self.manifest["tensors"][name])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IncompleteCheckpointError(
+                f"{url}: malformed checkpoint manifest: {exc}"
+            ) from None
         self._group: zarr.Group | None = None
         self._members: dict[str, Any] | None = None
 
