@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 import numpy as np
 import zarr
@@ -50,9 +50,6 @@ from .dtypes import dtype_code, is_supported
 from .safetensors_file import Header, TensorEntry, read_header, read_region
 from .storage import filesystem, local_path, open_store
 from .weights import quantize_rows
-
-if TYPE_CHECKING:
-    from zarr.core.common import JSON
 
 MANIFEST_KEY = "wcodec_checkpoint"
 MANIFEST_VERSION = 1
@@ -398,10 +395,11 @@ async def _create_array(
 
 async def _create_arrays(
     store: Store, plans: list[TensorPlan]
-) -> list[tuple[zarr.Array[Any], zarr.Array[Any] | None]]:
-    """Every tensor's array in ``store``. zarr checks and writes each array's metadata one
-    request at a time; creating them in memory and writing all documents at once is many times
-    faster on a local disk and saves round trips to object storage."""
+) -> tuple[AsyncGroup, list[tuple[zarr.Array[Any], zarr.Array[Any] | None]]]:
+    """Every tensor's array in ``store`` (the root group's document included), and the group in
+    memory they were made in. zarr checks and writes each array's metadata one request at a
+    time; creating them in memory and writing all documents at once is many times faster on a
+    local disk and saves round trips to object storage."""
     scratch = await AsyncGroup.from_store(MemoryStore(), zarr_format=3)
     created = await asyncio.gather(*(_create_array(scratch, plan) for plan in plans))
     memory = scratch.store_path.store
@@ -418,7 +416,21 @@ async def _create_arrays(
             AsyncArray(source.metadata, StorePath(store, source.store_path.path), source.config)
         )
 
-    return [(moved(a), None if s is None else moved(s)) for a, s in created]
+    return scratch, [(moved(a), None if s is None else moved(s)) for a, s in created]
+
+
+async def _finish(store: Store, scratch: AsyncGroup, manifest: dict[str, Any]) -> None:
+    """The root document, written once and last: the manifest and the consolidated metadata,
+    made from the in-memory copy of the hierarchy (whose array documents are the ones in
+    ``store``) instead of reading every document back."""
+    await scratch.update_attributes({MANIFEST_KEY: manifest})
+    with warnings.catch_warnings():
+        # zarr warns that consolidated metadata is not yet part of the format 3 spec
+        warnings.simplefilter("ignore", ZarrUserWarning)
+        await zarr.api.asynchronous.consolidate_metadata(scratch.store_path.store)
+    document = await scratch.store_path.store.get("zarr.json", default_buffer_prototype())
+    assert document is not None
+    await store.set("zarr.json", document)
 
 
 @contextlib.contextmanager
@@ -618,8 +630,7 @@ def _write(
     progress: bool | None,
 ) -> dict[str, Any]:
     store = open_store(dst, storage_options=storage_options, mode="w")
-    root = zarr.create_group(store, zarr_format=3, overwrite=True)
-    arrays = sync(_create_arrays(store, plans))
+    scratch, arrays = sync(_create_arrays(store, plans))
     tasks: list[RegionTask] = []
     weights: list[int] = []
     owners: list[str] = []
@@ -681,9 +692,5 @@ def _write(
         else {"name": source.index[0], "text": source.index[1]},
         "tensors": tensors,
     }
-    root.attrs[MANIFEST_KEY] = cast("JSON", manifest)
-    with warnings.catch_warnings():
-        # zarr warns that consolidated metadata is not yet part of the format 3 spec
-        warnings.simplefilter("ignore", ZarrUserWarning)
-        zarr.consolidate_metadata(store)
+    sync(_finish(store, scratch, manifest))
     return manifest
