@@ -6,6 +6,7 @@ Both files are read front to back in --block MiB reads; MB/s count the presented
 Median of --repeats. Writes benchmarks/results/fs-<cpu>-<date>.md.
 
     python benchmarks/bench_fs.py [--mbps 20] [--block 4] [--repeats 3] [--views fp32 bf16 int8]
+        [--model FILE ...]
 """
 
 from __future__ import annotations
@@ -33,14 +34,16 @@ def read_all(fs: Any, path: str, block: int) -> int:
     return total
 
 
-def bench_view(
-    s3: LoopbackS3, view: str, tensors: dict[str, np.ndarray], args: argparse.Namespace, work: Path
-) -> dict[str, Any]:
+def write_view(view: str, tensors: dict[str, np.ndarray], work: Path) -> Path:
     from safetensors.numpy import save_file
 
-    name = f"minilm-{view}.safetensors"
-    src = work / name
+    src = work / f"minilm-{view}.safetensors"
     save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(src))
+    return src
+
+
+def bench_view(s3: LoopbackS3, src: Path, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    view, name = src.stem, src.name
     size = src.stat().st_size
     block = int(args.block * 2**20)
     wc.convert(src, work / f"{view}.zarr", progress=False, overwrite=True)
@@ -61,7 +64,7 @@ def bench_view(
     assert presented_local() == size
     row["local-wcodec"] = size / median_time(presented_local, args.repeats)
 
-    bucket = f"fs-{view}"
+    bucket = "fs-" + "".join(c if c.isalnum() else "-" for c in view.lower())
     s3.create_bucket(bucket)
     opts = s3.storage_options()
     s3.set_bandwidth(None)
@@ -124,10 +127,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--prefetch", type=int, default=16, help="bands decoded ahead (S3)")
     parser.add_argument("--views", nargs="+", default=["fp32", "bf16", "int8"])
+    parser.add_argument("--model", type=Path, action="append", help="safetensors file(s) instead")
     args = parser.parse_args()
-    views = minilm_views()
     with tempfile.TemporaryDirectory() as tmp, LoopbackS3() as s3:
-        rows = [bench_view(s3, v, views[v], args, Path(tmp)) for v in args.views]
+        work = Path(tmp)
+        if args.model:
+            models = list(args.model)
+        else:
+            views = minilm_views()
+            models = [write_view(v, views[v], work) for v in args.views]
+        rows = [bench_view(s3, m, args, work) for m in models]
     write_report(f"fs-{args.mbps:g}mbps", report(rows, args.mbps))
 
 
