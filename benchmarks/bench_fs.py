@@ -22,7 +22,7 @@ from report import cpu_name, median_time, write_report
 
 import wcodec_zarr as wc
 from wcodec_zarr.fs import WcodecFileSystem
-from wcodec_zarr.testing import LoopbackS3
+from wcodec_zarr.testing import ProcessS3
 from wcodec_zarr.weights import minilm_views
 
 
@@ -42,7 +42,7 @@ def write_view(view: str, tensors: dict[str, np.ndarray], work: Path) -> Path:
     return src
 
 
-def bench_view(s3: LoopbackS3, src: Path, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+def bench_view(s3: ProcessS3, src: Path, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     view, name = src.stem, src.name
     size = src.stat().st_size
     block = int(args.block * 2**20)
@@ -129,7 +129,7 @@ def main() -> None:
     parser.add_argument("--views", nargs="+", default=["fp32", "bf16", "int8"])
     parser.add_argument("--model", type=Path, action="append", help="safetensors file(s) instead")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, LoopbackS3() as s3:
+    with tempfile.TemporaryDirectory() as tmp, ProcessS3() as s3:
         work = Path(tmp)
         if args.model:
             models = list(args.model)

@@ -30,7 +30,7 @@ from zarr.core.sync import sync
 import wcodec_zarr as wc
 from wcodec_zarr.safetensors_file import read_header
 from wcodec_zarr.storage import READER_CONFIG, open_store
-from wcodec_zarr.testing import LoopbackS3
+from wcodec_zarr.testing import ProcessS3
 from wcodec_zarr.weights import minilm_views
 
 
@@ -103,7 +103,7 @@ def slice_needs(tensor: wc.LazyTensor) -> float:
 
 
 def bench_view(
-    s3: LoopbackS3, view: str, tensors: dict[str, np.ndarray], repeats: int, work: Path
+    s3: ProcessS3, view: str, tensors: dict[str, np.ndarray], repeats: int, work: Path
 ) -> dict[str, Any]:
     from safetensors.numpy import save_file
 
@@ -192,7 +192,7 @@ def main() -> None:
     args = parser.parse_args()
     MBPS = args.mbps
     views = minilm_views()
-    with tempfile.TemporaryDirectory() as tmp, LoopbackS3() as s3:
+    with tempfile.TemporaryDirectory() as tmp, ProcessS3() as s3:
         rows = [bench_view(s3, v, views[v], args.repeats, Path(tmp)) for v in args.views]
     write_report("remote", report(rows))
 
