@@ -79,7 +79,7 @@ def test_convert_to_s3_and_load_bit_exact(server: LoopbackS3, bucket: str, model
     wc.convert(model, url, storage_options=opts, progress=False, **LAYOUT)
     assert wc.verify(model, url, storage_options=opts).ok
     loaded = wc.load_checkpoint(url, storage_options=opts)
-    local = wc.load_checkpoint(_local_copy(model, server, bucket))
+    local = wc.load_checkpoint(_local_copy(model, bucket))
     assert all(loaded[k].tobytes() == local[k].tobytes() for k in local)
     server.reset_log()
     wc.export_safetensors(url, f"s3://{bucket}/export/model.safetensors", storage_options=opts)
@@ -87,7 +87,7 @@ def test_convert_to_s3_and_load_bit_exact(server: LoopbackS3, bucket: str, model
     assert exported == model.read_bytes()
 
 
-def _local_copy(model: Path, server: LoopbackS3, bucket: str) -> Path:
+def _local_copy(model: Path, bucket: str) -> Path:
     target = model.parent / f"local-{bucket}.zarr"
     if not target.exists():
         wc.convert(model, target, progress=False, **LAYOUT)
@@ -167,7 +167,7 @@ def test_concurrent_reads_from_8_threads(server: LoopbackS3, bucket: str, model:
     opts = server.storage_options()
     wc.convert(model, url, storage_options=opts, progress=False, **LAYOUT)
     ckpt = wc.open_checkpoint(url, storage_options=opts)
-    local = wc.open_checkpoint(_local_copy(model, server, bucket))
+    local = wc.open_checkpoint(_local_copy(model, bucket))
     jobs = [(name, rank) for name in ckpt for rank in range(4)] * 2
 
     def read(job: tuple[str, int]) -> bool:
@@ -183,7 +183,7 @@ def test_transient_faults_are_retried(server: LoopbackS3, bucket: str, model: Pa
     url = f"s3://{bucket}/model.zarr"
     opts = server.storage_options()
     wc.convert(model, url, storage_options=opts, progress=False, **LAYOUT)
-    local = wc.load_checkpoint(_local_copy(model, server, bucket))
+    local = wc.load_checkpoint(_local_copy(model, bucket))
     server.reset_log()
     server.faults.status_503, server.faults.cut = 0.25, 0.15
     loaded = wc.load_checkpoint(url, storage_options=opts)
@@ -288,3 +288,22 @@ def test_killed_writer_leaves_no_complete_checkpoint(
     proc.wait()
     with pytest.raises(IncompleteCheckpointError, match="not a complete wcodec checkpoint"):
         wc.open_checkpoint(url, storage_options=opts)
+
+
+def test_server_in_its_own_process(model: Path) -> None:
+    """The benchmarks' server: the same moto server and log, in a child process."""
+    from wcodec_zarr.testing import ProcessS3
+
+    with ProcessS3() as s3:
+        s3.create_bucket("own-process")
+        opts = s3.storage_options()
+        url = "s3://own-process/model.zarr"
+        wc.convert(model, url, storage_options=opts, progress=False, **LAYOUT)
+        s3.reset_log()
+        s3.set_bandwidth(50e6)
+        loaded = wc.load_checkpoint(url, storage_options=opts)
+        log = s3.requests
+    local = wc.load_checkpoint(_local_copy(model, "own-process"))
+    assert all(loaded[k].tobytes() == local[k].tobytes() for k in local)
+    assert log and {r.method for r in log} == {"GET"}
+    assert log[0].key == "own-process/model.zarr/zarr.json"
