@@ -199,11 +199,10 @@ def test_corrupt_inner_chunk_of_a_shard_names_shard_and_inner_chunk(tmp_path: Pa
     assert z[16:, 16:].tobytes() == np.ascontiguousarray(data[16:, 16:]).tobytes()
 
 
-def test_batch_size_above_one_decodes_whole_batches_in_one_native_call(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    data = weight_like(np.random.default_rng(8), (64, 64), np.dtype(np.int8))
-    z = wcodec_array(MemoryStore(), data, chunks=(16, 16))
+@pytest.fixture
+def native_batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of chunks of each native batch decode call, as they happen (clear it after
+    writing: writes call it with empty batches)."""
     sizes: list[int] = []
     real = api.decode_batch
 
@@ -212,9 +211,18 @@ def test_batch_size_above_one_decodes_whole_batches_in_one_native_call(
         return real(chunks, **kwargs)
 
     monkeypatch.setattr(api, "decode_batch", recording)
+    return sizes
+
+
+def test_batch_size_above_one_decodes_whole_batches_in_one_native_call(
+    native_batches: list[int],
+) -> None:
+    data = weight_like(np.random.default_rng(8), (64, 64), np.dtype(np.int8))
+    z = wcodec_array(MemoryStore(), data, chunks=(16, 16))
+    native_batches.clear()
     with zarr.config.set({"codec_pipeline.batch_size": 8}):
         assert zarr.open_array(z.store, mode="r")[:].tobytes() == data.tobytes()
-    assert sizes == [8, 8]
+    assert native_batches == [8, 8]
 
 
 def test_zip_store_file_is_a_real_zip(tmp_path: Path) -> None:
@@ -236,21 +244,14 @@ def row_sharded(store: Any, data: Any) -> Any:
     )
 
 
-def test_whole_shards_decode_in_one_native_call(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_whole_shards_decode_in_one_native_call(native_batches: list[int]) -> None:
     data = weight_like(np.random.default_rng(12), (512, 96), np.dtype(np.int16))
     data[32:64] = 0  # an inner chunk of fill values, which zarr does not store
     z = row_sharded(MemoryStore(), data)
-    sizes: list[int] = []
-    real = api.decode_batch
-
-    def recording(chunks: Any, **kwargs: Any) -> Any:
-        sizes.append(len(chunks))
-        return real(chunks, **kwargs)
-
-    monkeypatch.setattr(api, "decode_batch", recording)
+    native_batches.clear()
     with zarr.config.set({"codec_pipeline.batch_size": 4}):
         assert zarr.open_array(z.store, mode="r")[:].tobytes() == data.tobytes()
-    assert sizes == [15]  # 4 shards of 4 inner chunks, one of them empty
+    assert native_batches == [15]  # 4 shards of 4 inner chunks, one of them empty
 
 
 def test_corrupt_inner_chunk_in_whole_shard_read_names_it(tmp_path: Path) -> None:

@@ -24,7 +24,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing import Self
 
 ACCESS_KEY = "wcodec-test-key"
 SECRET_KEY = "wcodec-test-secret"
@@ -147,11 +150,29 @@ class _Middleware:
 
 
 class _Client:
-    """What a client of the server needs: its address, credentials and buckets."""
+    """What a client of the server needs: its address, credentials and buckets; a context
+    manager that starts and stops it."""
 
     @property
     def endpoint(self) -> str:
         raise NotImplementedError
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
 
     def storage_options(self, **extra: Any) -> dict[str, Any]:
         """s3fs options for this server (credentials included)."""
@@ -205,7 +226,7 @@ class LoopbackS3(_Client):
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> LoopbackS3:
+    def start(self) -> Self:
         from moto.moto_server.werkzeug_app import (
             DomainDispatcherApplication,
             MotoRequestHandler,
@@ -228,17 +249,6 @@ class LoopbackS3(_Client):
             self._server.server_close()
         if self._thread is not None:
             self._thread.join()
-
-    def __enter__(self) -> LoopbackS3:
-        return self.start()
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _serve(conn: Connection, bandwidth: float | None) -> None:
@@ -294,7 +304,7 @@ class ProcessS3(_Client):
         log: list[Request] = self._conn.recv()
         return log
 
-    def start(self) -> ProcessS3:
+    def start(self) -> Self:
         parent, child = self._context.Pipe()
         self._process = self._context.Process(
             target=_serve, args=(child, self._bandwidth), daemon=True
@@ -310,14 +320,3 @@ class ProcessS3(_Client):
             self._process.join(timeout=10)
             if self._process.is_alive():
                 self._process.kill()
-
-    def __enter__(self) -> ProcessS3:
-        return self.start()
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
