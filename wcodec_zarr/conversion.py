@@ -48,6 +48,7 @@ from ._native import core
 from .codec import WCodec
 from .dtypes import dtype_code, is_supported
 from .safetensors_file import Header, TensorEntry, read_header, read_region
+from .shard_writer import direct_layout, encode_object, object_key
 from .storage import filesystem, local_path, open_store
 from .weights import quantize_rows
 
@@ -304,16 +305,41 @@ def entropy_bound(data: np.ndarray) -> float | None:
     return float(sum(bits)) * data.size / 8
 
 
-@dataclass(frozen=True)
+@dataclass
 class Region:
-    selection: tuple[slice, ...]
-    data: np.ndarray
-    scales: np.ndarray | None
+    """A task's output, ready to store: objects encoded here (``shard_writer``) and array
+    regions left to zarr (arrays whose codecs ``shard_writer`` does not write)."""
+
+    objects: list[tuple[StorePath, bytes]]
+    through_zarr: list[tuple[zarr.Array[Any], tuple[slice, ...], np.ndarray]]
     bound: float | None  # entropy bound in bytes (None if not a wcodec dtype)
 
 
-def read_task(task: RegionTask) -> Region:
-    """A task's region read from its file (and quantized when the tensor is)."""
+def _bound(counts: np.ndarray) -> float:
+    """Order-0 entropy in bytes of byte planes given their symbol counts (planes x 256)."""
+    total = counts.sum(axis=1, keepdims=True)
+    nonzero = counts > 0
+    p = np.where(nonzero, counts / np.maximum(total, 1), 1.0)
+    return float(-(counts * np.log2(p)).sum() / 8)
+
+
+def _store_or_encode(
+    array: zarr.Array[Any], region: tuple[tuple[int, int], ...], data: np.ndarray, out: Region
+) -> float | None:
+    """Encodes the region's object into ``out``, or leaves it to zarr; returns the entropy
+    bound of ``data`` in bytes (None if not a wcodec dtype)."""
+    layout = direct_layout(array.metadata)  # type: ignore[arg-type]
+    if layout is None:
+        out.through_zarr.append((array, tuple(slice(a, b) for a, b in region), data))
+        return entropy_bound(data)
+    counts = layout.plane_counts()
+    path = array._async_array.store_path / object_key(array.metadata, region)  # type: ignore[arg-type]
+    out.objects.append((path, encode_object(layout, data, counts)))
+    return _bound(counts)
+
+
+def encode_task(task: RegionTask) -> Region:
+    """A task's region read from its file, quantized when the tensor is, and encoded."""
     fs, path = filesystem(task.src, task.storage_options)
     dtype = np.dtype(task.dtype)  # ml_dtypes (imported by .dtypes) registers bfloat16, float8
     with fs.open(path, "rb") as f:
@@ -321,26 +347,33 @@ def read_task(task: RegionTask) -> Region:
     scales = None
     if task.scales is not None:
         data, scales = quantize_rows(data)
-    selection = tuple(slice(a, b) for a, b in task.region)
-    return Region(selection, data, scales, entropy_bound(data))
+    out = Region([], [], None)
+    out.bound = _store_or_encode(task.array, task.region, data, out)
+    if task.scales is not None and scales is not None:
+        _store_or_encode(task.scales, task.region[:1], scales, out)
+    return out
+
+
+async def _commit(region: Region) -> None:
+    prototype = default_buffer_prototype()
+    await asyncio.gather(
+        *(path.set(prototype.buffer.from_bytes(obj)) for path, obj in region.objects),
+        *(array._async_array.setitem(sel, data) for array, sel, data in region.through_zarr),
+    )
 
 
 def write_region(task: RegionTask) -> float | None:
     """Runs one task (on a Dask worker); returns the region's entropy bound in bytes."""
-    region = read_task(task)
-    if task.scales is not None and region.scales is not None:
-        task.scales[region.selection[0]] = region.scales
-    task.array[region.selection] = region.data
+    region = encode_task(task)
+    sync(_commit(region))
     return region.bound
 
 
 async def write_region_async(task: RegionTask) -> float | None:
-    """``write_region`` on zarr's event loop: the read in a thread, the writes awaited, so that
-    many tasks' fixed costs overlap."""
-    region = await asyncio.to_thread(read_task, task)
-    if task.scales is not None and region.scales is not None:
-        await task.scales._async_array.setitem(region.selection[0], region.scales)
-    await task.array._async_array.setitem(region.selection, region.data)
+    """``write_region`` on zarr's event loop: reading and encoding in a thread, the writes
+    awaited, so that many tasks' fixed costs overlap."""
+    region = await asyncio.to_thread(encode_task, task)
+    await _commit(region)
     return region.bound
 
 

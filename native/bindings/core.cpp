@@ -2,6 +2,7 @@
 // Argument checking beyond buffer shapes lives in wcodec_zarr/api.py.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
@@ -15,12 +16,21 @@ using namespace nb::literals;
 
 using InBuf = nb::ndarray<const uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 using OutBuf = nb::ndarray<uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+using Counts = nb::ndarray<uint64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 
 namespace {
 
 nb::bytes encode(InBuf data, uint8_t dtype, const std::vector<uint64_t>& shape, int threads,
-                 bool checksum, bool predict, uint32_t seg_kib) {
+                 bool checksum, bool predict, uint32_t seg_kib, std::optional<Counts> histograms) {
   wcodec::EncodeOptions opt;
+  if (histograms) {
+    wcodec::DTypeLayout layout;
+    if (!wcodec::dtype_layout(dtype, &layout)) throw std::invalid_argument("unknown dtype code");
+    if (histograms->size() != layout.itemsize * 256u) {
+      throw std::invalid_argument("histograms must hold itemsize * 256 counts");
+    }
+    opt.histograms = histograms->data();
+  }
   opt.threads = threads;
   opt.checksum = checksum;
   opt.predict = predict;
@@ -134,7 +144,7 @@ NB_MODULE(_core, m) {
     }
   });
   m.def("encode", &encode, "data"_a, "dtype_code"_a, "shape"_a, "threads"_a, "checksum"_a,
-        "predict"_a, "segment_kib"_a);
+        "predict"_a, "segment_kib"_a, "histograms"_a.none() = nb::none());
   m.def("header", &header, "data"_a);
   m.def("decode_batch", &decode_batch, "srcs"_a, "dsts"_a, "threads"_a);
   m.def("inspect", &inspect, "data"_a);

@@ -228,6 +228,9 @@ EncodedChunk encode_chunk(const uint8_t* data, uint8_t dtype, const uint64_t* sh
     for (uint64_t j = 0; j < nseg; ++j) {
       for (int s = 0; s < 256; ++s) total[s] += H(j, p, 0)[s];
     }
+    if (opt.histograms) {
+      for (int s = 0; s < 256; ++s) opt.histograms[p * 256 + s] += total[s];
+    }
     int present = 0;
     for (int s = 0; s < 256; ++s) present += total[s] != 0;
     if (present == 1) {

@@ -16,6 +16,9 @@ struct EncodeOptions {
   bool checksum = true;
   bool predict = true;  // allow the delta predictor where it pays
   uint32_t seg_kib = kDefaultSegKib;
+  // When set, each byte plane's symbol counts are added to histograms[plane * 256 + symbol]
+  // (itemsize * 256 entries): the order-0 entropy bound comes free with the encode.
+  uint64_t* histograms = nullptr;
 };
 
 // An encoded chunk held as its parts; size() is known before write() copies it out, so callers

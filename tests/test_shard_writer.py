@@ -1,0 +1,114 @@
+"""``shard_writer``: the objects ``convert`` encodes itself are byte-identical to the ones zarr
+writes for the same array, and the plane counts it returns are those of the in-bounds data."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+import pytest
+import zarr
+from helpers import DTYPES, weight_like
+from zarr.codecs import ShardingCodec, ZstdCodec
+from zarr.storage import MemoryStore
+
+from wcodec_zarr import WCodec
+from wcodec_zarr._native import core
+from wcodec_zarr.dtypes import dtype_code
+from wcodec_zarr.shard_writer import direct_layout, encode_object, object_key
+
+LAYOUTS = [
+    # shape, chunks, shards: partial last shards with inner chunks wholly past the edge,
+    # several dimensions split (Morton order), unsharded edge chunks, 1-D
+    ((100, 48), (16, 48), (48, 48)),
+    ((10, 7), (3, 7), (9, 7)),
+    ((37,), (5,), (20,)),
+    ((6, 9, 5), (2, 4, 5), (4, 8, 5)),
+    ((30, 20), (30, 20), None),
+    ((33, 20), (8, 20), None),
+]
+
+
+def _array(
+    shape: Any, chunks: Any, shards: Any, dtype: np.dtype[Any], fill_value: Any = 0
+) -> zarr.Array[Any]:
+    return zarr.create_array(
+        MemoryStore(),
+        shape=shape,
+        chunks=chunks,
+        shards=shards,
+        dtype=dtype,
+        serializer=WCodec(),
+        compressors=None,
+        fill_value=fill_value,
+        config={"write_empty_chunks": True},
+    )
+
+
+def _blocks(shape: tuple[int, ...], block: tuple[int, ...]) -> list[tuple[tuple[int, int], ...]]:
+    ranges = [range(-(-s // b)) for s, b in zip(shape, block, strict=True)]
+    return [
+        tuple((i * b, min((i + 1) * b, s)) for i, b, s in zip(index, block, shape, strict=True))
+        for index in itertools.product(*ranges)
+    ]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize(("shape", "chunks", "shards"), LAYOUTS)
+def test_objects_equal_zarrs_own(
+    shape: tuple[int, ...],
+    chunks: tuple[int, ...],
+    shards: tuple[int, ...] | None,
+    dtype: np.dtype[Any],
+) -> None:
+    _check_objects(_array(shape, chunks, shards, dtype), dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.dtype(np.int8), np.dtype(np.float32)], ids=str)
+def test_padding_with_another_fill_value(dtype: np.dtype[Any]) -> None:
+    _check_objects(_array((100, 48), (16, 48), (48, 48), dtype, fill_value=3), dtype)
+
+
+def _check_objects(array: zarr.Array[Any], dtype: np.dtype[Any]) -> None:
+    shape = array.shape
+    data = weight_like(np.random.default_rng(1), shape, dtype)
+    array[...] = data
+    layout = direct_layout(array.metadata)  # type: ignore[arg-type]
+    assert layout is not None
+    store = array.store_path.store
+    for region in _blocks(shape, layout.block):
+        part = data[tuple(slice(a, b) for a, b in region)]
+        counts = layout.plane_counts()
+        encoded = encode_object(layout, part, counts)
+        key = object_key(array.metadata, region)  # type: ignore[arg-type]
+        assert encoded == store._store_dict[key].to_bytes(), key  # type: ignore[attr-defined]
+        # the counts are those of the region's own bytes, padding excluded
+        flat = np.ascontiguousarray(part).reshape(-1).view(np.uint8)
+        bits = np.asarray(core.plane_entropy(flat, dtype_code(dtype)))
+        total = counts.sum(axis=1)
+        assert (total == part.size).all()
+        p = np.where(counts > 0, counts / part.size, 1.0)
+        assert np.allclose(-(p * np.log2(p)).sum(axis=1), bits)
+
+
+def test_other_codecs_go_through_zarr() -> None:
+    zstd = zarr.create_array(MemoryStore(), shape=(8, 8), chunks=(4, 8), dtype="int8")
+    start = zarr.create_array(
+        MemoryStore(),
+        shape=(8, 8),
+        dtype="int8",
+        chunks=(8, 8),
+        serializer=ShardingCodec(chunk_shape=(4, 8), codecs=[WCodec()], index_location="start"),
+        compressors=None,
+    )
+    compressed = zarr.create_array(
+        MemoryStore(),
+        shape=(8, 8),
+        chunks=(4, 8),
+        dtype="int8",
+        serializer=WCodec(),
+        compressors=ZstdCodec(),
+    )
+    for array in (zstd, start, compressed):
+        assert direct_layout(array.metadata) is None  # type: ignore[arg-type]

@@ -1,0 +1,162 @@
+"""Whole objects of a wcodec array encoded here, without zarr's per-chunk write pipeline.
+
+``convert`` writes every tensor one shard (or, unsharded, one chunk) at a time, from a region
+that covers that object exactly. zarr would encode each inner chunk through its codec pipeline
+and event loop, a fixed cost of milliseconds per array write that outweighs the encoding of a
+small tensor. ``encode_object`` produces the same bytes directly: each inner chunk padded with
+the fill value to the chunk shape (inner chunks wholly past the array's edge are not stored),
+encoded with the array's ``WCodec`` settings, laid out in Morton order, then the shard index
+(``offset, nbytes`` as little-endian uint64 per inner chunk, C order of the chunk grid) and its
+CRC32C, as zarr's sharding codec writes them by default. The encoder also counts each byte
+plane's symbols, which gives the entropy bound without another pass over the data.
+``tests/test_shard_writer.py`` checks byte equality with zarr's own writes.
+
+Arrays whose codecs differ from that layout (zstd, another index location, ...) return None
+from ``direct_layout`` and are written through zarr.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import google_crc32c
+import numpy as np
+from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
+from zarr.codecs.sharding import ShardingCodecIndexLocation
+from zarr.core.indexing import morton_order_iter
+from zarr.core.metadata.v3 import ArrayV3Metadata
+
+from ._native import core
+from .api import SEGMENT_KIB
+from .codec import WCodec
+from .dtypes import dtype_code
+
+EMPTY = 2**64 - 1  # the index entry of an inner chunk that is not stored
+
+
+@dataclass(frozen=True)
+class DirectLayout:
+    block: tuple[int, ...]  # the shape of one object's region (a shard, or the chunk)
+    inner: tuple[int, ...] | None  # inner chunk shape when sharded
+    codec: WCodec
+    fill_value: np.ndarray  # 0-d, of the array's dtype
+
+    def plane_counts(self) -> np.ndarray:
+        """Zeroed per-plane symbol counts (itemsize x 256) for ``encode_object``."""
+        return np.zeros((self.fill_value.itemsize, 256), dtype=np.uint64)
+
+
+def direct_layout(metadata: ArrayV3Metadata) -> DirectLayout | None:
+    """The layout ``encode_object`` writes for this array, or None when its codecs are not
+    exactly ``wcodec`` or ``sharding_indexed(wcodec)`` with the default index."""
+    if not metadata.shape or 0 in metadata.shape:
+        return None
+    block = tuple(metadata.chunk_grid.chunk_shape)  # type: ignore[attr-defined]
+    fill = np.asarray(metadata.fill_value, dtype=metadata.dtype.to_native_dtype())
+    codecs = metadata.codecs
+    if len(codecs) == 1 and isinstance(codecs[0], WCodec):
+        return DirectLayout(block, None, codecs[0], fill)
+    if len(codecs) != 1 or not isinstance(codecs[0], ShardingCodec):
+        return None
+    sharding = codecs[0]
+    inner = sharding.codecs
+    index = sharding.index_codecs
+    if (
+        len(inner) != 1
+        or not isinstance(inner[0], WCodec)
+        or sharding.index_location != ShardingCodecIndexLocation.end
+        or len(index) != 2
+        or not isinstance(index[0], BytesCodec)
+        or index[0].endian is None
+        or index[0].endian.value != "little"
+        or not isinstance(index[1], Crc32cCodec)
+    ):
+        return None
+    return DirectLayout(block, tuple(sharding.chunk_shape), inner[0], fill)
+
+
+def _padded(data: np.ndarray, shape: tuple[int, ...], fill: Any) -> np.ndarray:
+    """``data`` as a C-contiguous array of ``shape``, the missing tail filled with ``fill``."""
+    if data.shape == shape:
+        return np.ascontiguousarray(data)
+    out = np.full(shape, fill, dtype=data.dtype)
+    out[tuple(slice(0, n) for n in data.shape)] = data
+    return out
+
+
+def _encode(chunk: np.ndarray, codec: WCodec, counts: np.ndarray | None) -> bytes:
+    flat = chunk.reshape(-1).view(np.uint8)
+    plane_counts = None if counts is None else counts.reshape(-1)
+    encoded: bytes = core.encode(
+        flat,
+        dtype_code(chunk.dtype),
+        list(chunk.shape),
+        0,
+        codec.checksum,
+        codec.predict,
+        SEGMENT_KIB,
+        plane_counts,
+    )
+    return encoded
+
+
+def _padding_counts(layout: DirectLayout, padding: int, counts: np.ndarray) -> None:
+    """Takes ``padding`` fill elements back out of ``counts`` (their plane bytes are those of
+    one fill element, split as the encoder splits planes)."""
+    one = layout.plane_counts()
+    _encode(layout.fill_value.reshape(1), layout.codec, one)
+    counts -= one * np.uint64(padding)
+
+
+def encode_object(
+    layout: DirectLayout, data: np.ndarray, counts: np.ndarray | None = None
+) -> bytes:
+    """The stored object of one block whose in-bounds part is ``data`` (``data`` starts at the
+    block's origin and may be smaller than the block at the array's edge). With ``counts``
+    (from ``layout.plane_counts()``), the byte-plane symbol counts of ``data`` (padding
+    excluded) are added to it."""
+    codec = layout.codec
+    if data.dtype.byteorder == ">":
+        raise ValueError("encode_object takes native little-endian data")
+    padding = 0
+    if layout.inner is None:
+        block = _padded(data, layout.block, layout.fill_value)
+        padding = block.size - data.size
+        encoded = _encode(block, codec, counts)
+        if counts is not None and padding:
+            _padding_counts(layout, padding, counts)
+        return encoded
+    inner = layout.inner
+    grid = tuple(b // c for b, c in zip(layout.block, inner, strict=True))
+    index = np.full((*grid, 2), EMPTY, dtype="<u8")
+    parts: list[bytes] = []
+    offset = 0
+    for coords in morton_order_iter(grid):
+        selection = tuple(
+            slice(min(i * c, n), min((i + 1) * c, n))
+            for i, c, n in zip(coords, inner, data.shape, strict=True)
+        )
+        if any(s.start == s.stop for s in selection):
+            continue  # wholly outside the array: zarr stores nothing for it
+        part = data[selection]
+        chunk = _padded(part, inner, layout.fill_value)
+        padding += chunk.size - part.size
+        encoded = _encode(chunk, codec, counts)
+        index[coords] = (offset, len(encoded))
+        offset += len(encoded)
+        parts.append(encoded)
+    if counts is not None and padding:
+        _padding_counts(layout, padding, counts)
+    table = index.tobytes()
+    parts.append(table)
+    parts.append(google_crc32c.value(table).to_bytes(4, "little"))
+    return b"".join(parts)
+
+
+def object_key(metadata: ArrayV3Metadata, region: tuple[tuple[int, int], ...]) -> str:
+    """The key (relative to the array) of the object whose block starts at ``region``."""
+    grid = metadata.chunk_grid.chunk_shape  # type: ignore[attr-defined]
+    coords = tuple(a // b for (a, _), b in zip(region, grid, strict=True))
+    key: str = metadata.encode_chunk_key(coords)
+    return key
