@@ -81,6 +81,31 @@ def test_every_dtype_round_trips(model: tuple[Path, bytes], tmp_path: Path) -> N
     assert (tmp_path / "back.safetensors").read_bytes() == raw  # padding and order included
 
 
+def test_manifest_sizes_and_bounds(model: tuple[Path, bytes], tmp_path: Path) -> None:
+    """Each tensor's stored size is the sum of its objects in the store, and its entropy bound
+    is the order-0 entropy of each byte plane of each shard's region (counted by the encoder)."""
+    from wcodec_zarr.conversion import entropy_bound
+
+    path, _ = model
+    manifest = wc.convert(path, tmp_path / "ckpt", progress=False, **SMALL)
+    original = wc.load_checkpoint(tmp_path / "ckpt")
+    for name, info in manifest["tensors"].items():
+        folder = tmp_path / "ckpt" / name
+        objects = [p for p in folder.rglob("*") if p.is_file() and p.name != "zarr.json"]
+        assert info["stored_nbytes"] == sum(p.stat().st_size for p in objects), name
+        data = original[name]
+        if info["codec"] == "zstd" or data.size == 0:
+            assert info["entropy_bound_bytes"] is None, name
+            continue
+        if data.ndim == 0:
+            expected = entropy_bound(data)
+        else:
+            rows = (info["shards"] or info["chunks"])[0]
+            bounds = [entropy_bound(data[i : i + rows]) for i in range(0, len(data), rows)]
+            expected = sum(b for b in bounds if b is not None)
+        assert info["entropy_bound_bytes"] == pytest.approx(expected, rel=1e-9, abs=1e-9), name
+
+
 def test_negative_zeros_and_nan_payloads_survive(model: tuple[Path, bytes], tmp_path: Path) -> None:
     # zarr would skip a chunk that compares equal to the fill value 0; -0.0 == 0 in NumPy
     path, _ = model

@@ -26,7 +26,6 @@ import math
 import shutil
 import sys
 import uuid
-import warnings
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,21 +33,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import zarr
 from zarr.abc.store import Store
-from zarr.codecs import ZstdCodec
-from zarr.core.array import AsyncArray
 from zarr.core.buffer import default_buffer_prototype
-from zarr.core.group import AsyncGroup
 from zarr.core.sync import sync
-from zarr.errors import ZarrUserWarning
-from zarr.storage import MemoryStore, StorePath
 
 from ._native import core
-from .codec import WCodec
+from .documents import ArraySpec, Target, make_targets, root_document, write_documents
 from .dtypes import dtype_code, is_supported
 from .safetensors_file import Header, TensorEntry, read_header, read_region
-from .shard_writer import direct_layout, encode_object, object_key
+from .shard_writer import encode_object, object_key
 from .storage import filesystem, local_path, open_store
 from .weights import quantize_rows
 
@@ -94,11 +87,11 @@ class TensorPlan:
 
 @dataclass(frozen=True)
 class RegionTask:
-    """One shard of one tensor: everything a worker process needs to write it (the arrays
+    """One shard of one tensor: everything a worker process needs to write it (the targets
     pickle with their store)."""
 
-    array: zarr.Array[Any]
-    scales: zarr.Array[Any] | None  # a quantized tensor's row scales
+    tensor: Target
+    scales: Target | None  # a quantized tensor's row scales
     storage_options: dict[str, Any] | None
     src: str
     offset: int  # absolute file offset of the tensor's first byte
@@ -310,31 +303,35 @@ class Region:
     """A task's output, ready to store: objects encoded here (``shard_writer``) and array
     regions left to zarr (arrays whose codecs ``shard_writer`` does not write)."""
 
-    objects: list[tuple[StorePath, bytes]]
-    through_zarr: list[tuple[zarr.Array[Any], tuple[slice, ...], np.ndarray]]
+    objects: list[tuple[Target, str, bytes]]  # target, object key, bytes
+    through_zarr: list[tuple[Target, tuple[slice, ...], np.ndarray]]
     bound: float | None  # entropy bound in bytes (None if not a wcodec dtype)
+
+
+@dataclass(frozen=True)
+class Written:
+    bound: float | None  # the region's entropy bound in bytes (None if not a wcodec dtype)
+    nbytes: int  # bytes of the objects encoded here (regions written through zarr not counted)
 
 
 def _bound(counts: np.ndarray) -> float:
     """Order-0 entropy in bytes of byte planes given their symbol counts (planes x 256)."""
     total = counts.sum(axis=1, keepdims=True)
-    nonzero = counts > 0
-    p = np.where(nonzero, counts / np.maximum(total, 1), 1.0)
+    p = np.where(counts > 0, counts / np.maximum(total, 1), 1.0)
     return float(-(counts * np.log2(p)).sum() / 8)
 
 
 def _store_or_encode(
-    array: zarr.Array[Any], region: tuple[tuple[int, int], ...], data: np.ndarray, out: Region
+    target: Target, region: tuple[tuple[int, int], ...], data: np.ndarray, out: Region
 ) -> float | None:
     """Encodes the region's object into ``out``, or leaves it to zarr; returns the entropy
     bound of ``data`` in bytes (None if not a wcodec dtype)."""
-    layout = direct_layout(array.metadata)  # type: ignore[arg-type]
-    if layout is None:
-        out.through_zarr.append((array, tuple(slice(a, b) for a, b in region), data))
+    if target.layout is None:
+        out.through_zarr.append((target, tuple(slice(a, b) for a, b in region), data))
         return entropy_bound(data)
-    counts = layout.plane_counts()
-    path = array._async_array.store_path / object_key(array.metadata, region)  # type: ignore[arg-type]
-    out.objects.append((path, encode_object(layout, data, counts)))
+    counts = target.layout.plane_counts()
+    key = object_key(target.layout.block, region)
+    out.objects.append((target, key, encode_object(target.layout, data, counts)))
     return _bound(counts)
 
 
@@ -348,39 +345,42 @@ def encode_task(task: RegionTask) -> Region:
     if task.scales is not None:
         data, scales = quantize_rows(data)
     out = Region([], [], None)
-    out.bound = _store_or_encode(task.array, task.region, data, out)
+    out.bound = _store_or_encode(task.tensor, task.region, data, out)
     if task.scales is not None and scales is not None:
         _store_or_encode(task.scales, task.region[:1], scales, out)
     return out
 
 
-async def _commit(region: Region) -> None:
+async def _commit(region: Region) -> Written:
     prototype = default_buffer_prototype()
     await asyncio.gather(
-        *(path.set(prototype.buffer.from_bytes(obj)) for path, obj in region.objects),
-        *(array._async_array.setitem(sel, data) for array, sel, data in region.through_zarr),
+        *(
+            target.store.set(f"{target.path}/{key}", prototype.buffer.from_bytes(obj))
+            for target, key, obj in region.objects
+        ),
+        *(
+            target.array()._async_array.setitem(selection, data)
+            for target, selection, data in region.through_zarr
+        ),
     )
+    return Written(region.bound, sum(len(obj) for _, _, obj in region.objects))
 
 
-def write_region(task: RegionTask) -> float | None:
-    """Runs one task (on a Dask worker); returns the region's entropy bound in bytes."""
-    region = encode_task(task)
-    sync(_commit(region))
-    return region.bound
+def write_region(task: RegionTask) -> Written:
+    """Runs one task (on a Dask worker)."""
+    written: Written = sync(_commit(encode_task(task)))
+    return written
 
 
-async def write_region_async(task: RegionTask) -> float | None:
+async def write_region_async(task: RegionTask) -> Written:
     """``write_region`` on zarr's event loop: reading and encoding in a thread, the writes
     awaited, so that many tasks' fixed costs overlap."""
     region = await asyncio.to_thread(encode_task, task)
-    await _commit(region)
-    return region.bound
+    return await _commit(region)
 
 
-async def _create_array(
-    group: AsyncGroup, plan: TensorPlan
-) -> tuple[zarr.Array[Any], zarr.Array[Any] | None]:
-    """The tensor's array (and its scales' array when quantized), metadata written."""
+def _specs(plan: TensorPlan) -> list[ArraySpec]:
+    """The tensor's array (and its scales' array when quantized)."""
     attributes: dict[str, Any] = {
         "safetensors": {
             "dtype": plan.entry.dtype,
@@ -388,82 +388,28 @@ async def _create_array(
             "file": plan.file.name,
         }
     }
-    if plan.quantized:
-        attributes["quantization"] = {
-            "scheme": QUANTIZE_SCHEME,
-            "scales": f"{SCALES_GROUP}/{plan.path}",
-        }
-    scales = None
-    if plan.quantized:
-        scales = await group.create_array(
-            name=f"{SCALES_GROUP}/{plan.path}",
-            shape=(plan.shape[0],),
-            dtype=np.float32,
-            chunks=((plan.shards or plan.chunks)[0],),
-            serializer=WCodec(),
-            compressors=None,
-            fill_value=0,
-            config={"write_empty_chunks": True},
-        )
-    codec: dict[str, Any] = (
-        {"serializer": WCodec(), "compressors": None}
-        if plan.codec == "wcodec"
-        else {"compressors": ZstdCodec(level=3)}
-    )
-    array = await group.create_array(
-        name=plan.path,
-        shape=plan.shape,
-        dtype=plan.dtype,
-        chunks=plan.chunks,
-        shards=plan.shards,
-        fill_value=0,
-        attributes=attributes,
-        # a chunk equal to the fill value must still be stored: -0.0 and NaN payloads
-        # compare equal to 0 or are skipped by zarr's emptiness test, but differ in bits
-        config={"write_empty_chunks": True},
-        **codec,
-    )
-    return zarr.Array(array), None if scales is None else zarr.Array(scales)
-
-
-async def _create_arrays(
-    store: Store, plans: list[TensorPlan]
-) -> tuple[AsyncGroup, list[tuple[zarr.Array[Any], zarr.Array[Any] | None]]]:
-    """Every tensor's array in ``store`` (the root group's document included), and the group in
-    memory they were made in. zarr checks and writes each array's metadata one request at a
-    time; creating them in memory and writing all documents at once is many times faster on a
-    local disk and saves round trips to object storage."""
-    scratch = await AsyncGroup.from_store(MemoryStore(), zarr_format=3)
-    created = await asyncio.gather(*(_create_array(scratch, plan) for plan in plans))
-    memory = scratch.store_path.store
-    prototype = default_buffer_prototype()
-    keys = [key async for key in memory.list()]
-    documents = await asyncio.gather(*(memory.get(key, prototype) for key in keys))
-    await asyncio.gather(
-        *(store.set(key, doc) for key, doc in zip(keys, documents, strict=True) if doc is not None)
-    )
-
-    def moved(array: zarr.Array[Any]) -> zarr.Array[Any]:
-        source = array._async_array
-        return zarr.Array(
-            AsyncArray(source.metadata, StorePath(store, source.store_path.path), source.config)
-        )
-
-    return scratch, [(moved(a), None if s is None else moved(s)) for a, s in created]
-
-
-async def _finish(store: Store, scratch: AsyncGroup, manifest: dict[str, Any]) -> None:
-    """The root document, written once and last: the manifest and the consolidated metadata,
-    made from the in-memory copy of the hierarchy (whose array documents are the ones in
-    ``store``) instead of reading every document back."""
-    await scratch.update_attributes({MANIFEST_KEY: manifest})
-    with warnings.catch_warnings():
-        # zarr warns that consolidated metadata is not yet part of the format 3 spec
-        warnings.simplefilter("ignore", ZarrUserWarning)
-        await zarr.api.asynchronous.consolidate_metadata(scratch.store_path.store)
-    document = await scratch.store_path.store.get("zarr.json", default_buffer_prototype())
-    assert document is not None
-    await store.set("zarr.json", document)
+    if not plan.quantized:
+        return [
+            ArraySpec(
+                plan.path, plan.dtype, plan.shape, plan.chunks, plan.shards, plan.codec, attributes
+            )
+        ]
+    scales = f"{SCALES_GROUP}/{plan.path}"
+    attributes["quantization"] = {"scheme": QUANTIZE_SCHEME, "scales": scales}
+    return [
+        ArraySpec(
+            plan.path, plan.dtype, plan.shape, plan.chunks, plan.shards, plan.codec, attributes
+        ),
+        ArraySpec(
+            scales,
+            np.dtype(np.float32),
+            (plan.shape[0],),
+            ((plan.shards or plan.chunks)[0],),
+            None,
+            "wcodec",
+            {},
+        ),
+    ]
 
 
 @contextlib.contextmanager
@@ -663,18 +609,21 @@ def _write(
     progress: bool | None,
 ) -> dict[str, Any]:
     store = open_store(dst, storage_options=storage_options, mode="w")
-    scratch, arrays = sync(_create_arrays(store, plans))
+    specs = [_specs(plan) for plan in plans]
+    targets = make_targets(store, [spec for pair in specs for spec in pair])
+    sync(write_documents(store, targets))
+    target_of = {t.path: t for t in targets}
     tasks: list[RegionTask] = []
     weights: list[int] = []
     owners: list[str] = []
-    for plan, (array, scales) in zip(plans, arrays, strict=True):
+    for plan, pair in zip(plans, specs, strict=True):
         # the source bytes: raw-byte tensors are read as uint8, quantized ones as floats
         source_dtype = plan.entry.numpy_dtype if plan.entry.numpy_dtype is not None else plan.dtype
         for region in _regions(plan):
             tasks.append(
                 RegionTask(
-                    array=array,
-                    scales=scales,
+                    tensor=target_of[pair[0].path],
+                    scales=target_of[pair[1].path] if len(pair) > 1 else None,
                     storage_options=storage_options,
                     src=plan.file.url,
                     offset=plan.file.header.data_start + plan.entry.begin,
@@ -685,7 +634,7 @@ def _write(
             )
             weights.append(math.prod(b - a for a, b in region) * source_dtype.itemsize)
             owners.append(plan.path)
-    bounds = run_tasks(
+    results: list[Written] = run_tasks(
         write_region,
         tasks,
         weights,
@@ -695,16 +644,20 @@ def _write(
         local_fn=write_region_async,
     )
     bound_of: dict[str, float | None] = {}
-    for owner, bound in zip(owners, bounds, strict=True):
+    stored_of: dict[str, int] = {}
+    for owner, written in zip(owners, results, strict=True):
         previous = bound_of.get(owner, 0.0)
+        bound = written.bound
         bound_of[owner] = None if bound is None or previous is None else previous + bound
-    prefixes = [f"{p.path}/" for p in plans] + [
-        f"{SCALES_GROUP}/{p.path}/" for p in plans if p.quantized
-    ]
-    sizes = dict(zip(prefixes, sync(_data_sizes(store, prefixes)), strict=True))
+        stored_of[owner] = stored_of.get(owner, 0) + written.nbytes
+    # arrays written through zarr: their objects' sizes from the store
+    through_zarr = [s.path for pair in specs for s in pair if target_of[s.path].layout is None]
+    listed = sync(_data_sizes(store, [f"{path}/" for path in through_zarr]))
+    for path, size in zip(through_zarr, listed, strict=True):
+        owner = path.removeprefix(f"{SCALES_GROUP}/")
+        stored_of[owner] = stored_of.get(owner, 0) + size
     tensors: dict[str, Any] = {}
     for plan in plans:
-        stored = sizes[f"{plan.path}/"] + sizes.get(f"{SCALES_GROUP}/{plan.path}/", 0)
         tensors[plan.path] = {
             "file": plan.file.name,
             "dtype": str(plan.dtype),
@@ -713,7 +666,7 @@ def _write(
             "shards": None if plan.shards is None else list(plan.shards),
             "codec": plan.codec,
             "nbytes": plan.entry.nbytes,
-            "stored_nbytes": int(stored),
+            "stored_nbytes": stored_of.get(plan.path, 0),
             "entropy_bound_bytes": bound_of.get(plan.path),
             "quantized": plan.quantized,
         }
@@ -725,5 +678,7 @@ def _write(
         else {"name": source.index[0], "text": source.index[1]},
         "tensors": tensors,
     }
-    sync(_finish(store, scratch, manifest))
+    # written once and last: the checkpoint is complete only when this is there
+    root = root_document(targets, {MANIFEST_KEY: manifest})
+    sync(store.set("zarr.json", default_buffer_prototype().buffer.from_bytes(root)))
     return manifest

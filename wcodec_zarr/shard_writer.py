@@ -154,9 +154,8 @@ def encode_object(
     return b"".join(parts)
 
 
-def object_key(metadata: ArrayV3Metadata, region: tuple[tuple[int, int], ...]) -> str:
-    """The key (relative to the array) of the object whose block starts at ``region``."""
-    grid = metadata.chunk_grid.chunk_shape  # type: ignore[attr-defined]
-    coords = tuple(a // b for (a, _), b in zip(region, grid, strict=True))
-    key: str = metadata.encode_chunk_key(coords)
-    return key
+def object_key(block: tuple[int, ...], region: tuple[tuple[int, int], ...]) -> str:
+    """The key (relative to the array, zarr's default chunk key encoding with "/") of the
+    object whose block starts at ``region``."""
+    coords = (a // b for (a, _), b in zip(region, block, strict=True))
+    return "/".join(["c", *map(str, coords)])

@@ -1,11 +1,27 @@
 #include "wcodec/parallel.h"
 
 #include <pthread.h>
+#if defined(__linux__)
+#include <sched.h>
+#endif
 
 #include <condition_variable>
 #include <vector>
 
 namespace wcodec {
+
+int resolve_threads(int threads) {
+  if (threads > 0) return threads;
+#if defined(__linux__)
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+    const int n = CPU_COUNT(&set);
+    if (n > 0) return n;
+  }
+#endif
+  const unsigned hc = std::thread::hardware_concurrency();
+  return hc == 0 ? 1 : static_cast<int>(hc);
+}
 
 namespace {
 

@@ -16,11 +16,9 @@
 
 namespace wcodec {
 
-inline int resolve_threads(int threads) {
-  if (threads > 0) return threads;
-  const unsigned hc = std::thread::hardware_concurrency();
-  return hc == 0 ? 1 : static_cast<int>(hc);
-}
+// threads > 0 as given; 0: the CPUs this process may run on (its affinity mask where the OS
+// has one, as under taskset or a container's cpuset), else the hardware's thread count.
+int resolve_threads(int threads);
 
 // Runs body(worker) on the calling thread (worker 0) and on up to helpers pool threads
 // (workers 1..), returning when all have returned. Returns the number of workers that ran.

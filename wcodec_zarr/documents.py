@@ -1,0 +1,169 @@
+"""The Zarr metadata documents of a checkpoint, made without zarr's per-array machinery.
+
+zarr parses, validates and writes each array's document one at a time: about half a millisecond
+of Python per array, and one request at a time to object storage, for models of hundreds of
+tensors. Here zarr makes one template document per kind of array (data type, codec, sharded or
+not, rank) in memory, and each tensor's document is its template with the tensor's shape, chunk
+and shard shapes and attributes put in (``tests/test_documents.py`` checks them against the
+documents zarr makes itself). The root document carries the consolidated metadata, in the form
+zarr writes it, and the checkpoint's manifest; ``convert`` writes it last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.abc.store import Store
+from zarr.codecs import ZstdCodec
+from zarr.core.array import AsyncArray
+from zarr.core.array_spec import ArrayConfig
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.metadata.v3 import ArrayV3Metadata
+from zarr.core.sync import sync
+from zarr.storage import MemoryStore, StorePath
+
+from .codec import WCodec
+from .shard_writer import DirectLayout, direct_layout
+
+# A chunk equal to the fill value must still be stored: -0.0 and NaN payloads compare equal to 0
+# or are skipped by zarr's emptiness test, but differ in bits.
+ARRAY_CONFIG = ArrayConfig(order="C", write_empty_chunks=True)
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    path: str
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+    shards: tuple[int, ...] | None
+    codec: str  # "wcodec" or "zstd"
+    attributes: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one array's objects go: encoded by ``shard_writer`` when ``layout`` is set, else
+    written through zarr. Pickles (with its store) for Dask workers."""
+
+    store: Store
+    path: str
+    document: dict[str, Any]
+    layout: DirectLayout | None
+
+    def array(self) -> zarr.Array[Any]:
+        metadata = ArrayV3Metadata.from_dict(self.document)
+        return zarr.Array(AsyncArray(metadata, StorePath(self.store, self.path), ARRAY_CONFIG))
+
+
+def _codecs(spec: ArraySpec) -> dict[str, Any]:
+    if spec.codec == "wcodec":
+        return {"serializer": WCodec(), "compressors": None}
+    return {"compressors": ZstdCodec(level=3)}
+
+
+class Templates:
+    """One zarr-made document (and direct layout) per kind of array."""
+
+    def __init__(self) -> None:
+        self._made: dict[tuple[Any, ...], tuple[dict[str, Any], DirectLayout | None]] = {}
+
+    async def _make(self, spec: ArraySpec) -> tuple[dict[str, Any], DirectLayout | None]:
+        ones = (1,) * len(spec.shape)
+        store = MemoryStore()
+        array = await zarr.api.asynchronous.create_array(
+            store,
+            shape=ones,
+            dtype=spec.dtype,
+            chunks=ones,
+            shards=None if spec.shards is None else ones,
+            fill_value=0,
+            config=ARRAY_CONFIG,
+            **_codecs(spec),
+        )
+        buffer = await store.get("zarr.json", default_buffer_prototype())
+        assert buffer is not None
+        return json.loads(buffer.to_bytes()), direct_layout(array.metadata)
+
+    async def target(self, store: Store, spec: ArraySpec) -> Target:
+        kind = (str(spec.dtype), spec.codec, spec.shards is None, len(spec.shape))
+        if kind not in self._made:
+            self._made[kind] = await self._make(spec)
+        template, layout = self._made[kind]
+        document = json.loads(json.dumps(template))
+        document["shape"] = list(spec.shape)
+        document["chunk_grid"]["configuration"]["chunk_shape"] = list(spec.shards or spec.chunks)
+        if spec.shards is not None:
+            document["codecs"][0]["configuration"]["chunk_shape"] = list(spec.chunks)
+        document["attributes"] = spec.attributes
+        if 0 in spec.shape:
+            layout = None  # nothing is stored for an empty array; zarr knows
+        elif layout is not None:
+            layout = replace(
+                layout,
+                block=spec.shards or spec.chunks,
+                inner=None if spec.shards is None else spec.chunks,
+            )
+        return Target(store, spec.path, document, layout)
+
+
+def _group(consolidated: dict[str, Any] | None = None) -> dict[str, Any]:
+    document: dict[str, Any] = {"attributes": {}, "zarr_format": 3}
+    if consolidated is not None:
+        document["consolidated_metadata"] = {
+            "kind": "inline",
+            "must_understand": False,
+            "metadata": consolidated,
+        }
+    document["node_type"] = "group"
+    return document
+
+
+def _parents(paths: list[str]) -> list[str]:
+    """Every group path between the root and the arrays (``a`` and ``a/b`` for ``a/b/c``)."""
+    found: set[str] = set()
+    for path in paths:
+        parts = path.split("/")[:-1]
+        found.update("/".join(parts[: i + 1]) for i in range(len(parts)))
+    return sorted(found)
+
+
+def _encode(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, indent=2).encode()
+
+
+async def write_documents(store: Store, targets: list[Target]) -> None:
+    """Every array's document and every group's, all at once. The root's is a plain group
+    until ``root_document`` replaces it: a store stopped half-way opens as a group that is not
+    a complete checkpoint."""
+    prototype = default_buffer_prototype()
+    documents = {f"{t.path}/zarr.json": _encode(t.document) for t in targets}
+    groups = _parents([t.path for t in targets])
+    documents |= {f"{g}/zarr.json": _encode(_group()) for g in groups}
+    documents["zarr.json"] = _encode(_group())
+    await asyncio.gather(
+        *(store.set(key, prototype.buffer.from_bytes(doc)) for key, doc in documents.items())
+    )
+
+
+def root_document(targets: list[Target], attributes: dict[str, Any]) -> bytes:
+    """The root group's document: ``attributes`` and the consolidated metadata of every node."""
+    metadata: dict[str, Any] = {g: _group({}) for g in _parents([t.path for t in targets])}
+    metadata |= {t.path: t.document for t in targets}
+    root = _group(metadata)
+    root["attributes"] = attributes
+    return _encode(root)
+
+
+def make_targets(store: Store, specs: list[ArraySpec]) -> list[Target]:
+    templates = Templates()
+
+    async def make() -> list[Target]:
+        return [await templates.target(store, spec) for spec in specs]
+
+    return sync(make())
