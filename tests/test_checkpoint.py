@@ -344,40 +344,53 @@ def test_convert_memory_stays_bounded(tmp_path: Path) -> None:
     assert after < 1 << 30, f"peak RSS {after / 2**20:.0f} MiB (after imports {before / 2**20:.0f})"
 
 
-def test_gpu_fast_path_gathers_every_chunk_in_row_order(
-    model: tuple[Path, bytes], tmp_path: Path
+@pytest.mark.parametrize("align", [1, 16, 256])
+def test_staging_places_every_chunk_in_row_order(
+    model: tuple[Path, bytes], tmp_path: Path, align: int
 ) -> None:
-    """The whole-tensor GPU path's host side: the chunk bytes it takes from shard objects
-    decode (here on the CPU) to the tensor's rows; tensors it cannot take are left out."""
-    from wcodec_zarr.batch_load import gather_chunks
+    """The whole-tensor paths' host side: the chunk bytes ``stage`` places (aligned) in one
+    buffer decode to the tensor's rows; tensors it cannot take are left out."""
+    from wcodec_zarr.batch_load import stage
 
     path, _ = model
     wc.convert(path, tmp_path / "ckpt", progress=False, **SMALL)
     ckpt = wc.open_checkpoint(tmp_path / "ckpt")
-    tensors = [ckpt[name] for name in ckpt]
-    gathered = {g.tensor.name: g for g in gather_chunks(tensors)}
+    staged = stage([ckpt[name] for name in ckpt], align, lambda n: np.empty(n, np.uint8))
+    names = [t.tensor.name for t in staged.tensors]
     # zstd tensors, the scalar and the empty tensor are left out
-    assert not {"layer.11.i64", "layer.10.bool", "layer.3.u16", "layer.5.f16"} & set(gathered)
-    assert {"layer.0.i8", "layer.4.i32", "layer.6.bf16", "special.f32", "packed.f4"} <= set(
-        gathered
-    )
-    for name, g in gathered.items():
-        rows = np.concatenate(list(wc.decode_batch(g.chunks)))[: ckpt[name].shape[0]]
-        assert rows.tobytes() == ckpt[name].numpy().tobytes(), name
+    assert not {"layer.11.i64", "layer.10.bool", "layer.3.u16", "layer.5.f16"} & set(names)
+    assert {"layer.0.i8", "layer.4.i32", "layer.6.bf16", "special.f32", "packed.f4"} <= set(names)
+    assert (staged.offsets % align == 0).all()
+    for t in staged.tensors:
+        chunks = [
+            staged.buffer[int(staged.offsets[k]) : int(staged.offsets[k] + staged.lens[k])]
+            for k in range(t.first, t.first + t.count)
+        ]
+        rows = np.concatenate(list(wc.decode_batch(chunks)))[: t.tensor.shape[0]]
+        assert rows.tobytes() == t.tensor.numpy().tobytes(), t.tensor.name
 
 
-def test_gpu_fast_path_rejects_a_corrupt_shard_index(tmp_path: Path) -> None:
-    from wcodec_zarr.batch_load import gather_chunks
+def test_staging_rejects_a_corrupt_shard_index(tmp_path: Path) -> None:
+    from wcodec_zarr.batch_load import stage
 
     weight = weight_like(np.random.default_rng(6), (1000, 64), np.dtype(np.int8))
     write_raw(tmp_path / "m.safetensors", [("w", "I8", [1000, 64], weight.tobytes())])
     wc.convert(tmp_path / "m.safetensors", tmp_path / "ckpt", progress=False, **SMALL)
+    ckpt = wc.open_checkpoint(tmp_path / "ckpt")
     shard = tmp_path / "ckpt" / "w" / "c" / "0" / "0"
     raw = bytearray(shard.read_bytes())
     raw[-10] ^= 0xFF  # inside the index
     shard.write_bytes(bytes(raw))
     with pytest.raises(ValueError, match="w/c/0/0: shard index checksum mismatch"):
-        gather_chunks([wc.open_checkpoint(tmp_path / "ckpt")["w"]])
+        stage([ckpt["w"]], 16, lambda n: np.empty(n, np.uint8))
+    with pytest.raises(ValueError, match="w/c/0/0: shard index checksum mismatch"):
+        wc.load_checkpoint(tmp_path / "ckpt")
+    shard.write_bytes(bytes(raw[:10]))  # shorter than its index
+    with pytest.raises(ValueError, match="w/c/0/0: shard of 10 bytes is shorter than its index"):
+        wc.load_checkpoint(tmp_path / "ckpt")
+    shard.unlink()
+    with pytest.raises(ValueError, match="w/c/0/0: object missing from the store"):
+        wc.load_checkpoint(tmp_path / "ckpt")
 
 
 def test_any_fsspec_url(model: tuple[Path, bytes]) -> None:

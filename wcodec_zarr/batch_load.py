@@ -1,8 +1,9 @@
-"""Whole tensors in one batch: every shard object of every tensor is fetched concurrently, the
-shard indexes are parsed on the host, and all inner chunks decode in one call straight into each
-destination tensor, with no per-chunk copies: on the CPU one native call whose threads share
-every segment of every chunk, on the GPU one kernel launch (one pinned host buffer, one
-host-to-device copy).
+"""Whole tensors in one batch. ``stage`` puts every shard object of every tensor in one buffer
+(local files read straight into it by native threads, remote objects fetched concurrently),
+checking every shard index; then all inner chunks decode in one call straight into each
+destination tensor, with no per-chunk copies and no per-chunk Python: on the CPU one native call
+whose threads share every segment of every chunk, on the GPU (the buffer pinned) one
+host-to-device copy and one kernel launch.
 
 This applies to wcodec tensors whose chunks span every dimension but the first, so that chunk
 ``i`` is the contiguous run of rows ``[i * rows, (i + 1) * rows)`` (the layout ``convert``
@@ -19,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import Iterator
+import math
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +34,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import LocalStore, WrapperStore
 
+from ._native import core
 from .api import ChunkError, decode_batch
 from .pipeline import CorruptChunkError
 
@@ -175,15 +179,6 @@ def local_root(store: Store) -> Path | None:
     return Path(store.root) if isinstance(store, LocalStore) else None
 
 
-def _read_file(root: Path, key: str) -> np.ndarray:
-    """An object of a local store, read straight from its file: many times faster than
-    through the store's thread hops for a model's hundreds of objects."""
-    try:
-        return np.fromfile(root / key, np.uint8)
-    except FileNotFoundError:
-        raise ValueError(f"{key}: object missing from the store") from None
-
-
 async def _fetch(store: Store, keys: list[str]) -> list[np.ndarray]:
     prototype = default_buffer_prototype()
 
@@ -197,69 +192,143 @@ async def _fetch(store: Store, keys: list[str]) -> list[np.ndarray]:
 
 
 @dataclass
-class TensorChunks:
-    """A tensor's stored chunks, ready to decode: ``chunks[i]`` holds rows
-    ``[i * rows, (i + 1) * rows)`` (the last one padded past the tensor's end)."""
-
+class StagedTensor:
     tensor: LazyTensor
-    rows: int
-    chunks: list[np.ndarray]
-    where: list[str]  # each chunk's object key (and inner chunk), for errors
+    rows: int  # rows per chunk
+    first: int  # index of its first chunk in the batch
+    count: int  # its chunks: chunk i holds rows [i * rows, (i + 1) * rows), the last one padded
+    keys: list[str]  # its objects, in row order
+    per_shard: int  # chunks per object (1 when unsharded)
+
+    @property
+    def chunk_nbytes(self) -> int:
+        return self.rows * math.prod(self.tensor.shape[1:]) * self.tensor.dtype.itemsize
 
 
-def gather_chunks(tensors: list[LazyTensor]) -> list[TensorChunks]:
-    """The chunk bytes of every tensor the fast path applies to, all objects fetched
-    concurrently and every shard index checked; other tensors are left out."""
+@dataclass
+class Staged:
+    """Every chunk of a batch of whole tensors in one buffer: chunk ``k`` is
+    ``buffer[offsets[k] : offsets[k] + lens[k]]``, at an ``align``-aligned offset."""
+
+    buffer: np.ndarray
+    offsets: np.ndarray  # uint64
+    lens: np.ndarray  # uint64
+    tensors: list[StagedTensor]
+
+    def where(self, chunk: int) -> str:
+        """The object key (and inner chunk) of chunk ``chunk``, for errors."""
+        for t in self.tensors:
+            if t.first <= chunk < t.first + t.count:
+                i = chunk - t.first
+                if t.tensor.shards is None:
+                    return t.keys[i]
+                return f"{t.keys[i // t.per_shard]} (inner chunk {i % t.per_shard})"
+        raise IndexError(chunk)
+
+
+def stage(tensors: list[LazyTensor], align: int, allocate: Callable[[int], np.ndarray]) -> Staged:
+    """Stages the chunks of every tensor the fast path applies to (others are left out): local
+    objects are read straight from their files, remote ones fetched concurrently; then one
+    native call, on every core, places each object and its chunks in the buffer that
+    ``allocate(nbytes)`` returns and checks every shard index (``wcodec/staging.h``)."""
     eligible = [(t, layout) for t in tensors if t._whole() and (layout := _layout(t)) is not None]
-    keys = [_shard_keys(t, layout) for t, layout in eligible]
     stores = {id(t.checkpoint.store): t.checkpoint.store for t, _ in eligible}
     if len(stores) > 1:
         raise ValueError("tensors of one batch must come from one checkpoint")
+    staged: list[StagedTensor] = []
+    keys: list[str] = []
+    per_shard: list[int] = []
+    nchunks: list[int] = []
+    first: list[int] = []
+    total = 0
+    for tensor, layout in eligible:
+        count = -(-tensor.shape[0] // layout.rows)
+        names = _shard_keys(tensor, layout)
+        staged.append(StagedTensor(tensor, layout.rows, total, count, names, layout.per_shard))
+        for i, key in enumerate(names):
+            keys.append(key)
+            per_shard.append(0 if tensor.shards is None else layout.per_shard)
+            nchunks.append(min(layout.per_shard, count - i * layout.per_shard))
+            first.append(total + i * layout.per_shard)
+        total += count
     store = next(iter(stores.values()), None)
-    flat = [k for ks in keys for k in ks]
     root = None if store is None else local_root(store)
+    sources: list[Any]
     if root is not None:
-        blobs = [_read_file(root, key) for key in flat]
+        sources = [str(root / key) for key in keys]
+        try:
+            sizes = [os.stat(path).st_size for path in sources]
+        except FileNotFoundError as exc:
+            key = keys[sources.index(str(exc.filename))]
+            raise ValueError(f"{key}: object missing from the store") from None
     else:
-        blobs = [] if store is None else sync(_fetch(store, flat))
-    starts = np.cumsum([0] + [len(k) for k in keys]).tolist()
-    out = []
-    for i, ((tensor, layout), names) in enumerate(zip(eligible, keys, strict=True)):
-        objects = blobs[starts[i] : starts[i + 1]]
-        n_chunks = -(-tensor.shape[0] // layout.rows)
-        chunks: list[np.ndarray] = []
-        where: list[str] = []
-        for key, blob in zip(names, objects, strict=True):
-            sharded = tensor.shards is not None
-            inner = _inner_chunks(key, blob, layout.per_shard) if sharded else [blob]
-            for i, data in enumerate(inner):
-                if len(chunks) == n_chunks:
-                    break
-                if data is None:
-                    raise ValueError(f"{tensor.name}: chunk {len(chunks)} is missing from {key}")
-                chunks.append(data)
-                where.append(f"{key} (inner chunk {i})" if sharded else key)
-        out.append(TensorChunks(tensor, layout.rows, chunks, where))
-    return out
+        sources = [] if store is None else sync(_fetch(store, keys))
+        sizes = [int(blob.size) for blob in sources]
+    size = np.asarray(sizes, np.uint64)
+    slot_len = (size + np.asarray(nchunks, np.uint64) * align + (align - 1)) // align * align
+    slots = np.concatenate([[0], np.cumsum(slot_len)]).astype(np.uint64)
+    nbytes = max(int(slots[-1]), 1)
+    raw = allocate(nbytes + align - 1)
+    start = -raw.ctypes.data % align
+    buffer = raw[start : start + nbytes]
+    offsets = np.zeros(total, np.uint64)
+    lens = np.zeros(total, np.uint64)
+    try:
+        core.stage_objects(
+            sources,
+            size,
+            slots[:-1].copy(),
+            slot_len,
+            np.asarray(per_shard, np.uint32),
+            np.asarray(nchunks, np.uint32),
+            np.asarray(first, np.uint64),
+            buffer,
+            align,
+            offsets,
+            lens,
+            0,
+        )
+    except ChunkError as exc:
+        raise ValueError(f"{keys[exc.index]}: {exc.reason}") from None
+    return Staged(buffer, offsets, lens, staged)
 
 
 def load_to_cpu(tensors: list[LazyTensor], threads: int | None = None) -> dict[str, np.ndarray]:
     """The tensors as NumPy arrays, in the order given; see the module documentation."""
-    chunks: list[np.ndarray] = []
-    outs: list[np.ndarray] = []
-    where: list[str] = []
+    staged = stage(tensors, 1, lambda n: np.empty(n, np.uint8))
     results: dict[str, np.ndarray] = {}
-    for planned in gather_chunks(tensors):
-        tensor, rows = planned.tensor, planned.rows
-        dest = np.empty((len(planned.chunks) * rows, *tensor.shape[1:]), tensor.dtype)
-        chunks += planned.chunks
-        where += planned.where
-        outs += [dest[i * rows : (i + 1) * rows] for i in range(len(planned.chunks))]
-        results[tensor.name] = dest[: tensor.shape[0]]
-    if chunks:
-        with _naming(where):
-            decode_batch(chunks, outs=outs, threads=threads)
+    outs: list[np.ndarray] = []
+    for t in staged.tensors:
+        dest = np.empty((t.count * t.rows, *t.tensor.shape[1:]), t.tensor.dtype)
+        outs.append(dest.reshape(-1).view(np.uint8))
+        results[t.tensor.name] = dest[: t.tensor.shape[0]]
+    if staged.tensors:
+        index, dst_offsets, dst_lens = _destinations(staged)
+        try:
+            core.decode_into(
+                staged.buffer,
+                staged.offsets,
+                staged.lens,
+                outs,
+                index,
+                dst_offsets,
+                dst_lens,
+                0 if threads is None else threads,
+            )
+        except ChunkError as exc:
+            raise CorruptChunkError([staged.where(exc.index)], exc.reason) from None
     return {t.name: results[t.name] if t.name in results else t.numpy() for t in tensors}
+
+
+def _destinations(staged: Staged) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per chunk: its tensor's position in the batch, its byte offset there and its size."""
+    counts = [t.count for t in staged.tensors]
+    sizes = np.repeat(np.asarray([t.chunk_nbytes for t in staged.tensors], np.uint64), counts)
+    index = np.repeat(np.arange(len(counts), dtype=np.uint32), counts)
+    within = np.arange(int(sum(counts)), dtype=np.uint64) - np.repeat(
+        np.asarray([t.first for t in staged.tensors], np.uint64), counts
+    )
+    return index, within * sizes, sizes
 
 
 def load_to_gpu(tensors: list[LazyTensor], device: str, framework: str) -> dict[str, Any]:
@@ -267,35 +336,45 @@ def load_to_gpu(tensors: list[LazyTensor], device: str, framework: str) -> dict[
     integers) or PyTorch tensors; see the module documentation."""
     import cupy as cp
 
-    from .gpu import decode_batch_gpu, storage_dtype, to_torch
+    from .gpu import ALIGN, PreparedBatch, storage_dtype, to_torch
+
+    def pinned(nbytes: int) -> np.ndarray:
+        return np.frombuffer(cp.cuda.alloc_pinned_memory(nbytes), np.uint8, nbytes)
 
     with cp.cuda.Device(int(device.partition(":")[2] or 0)):
-        chunks: list[np.ndarray] = []
-        outs: list[Any] = []
-        where: list[str] = []
+        staged = stage(tensors, GPU_ALIGN, pinned)
         results: dict[str, Any] = {}
-        for planned in gather_chunks(tensors):
-            tensor, rows = planned.tensor, planned.rows
-            shape = (len(planned.chunks) * rows, *tensor.shape[1:])
-            dest = cp.empty(shape, storage_dtype(tensor.dtype))
-            chunks += planned.chunks
-            where += planned.where
-            views = [dest[i * rows : (i + 1) * rows] for i in range(len(planned.chunks))]
-            # the kernel writes 16-byte aligned outputs: chunks of other sizes decode apart and
-            # are copied into place
-            outs += [v if v.data.ptr % GPU_ALIGN == 0 else None for v in views]
-            results[tensor.name] = (dest[: tensor.shape[0]], views)
-        with _naming(where):
-            decoded = decode_batch_gpu(chunks, outs=outs) if chunks else []
-        position = 0
-        for _, views in results.values():
-            for view in views:
-                if outs[position] is None:
-                    view[...] = decoded[position]
-                position += 1
+        dests = []
+        for t in staged.tensors:
+            dest = cp.empty((t.count * t.rows, *t.tensor.shape[1:]), storage_dtype(t.tensor.dtype))
+            dests.append(dest)
+            results[t.tensor.name] = dest[: t.tensor.shape[0]]
+        if staged.tensors:
+            index, dst_offsets, dst_lens = _destinations(staged)
+            bases = np.asarray([d.data.ptr for d in dests], np.uint64)
+            out_ptrs = bases[index] + dst_offsets
+            # the kernel writes 16-byte aligned outputs: chunks elsewhere decode into a scratch
+            # area and are copied into place
+            apart = np.flatnonzero(out_ptrs % GPU_ALIGN)
+            room = (dst_lens[apart] + ALIGN - 1) // ALIGN * ALIGN
+            scratch = cp.empty(max(int(room.sum()), 1), cp.uint8)
+            places = np.concatenate([[0], np.cumsum(room)[:-1]]).astype(np.uint64)
+            out_ptrs[apart] = scratch.data.ptr + places
+            batch = PreparedBatch.staged(
+                staged.buffer, staged.offsets, staged.lens, out_ptrs, dst_lens
+            )
+            batch.launch()
+            try:
+                batch.check()
+            except ChunkError as exc:
+                raise CorruptChunkError([staged.where(exc.index)], exc.reason) from None
+            for k, place in zip(apart.tolist(), places.tolist(), strict=True):
+                flat = dests[index[k]].reshape(-1).view(cp.uint8)
+                start = int(dst_offsets[k])
+                flat[start : start + int(dst_lens[k])] = scratch[place : place + int(dst_lens[k])]
         out: dict[str, Any] = {}
         for tensor in tensors:
-            result = results[tensor.name][0] if tensor.name in results else None
+            result = results.get(tensor.name)
             if result is None:
                 host = tensor.numpy()
                 result = cp.asarray(host.view(storage_dtype(host.dtype)))

@@ -76,55 +76,86 @@ class PreparedBatch:
     """A batch of chunks made ready to decode on the GPU: the chunk bytes uploaded (one pinned
     host buffer, one copy), the plan made, outputs and workspace allocated. ``launch`` enqueues
     the decode (no synchronisation) and can be repeated; ``check`` waits for the stream and
-    raises ``ChunkError`` for a chunk that failed. ``results`` are the output arrays."""
+    raises ``ChunkError`` for a chunk that failed. ``results`` are the output arrays (the
+    outputs of a batch made by ``staged`` belong to its caller)."""
 
     def __init__(
         self, chunks: Sequence[Any], outs: Sequence[Any | None] | None, stream: Any
     ) -> None:
         import cupy as cp
 
-        from . import _cuda  # type: ignore[attr-defined]
-
         if not gpu_available():
             raise RuntimeError(f"GPU decoding is unavailable: {gpu_status()['reason']}")
         if outs is not None and len(outs) != len(chunks):
             raise ValueError(f"got {len(outs)} output arrays for {len(chunks)} chunks")
-        self.stream = stream if stream is not None else cp.cuda.get_current_stream()
         hosts = [_host_bytes(c) for c in chunks]
-        offsets = []
-        total = 0
-        for host in hosts:
-            offsets.append(total)
-            total += -(-host.size // ALIGN) * ALIGN
-        pinned = cp.cuda.alloc_pinned_memory(max(total, 1))
-        staging = np.frombuffer(pinned, np.uint8, max(total, 1))
-        for host, offset in zip(hosts, offsets, strict=True):
+        lens = np.asarray([h.size for h in hosts], np.uint64)
+        slots = (lens + ALIGN - 1) // ALIGN * ALIGN
+        offsets = (np.cumsum(slots) - slots).astype(np.uint64)
+        total = max(int(slots.sum()), 1)
+        staging = np.frombuffer(cp.cuda.alloc_pinned_memory(total), np.uint8, total)
+        for host, offset in zip(hosts, offsets.tolist(), strict=True):
             staging[offset : offset + host.size] = host
         self.results: list[Any] = []
+        for i, host in enumerate(hosts):
+            try:
+                code, shape = _native.core.header(host)
+            except ValueError as exc:
+                raise ChunkError(f"chunk {i}: {exc}", i, str(exc)) from None
+            dtype = storage_dtype(CODE_TO_DTYPE[code])
+            out = None if outs is None else outs[i]
+            if out is None:
+                out = cp.empty(shape, dtype)
+            elif out.dtype != dtype or out.shape != tuple(shape) or not out.flags.c_contiguous:
+                reason = f"out must be a C-contiguous {dtype} array of shape {tuple(shape)}"
+                raise ChunkError(f"chunk {i}: {reason}", i, reason)
+            self.results.append(out)
+        out_ptrs = np.asarray([r.data.ptr for r in self.results], np.uint64)
+        out_lens = np.asarray([r.nbytes for r in self.results], np.uint64)
+        self._setup(staging, offsets, lens, out_ptrs, out_lens, stream)
+
+    @classmethod
+    def staged(
+        cls,
+        staging: np.ndarray,
+        offsets: np.ndarray,
+        lens: np.ndarray,
+        out_ptrs: np.ndarray,
+        out_lens: np.ndarray,
+        stream: Any = None,
+    ) -> PreparedBatch:
+        """A batch already laid out in one pinned host buffer (``batch_load.stage``): chunk
+        ``k`` at ``offsets[k]`` (16-byte aligned), decoding into device address
+        ``out_ptrs[k]`` (16-byte aligned, ``out_lens[k]`` bytes). No per-chunk Python."""
+        if not gpu_available():
+            raise RuntimeError(f"GPU decoding is unavailable: {gpu_status()['reason']}")
+        batch = cls.__new__(cls)
+        batch.results = []
+        batch._setup(staging, offsets, lens, out_ptrs, out_lens, stream)
+        return batch
+
+    def _setup(
+        self,
+        staging: np.ndarray,
+        offsets: np.ndarray,
+        lens: np.ndarray,
+        out_ptrs: np.ndarray,
+        out_lens: np.ndarray,
+        stream: Any,
+    ) -> None:
+        import cupy as cp
+
+        from . import _cuda  # type: ignore[attr-defined]
+
+        self.stream = stream if stream is not None else cp.cuda.get_current_stream()
         with self.stream:
-            self._arena = cp.empty(max(total, 1), cp.uint8)
+            self._arena = cp.empty(staging.size, cp.uint8)
             self._arena.set(staging, stream=self.stream)
-            for i, host in enumerate(hosts):
-                try:
-                    code, shape = _native.core.header(host)
-                except ValueError as exc:
-                    raise ChunkError(f"chunk {i}: {exc}", i, str(exc)) from None
-                dtype = storage_dtype(CODE_TO_DTYPE[code])
-                out = None if outs is None else outs[i]
-                if out is None:
-                    out = cp.empty(shape, dtype)
-                elif out.dtype != dtype or out.shape != tuple(shape) or not out.flags.c_contiguous:
-                    reason = f"out must be a C-contiguous {dtype} array of shape {tuple(shape)}"
-                    raise ChunkError(f"chunk {i}: {reason}", i, reason)
-                self.results.append(out)
-            self._plan = _cuda.plan(
-                hosts,
-                [self._arena.data.ptr + offset for offset in offsets],
-                [r.data.ptr for r in self.results],
-                [r.nbytes for r in self.results],
+            self._plan = _cuda.plan_staged(
+                staging, self._arena.data.ptr, offsets, lens, out_ptrs, out_lens
             )
             self._workspace = cp.empty(max(self._plan.workspace_bytes, 1), cp.uint8)
-            self._status = cp.zeros(max(len(chunks), 1), cp.int32)
+            self._status = cp.zeros(max(len(offsets), 1), cp.int32)
             # the descriptors go to the start of the workspace once, asynchronously from pinned
             # memory; every launch reuses them
             size = self._plan.descriptor_bytes
@@ -132,8 +163,8 @@ class PreparedBatch:
             desc = np.frombuffer(desc_pinned, np.uint8, size)
             desc[:] = self._plan.descriptors
             self._workspace[:size].set(desc, stream=self.stream)
-        self._pinned = (pinned, desc_pinned)  # the uploads may still be in flight
-        self._count = len(chunks)
+        self._pinned = (staging, desc_pinned)  # the uploads may still be in flight
+        self._count = len(offsets)
 
     def launch(self, verify: bool = True) -> None:
         from . import _cuda  # type: ignore[attr-defined]

@@ -10,18 +10,21 @@
 
 #include "../src/segment_decode.h"
 #include "wcodec/codec.h"
+#include "wcodec/staging.h"
 
 namespace nb = nanobind;
 using namespace nb::literals;
 
 using InBuf = nb::ndarray<const uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 using OutBuf = nb::ndarray<uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
-using Counts = nb::ndarray<uint64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+using U64 = nb::ndarray<uint64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+using ConstU64 = nb::ndarray<const uint64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+using ConstU32 = nb::ndarray<const uint32_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 
 namespace {
 
 nb::bytes encode(InBuf data, uint8_t dtype, const std::vector<uint64_t>& shape, int threads,
-                 bool checksum, bool predict, uint32_t seg_kib, std::optional<Counts> histograms) {
+                 bool checksum, bool predict, uint32_t seg_kib, std::optional<U64> histograms) {
   wcodec::EncodeOptions opt;
   if (histograms) {
     wcodec::DTypeLayout layout;
@@ -65,6 +68,74 @@ void decode_batch(const std::vector<InBuf>& srcs, const std::vector<OutBuf>& dst
   std::vector<wcodec::DecodeJob> jobs(srcs.size());
   for (size_t k = 0; k < srcs.size(); ++k) {
     jobs[k] = {srcs[k].data(), srcs[k].size(), dsts[k].data(), dsts[k].size()};
+  }
+  nb::gil_scoped_release release;
+  wcodec::decode_chunks(jobs.data(), jobs.size(), threads);
+}
+
+// Objects (file paths or buffers) into one staging buffer; see wcodec/staging.h. A failing object
+// raises ChunkError whose index is the object's.
+void stage_objects(const nb::list& sources, ConstU64 sizes, ConstU64 slots, ConstU64 slot_lens,
+                   ConstU32 per_shard, ConstU32 nchunks, ConstU64 first, OutBuf staging, uint32_t align,
+                   U64 chunk_offset, U64 chunk_len, int threads) {
+  const size_t n = sources.size();
+  if (sizes.size() != n || slots.size() != n || slot_lens.size() != n || per_shard.size() != n ||
+      nchunks.size() != n || first.size() != n || chunk_offset.size() != chunk_len.size()) {
+    throw std::invalid_argument("stage_objects: one entry per object in every array");
+  }
+  std::vector<std::string> paths(n);
+  std::vector<wcodec::StageObject> objects(n);
+  for (size_t k = 0; k < n; ++k) {
+    wcodec::StageObject& o = objects[k];
+    nb::handle source = sources[k];
+    if (nb::isinstance<nb::str>(source)) {
+      paths[k] = nb::cast<std::string>(source);
+      o.path = paths[k].c_str();
+    } else {
+      InBuf data = nb::cast<InBuf>(source);
+      if (data.size() != sizes(k)) throw std::invalid_argument("stage_objects: buffer size differs from sizes");
+      o.data = data.data();
+    }
+    o.size = sizes(k);
+    o.slot = slots(k);
+    o.slot_len = slot_lens(k);
+    o.per_shard = per_shard(k);
+    o.nchunks = nchunks(k);
+    o.first = first(k);
+    if (o.first > chunk_offset.size() || o.nchunks > chunk_offset.size() - o.first) {
+      throw std::invalid_argument("stage_objects: chunk range past the output arrays");
+    }
+  }
+  // the buffers stay referenced by `sources` while the GIL is released
+  nb::gil_scoped_release release;
+  try {
+    wcodec::stage_objects(objects.data(), n, staging.data(), staging.size(), align, chunk_offset.data(),
+                          chunk_len.data(), threads);
+  } catch (const wcodec::StageError& e) {
+    throw wcodec::ChunkError(e.index, "object " + std::to_string(e.index) + ": ", e.what());
+  }
+}
+
+// Chunks lying in `src` at offsets/lens, decoded into dsts[dst_index[k]] at dst_offsets[k] (one
+// native call; segments of all chunks share the threads).
+void decode_into(InBuf src, ConstU64 offsets, ConstU64 lens, const std::vector<OutBuf>& dsts,
+                 ConstU32 dst_index, ConstU64 dst_offsets, ConstU64 dst_lens, int threads) {
+  const size_t n = offsets.size();
+  if (lens.size() != n || dst_index.size() != n || dst_offsets.size() != n || dst_lens.size() != n) {
+    throw std::invalid_argument("decode_into: one entry per chunk in every array");
+  }
+  std::vector<wcodec::DecodeJob> jobs(n);
+  for (size_t k = 0; k < n; ++k) {
+    if (offsets(k) > src.size() || lens(k) > src.size() - offsets(k)) {
+      throw std::invalid_argument("decode_into: chunk " + std::to_string(k) + " lies outside the source");
+    }
+    if (dst_index(k) >= dsts.size()) throw std::invalid_argument("decode_into: no such output");
+    const OutBuf& dst = dsts[dst_index(k)];
+    if (dst_offsets(k) > dst.size() || dst_lens(k) > dst.size() - dst_offsets(k)) {
+      throw std::invalid_argument("decode_into: chunk " + std::to_string(k) + " lies outside its output");
+    }
+    jobs[k] = {src.data() + offsets(k), static_cast<size_t>(lens(k)), dst.data() + dst_offsets(k),
+               static_cast<size_t>(dst_lens(k))};
   }
   nb::gil_scoped_release release;
   wcodec::decode_chunks(jobs.data(), jobs.size(), threads);
@@ -148,6 +219,10 @@ NB_MODULE(_core, m) {
   m.def("header", &header, "data"_a);
   m.def("decode_batch", &decode_batch, "srcs"_a, "dsts"_a, "threads"_a);
   m.def("inspect", &inspect, "data"_a);
+  m.def("stage_objects", &stage_objects, "sources"_a, "sizes"_a, "slots"_a, "slot_lens"_a, "per_shard"_a,
+        "nchunks"_a, "first"_a, "staging"_a, "align"_a, "chunk_offset"_a, "chunk_len"_a, "threads"_a);
+  m.def("decode_into", &decode_into, "src"_a, "offsets"_a, "lens"_a, "dsts"_a, "dst_index"_a, "dst_offsets"_a,
+        "dst_lens"_a, "threads"_a);
   m.def("plane_entropy", &plane_entropy, "decoded"_a, "dtype_code"_a);
   m.def("simd", &wcodec::segment_decoder_name);
   m.attr("FORMAT_VERSION") = wcodec::kVersion;

@@ -13,6 +13,7 @@ namespace nb = nanobind;
 using namespace nb::literals;
 
 using InBuf = nb::ndarray<const uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+using ConstU64 = nb::ndarray<const uint64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 
 namespace {
 
@@ -37,6 +38,31 @@ wcodec::cuda::DecodePlan plan(const std::vector<InBuf>& host, const std::vector<
   for (size_t k = 0; k < host.size(); ++k) {
     refs[k] = {host[k].data(), host[k].size(), reinterpret_cast<const uint8_t*>(device[k]),
                reinterpret_cast<uint8_t*>(outs[k]), out_sizes[k]};
+  }
+  try {
+    nb::gil_scoped_release release;
+    return wcodec::cuda::plan_decode(refs.data(), refs.size());
+  } catch (const wcodec::ChunkError& e) {
+    raise_chunk_error(e);
+  }
+}
+
+// A batch staged in one host buffer (wcodec_zarr.staging), copied as a whole to `device`:
+// chunk k lies at offsets[k] in both, and decodes into outs[k] (out_lens[k] bytes).
+wcodec::cuda::DecodePlan plan_staged(InBuf host, uintptr_t device, ConstU64 offsets, ConstU64 lens,
+                                     ConstU64 outs, ConstU64 out_lens) {
+  const size_t n = offsets.size();
+  if (lens.size() != n || outs.size() != n || out_lens.size() != n) {
+    throw std::invalid_argument("plan_staged: one entry per chunk in every array");
+  }
+  std::vector<wcodec::cuda::ChunkRef> refs(n);
+  for (size_t k = 0; k < n; ++k) {
+    if (offsets(k) > host.size() || lens(k) > host.size() - offsets(k)) {
+      throw std::invalid_argument("plan_staged: chunk " + std::to_string(k) + " lies outside the buffer");
+    }
+    refs[k] = {host.data() + offsets(k), static_cast<size_t>(lens(k)),
+               reinterpret_cast<const uint8_t*>(device + offsets(k)), reinterpret_cast<uint8_t*>(outs(k)),
+               static_cast<size_t>(out_lens(k))};
   }
   try {
     nb::gil_scoped_release release;
@@ -82,6 +108,7 @@ NB_MODULE(_cuda, m) {
       .def_prop_ro("num_chunks", &wcodec::cuda::DecodePlan::num_chunks)
       .def_prop_ro("num_segments", &wcodec::cuda::DecodePlan::num_segments);
   m.def("plan", &plan, "host"_a, "device"_a, "outs"_a, "out_sizes"_a);
+  m.def("plan_staged", &plan_staged, "host"_a, "device"_a, "offsets"_a, "lens"_a, "outs"_a, "out_lens"_a);
   m.def(
       "enqueue",
       [](const wcodec::cuda::DecodePlan& p, uintptr_t workspace, size_t workspace_bytes, uintptr_t status,

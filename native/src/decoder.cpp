@@ -110,8 +110,9 @@ void decode_group_task(const ChunkState& c, uint64_t j0, uint64_t count, uint8_t
 void decode_chunks(const DecodeJob* jobs, size_t njobs, int threads) {
   auto prefix = [njobs](size_t k) { return njobs > 1 ? "chunk " + std::to_string(k) + ": " : std::string(); };
   std::vector<ChunkState> chunks(njobs);
-  std::vector<uint64_t> first_task(njobs + 1, 0);
-  for (size_t k = 0; k < njobs; ++k) {
+  // Parsing and table building cost microseconds per chunk: in parallel too, for batches of
+  // hundreds of chunks.
+  parallel_for(njobs, resolve_threads(threads), [&](size_t k, int) {
     ChunkState& c = chunks[k];
     try {
       c.info = parse_chunk(jobs[k].src, jobs[k].src_len);
@@ -134,8 +135,11 @@ void decode_chunks(const DecodeJob* jobs, size_t njobs, int threads) {
     c.seg_crc.assign(c.info.has_checksum ? c.info.nseg : 0, 0);
     c.decoder = select_segment_decoder();
     c.group_decoder = select_segment_group_decoder();
-    // a task is a group of kMaxGroup consecutive segments
-    first_task[k + 1] = first_task[k] + (c.info.nseg + kMaxGroup - 1) / kMaxGroup;
+  });
+  // a task is a group of kMaxGroup consecutive segments
+  std::vector<uint64_t> first_task(njobs + 1, 0);
+  for (size_t k = 0; k < njobs; ++k) {
+    first_task[k + 1] = first_task[k] + (chunks[k].info.nseg + kMaxGroup - 1) / kMaxGroup;
   }
   const uint64_t ntasks = first_task[njobs];
   const int workers = static_cast<int>(std::min<uint64_t>(resolve_threads(threads), std::max<uint64_t>(ntasks, 1)));
