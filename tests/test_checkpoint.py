@@ -308,8 +308,10 @@ def test_killed_convert_leaves_no_checkpoint(tmp_path: Path) -> None:
 
 
 def test_convert_memory_stays_bounded(tmp_path: Path) -> None:
-    """Peak RSS of converting a 2 GB model (16 tensors of 128 MB) stays under 1 GB: a few
-    shards in flight, never the model. Measured by the converting process itself."""
+    """Converting a 2 GB model (16 tensors of 128 MB) raises the process's peak RSS by at most
+    4 times its largest tensor (512 MiB): a few shards in flight, never the model. Measured by
+    the converting process itself, from its peak after imports (which on a machine with CUDA
+    and PyTorch libraries is already most of a gigabyte)."""
     src = tmp_path / "big.safetensors"
     rng = np.random.default_rng(4)
     size = 128 << 20
@@ -341,7 +343,8 @@ def test_convert_memory_stays_bounded(tmp_path: Path) -> None:
     )
     before, after = map(int, result.stdout.split())
     assert os.path.getsize(src) > 2 * 10**9
-    assert after < 1 << 30, f"peak RSS {after / 2**20:.0f} MiB (after imports {before / 2**20:.0f})"
+    growth = after - before
+    assert growth < 4 * size, f"peak RSS grew {growth / 2**20:.0f} MiB (to {after / 2**20:.0f})"
 
 
 @pytest.mark.parametrize("align", [1, 16, 256])

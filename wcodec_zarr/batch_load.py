@@ -358,7 +358,7 @@ def load_to_gpu(tensors: list[LazyTensor], device: str, framework: str) -> dict[
             apart = np.flatnonzero(out_ptrs % GPU_ALIGN)
             room = (dst_lens[apart] + ALIGN - 1) // ALIGN * ALIGN
             scratch = cp.empty(max(int(room.sum()), 1), cp.uint8)
-            places = np.concatenate([[0], np.cumsum(room)[:-1]]).astype(np.uint64)
+            places = np.cumsum(room) - room
             out_ptrs[apart] = scratch.data.ptr + places
             batch = PreparedBatch.staged(
                 staged.buffer, staged.offsets, staged.lens, out_ptrs, dst_lens
