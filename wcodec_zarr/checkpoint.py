@@ -34,7 +34,7 @@ from .conversion import (
     run_tasks,
 )
 from .safetensors_file import NUMPY_DTYPES, Header, TensorEntry, parse_header
-from .storage import READER_CONFIG, filesystem, local_path, open_store
+from .storage import READER_CONFIG, filesystem, local_path, local_root, open_store
 from .weights import quantize_rows
 
 EXPORT_BLOCK = 16 << 20
@@ -112,15 +112,16 @@ class LazyTensor:
         self.checkpoint = checkpoint
         self.info = info
         self._region = region or tuple(slice(0, n) for n in info["shape"])
+        self._shape = tuple(r.stop - r.start for r in self._region)
+        self._dtype: np.dtype[Any] = np.dtype(info["dtype"])
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return tuple(r.stop - r.start for r in self._region)
+        return self._shape
 
     @property
     def dtype(self) -> np.dtype[Any]:
-        dtype: np.dtype[Any] = np.dtype(self.info["dtype"])
-        return dtype
+        return self._dtype
 
     @property
     def safetensors_dtype(self) -> str:
@@ -242,9 +243,7 @@ def _check_entry(name: str, info: Any) -> None:
     they allocate)."""
 
     def sizes(value: Any, low: int) -> bool:
-        return isinstance(value, list) and all(
-            isinstance(v, int) and not isinstance(v, bool) and v >= low for v in value
-        )
+        return isinstance(value, list) and all(type(v) is int and v >= low for v in value)
 
     shape, chunks, shards = info["shape"], info["chunks"], info["shards"]
     if not (sizes(shape, 0) and sizes(chunks, 1) and len(chunks) == len(shape)):
@@ -392,12 +391,21 @@ def open_checkpoint(
 
 async def _root_document(store: Store) -> dict[str, Any] | None:
     """The root ``zarr.json`` as JSON, or None when there is none (or not a format 3 group)."""
-    await store._ensure_open()  # zarr opens stores on first use through its own calls
-    buffer = await store.get("zarr.json", default_buffer_prototype())
-    if buffer is None:
-        return None
+    root = local_root(store)
+    if root is not None:
+        # straight from the file: zarr's local reads cost a thread hop each
+        try:
+            raw = (root / "zarr.json").read_bytes()
+        except FileNotFoundError:
+            return None
+    else:
+        await store._ensure_open()  # zarr opens stores on first use through its own calls
+        buffer = await store.get("zarr.json", default_buffer_prototype())
+        if buffer is None:
+            return None
+        raw = buffer.to_bytes()
     try:
-        document = json.loads(buffer.to_bytes())
+        document = json.loads(raw)
     except ValueError as exc:
         raise ValueError(f"zarr.json is not valid JSON: {exc}") from None
     if not isinstance(document, dict) or document.get("node_type") != "group":

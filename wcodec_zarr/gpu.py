@@ -202,14 +202,23 @@ def decode_batch_gpu(
     return batch.results
 
 
+def torch_dtype(dtype: Any) -> Any:
+    """The PyTorch dtype of a NumPy (or ml_dtypes) dtype."""
+    import torch
+
+    name = str(np.dtype(dtype))
+    special = {
+        "bfloat16": torch.bfloat16,
+        "float8_e4m3fn": torch.float8_e4m3fn,
+        "float8_e5m2": torch.float8_e5m2,
+    }
+    return special[name] if name in special else getattr(torch, name)
+
+
 def to_torch(array: Any, dtype: Any) -> Any:
     """A zero-copy PyTorch view (DLPack) of a GPU result, reinterpreted as the chunk's dtype."""
     import torch
 
     tensor = torch.from_dlpack(array)
-    target = {
-        "bfloat16": torch.bfloat16,
-        "float8_e4m3fn": torch.float8_e4m3fn,
-        "float8_e5m2": torch.float8_e5m2,
-    }.get(str(np.dtype(dtype)))
-    return tensor.view(target) if target is not None else tensor
+    target = torch_dtype(dtype)
+    return tensor.view(target) if tensor.dtype != target else tensor

@@ -154,3 +154,12 @@ def filesystem(
     options = storage_defaults(str(url), storage_options) if local_path(url) is None else {}
     fs, path = fsspec.core.url_to_fs(str(url), **options)
     return fs, path
+
+
+def local_root(store: Store) -> Path | None:
+    """The directory of a local store (through ``ShardIndexCache``), whose files bulk reads may
+    open themselves; None for any other store, including one a caller wrapped (its wrapper sees
+    every read)."""
+    if isinstance(store, ShardIndexCache):
+        store = store._store
+    return Path(store.root) if isinstance(store, LocalStore) else None

@@ -1,0 +1,86 @@
+"""Where the time of a whole-checkpoint load goes: open, staging, decode (CPU and GPU), against
+safetensors on the same machine.
+
+Usage: python profile_load.py CHECKPOINT MODEL.safetensors [--profile]"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+import wcodec_zarr as wc
+from wcodec_zarr import batch_load
+
+
+def median_ms(fn: Callable[[], Any], repeats: int = 15) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[repeats // 2] * 1e3
+
+
+def main() -> None:
+    ckpt_url, model = sys.argv[1], sys.argv[2]
+    from safetensors.numpy import load_file
+
+    ckpt = wc.open_checkpoint(ckpt_url)
+    tensors = [ckpt[n] for n in ckpt]
+    rows = {
+        "safetensors.numpy.load_file": median_ms(lambda: load_file(model)),
+        "open_checkpoint": median_ms(lambda: wc.open_checkpoint(ckpt_url)),
+        "stage (CPU buffer)": median_ms(
+            lambda: batch_load.stage(tensors, 1, lambda n: np.empty(n, np.uint8))
+        ),
+        "load_to_cpu": median_ms(lambda: batch_load.load_to_cpu(tensors)),
+        "load_checkpoint cpu": median_ms(lambda: wc.load_checkpoint(ckpt_url)),
+    }
+    if wc.gpu_available():
+        import cupy as cp
+        import torch
+        from safetensors.torch import load_file as load_torch
+
+        def pinned(n: int) -> np.ndarray:
+            return np.frombuffer(cp.cuda.alloc_pinned_memory(n), np.uint8, n)
+
+        def synced(fn: Callable[[], Any]) -> Callable[[], Any]:
+            def run() -> Any:
+                out = fn()
+                torch.cuda.synchronize()
+                return out
+
+            return run
+
+        rows["safetensors.torch.load_file cuda"] = median_ms(
+            synced(lambda: load_torch(model, device="cuda"))
+        )
+        rows["stage (pinned)"] = median_ms(lambda: batch_load.stage(tensors, 16, pinned))
+        rows["load_to_gpu"] = median_ms(
+            synced(lambda: batch_load.load_to_gpu(tensors, "cuda", "torch"))
+        )
+        rows["load_checkpoint cuda"] = median_ms(
+            synced(lambda: wc.load_checkpoint(ckpt_url, device="cuda", framework="torch"))
+        )
+    for name, ms in rows.items():
+        print(f"{name:40s} {ms:8.2f} ms")
+    if "--profile" in sys.argv:
+        import cProfile
+        import pstats
+
+        device = "cuda" if wc.gpu_available() else "cpu"
+        cProfile.runctx(
+            "for _ in range(10): wc.load_checkpoint(url, device=device, framework='torch')",
+            {"wc": wc, "url": ckpt_url, "device": device},
+            {},
+            "load.prof",
+        )
+        pstats.Stats("load.prof").sort_stats("tottime").print_stats(25)
+
+
+if __name__ == "__main__":
+    main()
