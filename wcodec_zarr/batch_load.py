@@ -248,7 +248,8 @@ def stage(tensors: list[LazyTensor], align: int, allocate: Callable[[int], np.nd
     root = None if store is None else local_root(store)
     sources: list[Any]
     if root is not None:
-        sources = [str(root / key) for key in keys]
+        folder = str(root)
+        sources = [f"{folder}/{key}" for key in keys]
         try:
             sizes = [os.stat(path).st_size for path in sources]
         except FileNotFoundError as exc:

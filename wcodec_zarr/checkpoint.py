@@ -314,6 +314,9 @@ class Checkpoint(Mapping[str, LazyTensor]):
     def __iter__(self) -> Iterator[str]:
         return iter(self._names)
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
     def __len__(self) -> int:
         return len(self._names)
 
@@ -372,7 +375,7 @@ def open_checkpoint(
     """Opens a checkpoint (a URL or a Zarr store) read-only: one read of the root metadata, no
     tensor data."""
     store = open_store(url, storage_options=storage_options, mode="r")
-    document = sync(_root_document(store))
+    document = _root_document(store)
     if document is None:
         raise FileNotFoundError(f"{url}: no checkpoint there (no Zarr group)")
     manifest = document.get("attributes", {}).get(MANIFEST_KEY)
@@ -389,21 +392,20 @@ def open_checkpoint(
     return Checkpoint(store, document, str(url))
 
 
-async def _root_document(store: Store) -> dict[str, Any] | None:
-    """The root ``zarr.json`` as JSON, or None when there is none (or not a format 3 group)."""
+def _root_document(store: Store) -> dict[str, Any] | None:
+    """The root ``zarr.json`` as JSON, or None when there is none (or not a format 3 group). A
+    local checkpoint's is read from its file (zarr's local reads cost a hop to its event loop
+    and a thread each)."""
     root = local_root(store)
     if root is not None:
-        # straight from the file: zarr's local reads cost a thread hop each
         try:
-            raw = (root / "zarr.json").read_bytes()
+            raw: bytes | None = (root / "zarr.json").read_bytes()
         except FileNotFoundError:
-            return None
+            raw = None
     else:
-        await store._ensure_open()  # zarr opens stores on first use through its own calls
-        buffer = await store.get("zarr.json", default_buffer_prototype())
-        if buffer is None:
-            return None
-        raw = buffer.to_bytes()
+        raw = sync(_fetch_root(store))
+    if raw is None:
+        return None
     try:
         document = json.loads(raw)
     except ValueError as exc:
@@ -411,6 +413,12 @@ async def _root_document(store: Store) -> dict[str, Any] | None:
     if not isinstance(document, dict) or document.get("node_type") != "group":
         return None
     return document
+
+
+async def _fetch_root(store: Store) -> bytes | None:
+    await store._ensure_open()  # zarr opens stores on first use through its own calls
+    buffer = await store.get("zarr.json", default_buffer_prototype())
+    return None if buffer is None else buffer.to_bytes()
 
 
 def load_checkpoint(
