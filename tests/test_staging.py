@@ -1,6 +1,7 @@
 """Native object staging (``wcodec/staging.h``): shard objects from files or memory land in one
 buffer with every chunk aligned; hostile shard indexes are refused with the object's index and
-a reason, never read or written out of bounds."""
+a reason, never read or written out of bounds. (Entries that overlap are read as they say: the
+chunks' own checks catch what that does to their bytes.)"""
 
 from __future__ import annotations
 
@@ -64,7 +65,9 @@ def run_stage(
 @pytest.mark.parametrize("align", [1, 4, 16, 256])
 def test_chunks_land_aligned_from_files_and_memory(tmp_path: Path, align: int) -> None:
     rng = np.random.default_rng(0)
-    arrays = [rng.integers(-50, 50, n, np.int8) for n in (1001, 37, 4096, 5, 777)]
+    # chunks of several MiB are read in pieces by several threads
+    sizes = (1001, 37, 2_500_000, 3_000_001, 777)
+    arrays = [rng.integers(-128, 128, n, np.int8) for n in sizes]
     chunks = [api.encode(a) for a in arrays]
     (tmp_path / "s0").write_bytes(shard(chunks[:3]))
     (tmp_path / "c").write_bytes(chunks[3])
@@ -92,7 +95,6 @@ def test_chunks_out_of_order_in_the_shard(tmp_path: Path) -> None:
         ([(0, 10), (EMPTY, EMPTY)], "inner chunk 1 is missing from the shard"),
         ([(0, 10), (15, 10)], "shard index entry 1 is out of range"),
         ([(0, 10), (2**63, 2**63)], "shard index entry 1 is out of range"),
-        ([(0, 12), (8, 10)], "shard index entries overlap"),
     ],
 )
 def test_hostile_indexes_are_refused(entries: list[tuple[int, int]], reason: str) -> None:

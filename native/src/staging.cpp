@@ -1,6 +1,9 @@
-// Object staging (see wcodec/staging.h). An object is read straight into its slot. A shard's
-// chunks are then moved, last first, to aligned offsets at or after where they were read: the
-// moves only go right and the targets do not overlap, so no chunk is overwritten before it moves.
+// Object staging (see wcodec/staging.h), in two parallel passes. First, per object: a shard's
+// index is read (a suffix read of a file) and checked, and each chunk it uses is given an
+// aligned place in the object's slot. Then, per piece of at most kPiece bytes of every chunk:
+// the piece is read from the file (or copied from memory) straight to its place. Reading by
+// pieces keeps every core busy when one object (an embedding table) holds most of the bytes,
+// and no chunk is ever moved after it is read.
 #include "wcodec/staging.h"
 
 #include <fcntl.h>
@@ -9,7 +12,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <numeric>
 #include <vector>
 
 #include "wcodec/crc32c.h"
@@ -31,16 +33,19 @@ uint32_t load_u32(const uint8_t* p) {
   return uint32_t{p[0]} | uint32_t{p[1]} << 8 | uint32_t{p[2]} << 16 | uint32_t{p[3]} << 24;
 }
 
-void read_file(size_t index, const char* path, uint8_t* dst, uint64_t size) {
+constexpr uint64_t kPiece = 1 << 20;
+
+// Reads bytes [offset, offset + n) of a file.
+void read_range(size_t index, const char* path, uint64_t offset, uint8_t* dst, uint64_t n) {
   const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
     if (errno == ENOENT) throw StageError(index, "object missing from the store");
     throw StageError(index, std::string("cannot open: ") + std::strerror(errno));
   }
   uint64_t done = 0;
-  while (done < size) {
-    const ssize_t got = ::pread(fd, dst + done, static_cast<size_t>(std::min<uint64_t>(size - done, 1u << 30)),
-                                static_cast<off_t>(done));
+  while (done < n) {
+    const ssize_t got = ::pread(fd, dst + done, static_cast<size_t>(std::min<uint64_t>(n - done, 1u << 30)),
+                                static_cast<off_t>(offset + done));
     if (got < 0 && errno == EINTR) continue;
     if (got <= 0) {
       const int err = errno;
@@ -53,17 +58,31 @@ void read_file(size_t index, const char* path, uint8_t* dst, uint64_t size) {
   ::close(fd);
 }
 
-void stage_one(size_t index, const StageObject& o, uint8_t* staging, uint32_t align, uint64_t* chunk_offset,
-               uint64_t* chunk_len) {
-  uint8_t* slot = staging + o.slot;
+void fetch(size_t index, const StageObject& o, uint64_t offset, uint8_t* dst, uint64_t n) {
   if (o.path != nullptr) {
-    read_file(index, o.path, slot, o.size);
-  } else if (o.size) {
-    std::memcpy(slot, o.data, o.size);
+    read_range(index, o.path, offset, dst, n);
+  } else if (n) {
+    std::memcpy(dst, o.data + offset, n);
   }
+}
+
+// A chunk's bytes: where they are in the object and where they go in the staging buffer.
+struct Piece {
+  uint32_t object;
+  uint64_t src;
+  uint64_t dst;  // absolute offset in the staging buffer
+  uint64_t len;
+};
+
+// Pass one for one object: its chunks' sources (from the shard index) and aligned places.
+void plan_object(size_t index, const StageObject& o, uint32_t align, uint64_t* chunk_offset, uint64_t* chunk_len,
+                 std::vector<Piece>* pieces) {
   if (o.per_shard == 0) {
     chunk_offset[o.first] = o.slot;
     chunk_len[o.first] = o.size;
+    for (uint64_t p = 0; p < o.size; p += kPiece) {
+      pieces->push_back({static_cast<uint32_t>(index), p, o.slot + p, std::min(kPiece, o.size - p)});
+    }
     return;
   }
   const uint64_t index_bytes = uint64_t{o.per_shard} * 16 + 4;
@@ -71,42 +90,29 @@ void stage_one(size_t index, const StageObject& o, uint8_t* staging, uint32_t al
     throw StageError(index, "shard of " + std::to_string(o.size) + " bytes is shorter than its index");
   }
   const uint64_t data_end = o.size - index_bytes;
-  const uint8_t* table = slot + data_end;
-  if (crc32c(table, index_bytes - 4) != load_u32(table + index_bytes - 4)) {
+  std::vector<uint8_t> table(index_bytes);
+  fetch(index, o, data_end, table.data(), index_bytes);
+  if (crc32c(table.data(), index_bytes - 4) != load_u32(table.data() + index_bytes - 4)) {
     throw StageError(index, "shard index checksum mismatch");
   }
-  std::vector<uint64_t> src(o.nchunks), len(o.nchunks);
+  uint64_t end = 0;
   for (uint32_t i = 0; i < o.nchunks; ++i) {
-    src[i] = load_u64(table + 16 * i);
-    len[i] = load_u64(table + 16 * i + 8);
-    if (src[i] == kEmpty && len[i] == kEmpty) {
+    const uint64_t src = load_u64(table.data() + 16 * i);
+    const uint64_t len = load_u64(table.data() + 16 * i + 8);
+    if (src == kEmpty && len == kEmpty) {
       throw StageError(index, "inner chunk " + std::to_string(i) + " is missing from the shard");
     }
-    if (src[i] > data_end || len[i] > data_end - src[i]) {
+    if (src > data_end || len > data_end - src) {
       throw StageError(index, "shard index entry " + std::to_string(i) + " is out of range");
     }
-  }
-  std::vector<uint32_t> order(o.nchunks);
-  std::iota(order.begin(), order.end(), 0u);
-  std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) { return src[a] < src[b]; });
-  std::vector<uint64_t> dst(o.nchunks);
-  uint64_t end = 0;
-  for (uint32_t k = 0; k < o.nchunks; ++k) {
-    const uint32_t i = order[k];
-    if (k > 0 && src[i] < src[order[k - 1]] + len[order[k - 1]]) {
-      throw StageError(index, "shard index entries overlap");
+    const uint64_t dst = align_up(end, align);
+    end = dst + len;
+    if (end > o.slot_len) throw StageError(index, "staging slot too small for the shard's chunks");
+    chunk_offset[o.first + i] = o.slot + dst;
+    chunk_len[o.first + i] = len;
+    for (uint64_t p = 0; p < len; p += kPiece) {
+      pieces->push_back({static_cast<uint32_t>(index), src + p, o.slot + dst + p, std::min(kPiece, len - p)});
     }
-    dst[i] = align_up(std::max(src[i], end), align);
-    end = dst[i] + len[i];
-  }
-  if (end > o.slot_len) throw StageError(index, "staging slot too small for the shard's chunks");
-  for (uint32_t k = o.nchunks; k-- > 0;) {
-    const uint32_t i = order[k];
-    if (dst[i] != src[i]) std::memmove(slot + dst[i], slot + src[i], len[i]);
-  }
-  for (uint32_t i = 0; i < o.nchunks; ++i) {
-    chunk_offset[o.first + i] = o.slot + dst[i];
-    chunk_len[o.first + i] = len[i];
   }
 }
 
@@ -126,8 +132,16 @@ void stage_objects(const StageObject* objects, size_t count, uint8_t* staging, u
       throw std::invalid_argument("stage_objects: object " + std::to_string(k) + " is described inconsistently");
     }
   }
-  parallel_for(count, resolve_threads(threads), [&](size_t k, int) {
-    stage_one(k, objects[k], staging, align, chunk_offset, chunk_len);
+  const int workers = resolve_threads(threads);
+  std::vector<std::vector<Piece>> planned(count);
+  parallel_for(count, workers, [&](size_t k, int) {
+    plan_object(k, objects[k], align, chunk_offset, chunk_len, &planned[k]);
+  });
+  std::vector<Piece> pieces;
+  for (const std::vector<Piece>& p : planned) pieces.insert(pieces.end(), p.begin(), p.end());
+  parallel_for(pieces.size(), workers, [&](size_t k, int) {
+    const Piece& p = pieces[k];
+    fetch(p.object, objects[p.object], p.src, staging + p.dst, p.len);
   });
 }
 
