@@ -94,12 +94,14 @@ def read_wcodec(url: str, opts: dict[str, Any], part: bool) -> int:
 
 
 def slice_needs(tensor: wc.LazyTensor) -> float:
-    """Stored bytes a rank-0-of-8 row slice needs: 1/8 of a 2-D weight (and its shard index),
-    any other tensor whole."""
+    """Stored bytes a rank-0-of-8 row slice needs: its share of a 2-D weight's rows (1/8, or
+    ``ceil(rows / 8) / rows`` when the rows do not divide by 8, as ``array_split`` gives rank 0)
+    and the shard index; any other tensor whole."""
     if len(tensor.shape) != 2:
         return tensor.stored_nbytes
+    rows = tensor.shape[0]
     index = 0 if tensor.shards is None else 16 * tensor.shards[0] // tensor.chunks[0] + 4
-    return tensor.stored_nbytes / 8 + index
+    return tensor.stored_nbytes * -(-rows // 8) / rows + index
 
 
 def bench_view(
@@ -176,7 +178,7 @@ def report(rows: list[dict[str, Any]]) -> str:
         share = r["wcodec-slice-bytes"] / r["slice-needed"]
         lines.append(
             f"- {r['view']}: the slice fetched {r['wcodec-slice-bytes'] / 1e6:.2f} MB, "
-            f"{share:.2f}x the {r['slice-needed'] / 1e6:.2f} MB it needs (1/8 of each 2-D "
+            f"{share:.2f}x the {r['slice-needed'] / 1e6:.2f} MB it needs (rank 0's rows of each 2-D "
             f"weight, other tensors whole, shard indexes; bar 1.0x): "
             f"{'PASS' if share <= 1.0 else 'FAIL'}"
         )

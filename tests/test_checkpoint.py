@@ -139,22 +139,45 @@ def test_lazy_slice_reads_only_its_chunks(tmp_path: Path) -> None:
     ckpt = wc.open_checkpoint(store)
     assert [key for key, _ in store.log.reads] == ["zarr.json"]  # consolidated: one read
     tensor = ckpt["w"]
-    # chunks of 64 rows (4096 bytes), shards of 4 chunks
-    assert (tensor.shape, tensor.chunks, tensor.array.shards) == ((1000, 64), (64, 64), (256, 64))
+    # rank 0 of 8 gets 125 rows: chunks of 25 rows (the largest divisor of 125 that fits 4096
+    # bytes), shards of 10 chunks
+    assert (tensor.shape, tensor.chunks, tensor.array.shards) == ((1000, 64), (25, 64), (250, 64))
     assert 0 < tensor.stored_nbytes < tensor.nbytes  # from the manifest: nothing read
     assert len(store.log.reads) == 1
 
     store.log.reset()
-    part = ckpt.shard("w", 0, rank=0, world_size=8)  # rows 0..124: chunks 0 and 1 of shard 0
+    part = ckpt.shard("w", 0, rank=0, world_size=8)  # rows 0..124: chunks 0 to 4 of shard 0
     assert part.shape == (125, 64)
     assert part.numpy().tobytes() == weight[:125].tobytes()
-    # the shard index, then chunks 0 and 1, stored one after the other, in one ranged read
+    # the shard index, then chunks 0 to 4, stored one after the other, in one ranged read
     assert [key for key, _ in store.log.reads] == ["w/c/0/0"] * 2
-    assert store.log.bytes_read < tensor.stored_nbytes / 6
+    index_bytes = 10 * 16 + 4
+    assert store.log.bytes_read < tensor.stored_nbytes / 8 * 1.05 + index_bytes
 
     store.log.reset()
     assert part[10:20, 5].tobytes() == weight[10:20, 5].tobytes()
     assert len(store.log.reads) == 2  # the index and chunk 0
+
+
+@pytest.mark.parametrize(
+    ("shape", "itemsize", "rows"),
+    [
+        ((384, 384), 1, 48),  # 147 KB: eight chunks of its eight parts
+        ((1536, 384), 2, 192),
+        ((30522, 384), 2, 1272),  # rank 0 gets 3816 rows: three chunks of them
+        ((30522, 384), 1, 1908),
+        ((11008, 4096), 2, 86),  # 1376 rows per rank, 16 chunks of 704 KB
+        ((2, 384), 2, 2),  # under 8 rows: whole
+        ((64, 16), 4, 64),  # its parts would be tiny: whole
+        ((8241, 256), 4, 1024),  # 1031 rows (prime, over 1 MiB) per rank: plain 1 MiB bands
+    ],
+)
+def test_chunks_fit_the_first_ranks_rows(
+    shape: tuple[int, int], itemsize: int, rows: int
+) -> None:
+    from wcodec_zarr.conversion import CHUNK_BYTES, chunk_shape
+
+    assert chunk_shape(shape, itemsize, CHUNK_BYTES) == (rows, shape[1])
 
 
 def test_shard_splits_like_array_split(model: tuple[Path, bytes], tmp_path: Path) -> None:

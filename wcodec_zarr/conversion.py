@@ -164,7 +164,27 @@ def resolve_source(src: str | Path, storage_options: dict[str, Any] | None = Non
     return Source(files, (Path(path).name, text))
 
 
-TP_PARTS = 8  # chunk boundaries fall on the 1/8 row splits of a tensor where they can
+TP_PARTS = 8  # chunk boundaries fall on the first rank's rows of an 8-way row split
+TP_MIN_FRACTION = 64  # such chunks hold at least 1/64 of the target (16 KiB of 1 MiB)
+
+
+def _tp_rows(rows: int, row_bytes: int, target: int) -> int | None:
+    """Rows per chunk such that the first ``ceil(rows / TP_PARTS)`` rows (rank 0's part of an
+    ``array_split`` into 8, 4 or 2; every rank's when the rows divide evenly) are whole chunks:
+    the part itself, or its largest divisor that fits ``target``. None when the part is under
+    ``target / TP_MIN_FRACTION`` (smaller chunks cost more in headers and tables than they
+    save) or no divisor gives chunks of at least a quarter of ``target``."""
+    part = -(-rows // TP_PARTS)
+    if rows < TP_PARTS or part * row_bytes < target // TP_MIN_FRACTION:
+        return None
+    if part * row_bytes <= target:
+        return part
+    for k in range(-(-part * row_bytes // target), part + 1):
+        if (part // k) * row_bytes < target // 4:
+            return None
+        if part % k == 0:
+            return part // k
+    return None
 
 
 def chunk_shape(shape: tuple[int, ...], itemsize: int, target: int) -> tuple[int, ...]:
@@ -173,16 +193,16 @@ def chunk_shape(shape: tuple[int, ...], itemsize: int, target: int) -> tuple[int
     Row bands keep reads of row ranges (tensor-parallel shards) contiguous, and let a whole
     tensor decode straight into its destination (``batch_load``).
 
-    When the rows split evenly into ``TP_PARTS`` and a part fits between ``target / 32`` and
-    ``target``, a chunk is exactly one part, so that a tensor-parallel rank (of 8, 4 or 2)
-    reads exactly its rows. Otherwise the row count is rounded to a multiple of 16 bytes, so
-    that chunk views of a destination stay aligned for the GPU decoder."""
+    Where ``_tp_rows`` finds one, the row count makes a tensor-parallel rank's rows whole
+    chunks, so that reading them fetches nothing else: a small weight (a 384x384 int8 matrix,
+    147 KB) becomes eight chunks of its eight parts instead of one. Otherwise the row count is
+    rounded to a multiple of 16 bytes, so that chunk views of a destination stay aligned for
+    the GPU decoder."""
     chunk = [max(d, 1) for d in shape]
     if shape:
-        row = math.prod(chunk[1:]) * itemsize
-        part = shape[0] // TP_PARTS
-        if shape[0] % TP_PARTS == 0 and target // 32 <= part * row <= target:
-            return (part, *chunk[1:])
+        rows = _tp_rows(shape[0], math.prod(chunk[1:]) * itemsize, target)
+        if rows is not None:
+            return (rows, *chunk[1:])
     for d in range(len(chunk)):
         inner = math.prod(chunk[d + 1 :]) * itemsize
         if inner * chunk[d] <= target:
