@@ -178,8 +178,8 @@ def report(rows: list[dict[str, Any]]) -> str:
         share = r["wcodec-slice-bytes"] / r["slice-needed"]
         lines.append(
             f"- {r['view']}: the slice fetched {r['wcodec-slice-bytes'] / 1e6:.2f} MB, "
-            f"{share:.2f}x the {r['slice-needed'] / 1e6:.2f} MB it needs (rank 0's rows of each 2-D "
-            f"weight, other tensors whole, shard indexes; bar 1.0x): "
+            f"{share:.2f}x the {r['slice-needed'] / 1e6:.2f} MB it needs (rank 0's rows of "
+            f"each 2-D weight, other tensors whole, shard indexes; bar 1.0x): "
             f"{'PASS' if share <= 1.0 else 'FAIL'}"
         )
     return "\n".join(lines) + "\n"
