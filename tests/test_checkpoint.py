@@ -172,9 +172,7 @@ def test_lazy_slice_reads_only_its_chunks(tmp_path: Path) -> None:
         ((8241, 256), 4, 1024),  # 1031 rows (prime, over 1 MiB) per rank: plain 1 MiB bands
     ],
 )
-def test_chunks_fit_the_first_ranks_rows(
-    shape: tuple[int, int], itemsize: int, rows: int
-) -> None:
+def test_chunks_fit_the_first_ranks_rows(shape: tuple[int, int], itemsize: int, rows: int) -> None:
     from wcodec_zarr.conversion import CHUNK_BYTES, chunk_shape
 
     assert chunk_shape(shape, itemsize, CHUNK_BYTES) == (rows, shape[1])
