@@ -57,25 +57,26 @@ class _BandCache:
     def __init__(self, ckpt: Checkpoint, limit: int, workers: int) -> None:
         self.ckpt = ckpt
         self.limit = limit
-        self._bands: OrderedDict[tuple[str, int], Future[bytes]] = OrderedDict()
+        self._bands: OrderedDict[tuple[str, int], Future[memoryview]] = OrderedDict()
         self._sizes: dict[tuple[str, int], int] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="wcodec-fs")
         self.decoded = 0  # bands decoded so far (for tests and statistics)
 
-    def _decode(self, name: str, band: int) -> bytes:
+    def _decode(self, name: str, band: int) -> memoryview:
+        """The band's bytes: a view of the decoded rows (no copy when they are contiguous)."""
         tensor = self.ckpt[name]
         rows = band_rows(tensor) if tensor.shape else 1
         data = tensor[band * rows : (band + 1) * rows] if tensor.shape else tensor.numpy()
         with self._lock:
             self.decoded += 1
-        return np.ascontiguousarray(data).tobytes()
+        return np.ascontiguousarray(data).reshape(-1).view(np.uint8).data
 
     def __contains__(self, key: tuple[str, int]) -> bool:
         with self._lock:
             return key in self._bands
 
-    def get(self, name: str, band: int, wait: bool = True) -> bytes | None:
+    def get(self, name: str, band: int, wait: bool = True) -> memoryview | None:
         key = (name, band)
         with self._lock:
             future = self._bands.get(key)
@@ -87,7 +88,7 @@ class _BandCache:
                 self._bands.move_to_end(key)
         return future.result() if wait else None
 
-    def _sized(self, key: tuple[str, int], future: Future[bytes]) -> None:
+    def _sized(self, key: tuple[str, int], future: Future[memoryview]) -> None:
         if future.exception() is not None:
             with self._lock:
                 self._bands.pop(key, None)
@@ -290,7 +291,7 @@ class WcodecFileSystem(AbstractFileSystem):  # type: ignore[misc]
             assert data is not None
             offset = band * band_bytes
             a, b = max(lo, offset), min(hi, offset + len(data))
-            into[a - lo : b - lo] = memoryview(data)[a - offset : b - offset]
+            into[a - lo : b - lo] = data[a - offset : b - offset]
 
 
 class WcodecFile(AbstractBufferedFile):  # type: ignore[misc]
