@@ -183,7 +183,10 @@ EncodedChunk encode_chunk(const uint8_t* data, uint8_t dtype, const uint64_t* sh
   const int threads = resolve_threads(opt.threads);
   // The delta predictor needs rows of at least two elements.
   const bool predict = opt.predict && row > 1;
-  std::vector<std::vector<uint8_t>> residuals(threads, std::vector<uint8_t>(predict ? seg_elems : 0));
+  // Scratch is sized by the largest segment, not the nominal one: a small chunk's encode should
+  // not clear hundreds of kilobytes it never uses.
+  const uint64_t max_seg = std::min<uint64_t>(seg_elems, nelem);
+  std::vector<std::vector<uint8_t>> residuals(threads, std::vector<uint8_t>(predict ? max_seg : 0));
   parallel_for(nseg, threads, [&](size_t j, int worker) {
     const uint64_t b = j * seg_elems;
     const uint64_t n = std::min(seg_elems, nelem - b);
@@ -317,7 +320,7 @@ EncodedChunk encode_chunk(const uint8_t* data, uint8_t dtype, const uint64_t* sh
       }
       // Count the delta residuals of the segments that chose them in full (the choice was made
       // on samples), so the delta table covers every residual it will code.
-      std::vector<uint8_t> full(seg_elems);
+      std::vector<uint8_t> full(max_seg);
       for (uint64_t j = 0; j < nseg; ++j) {
         if (choice[j] != 1) continue;
         const uint64_t b = j * seg_elems;
@@ -385,7 +388,7 @@ EncodedChunk encode_chunk(const uint8_t* data, uint8_t dtype, const uint64_t* sh
     }
   }
   // per-worker room for the largest possible payload; segments keep only what they use
-  std::vector<std::vector<uint8_t>> coded(threads, std::vector<uint8_t>(kStateBytes + 2 * seg_elems));
+  std::vector<std::vector<uint8_t>> coded(threads, std::vector<uint8_t>(kStateBytes + 2 * max_seg));
   parallel_for(nseg * nplanes, threads, [&](size_t task, int worker) {
     const uint32_t p = static_cast<uint32_t>(task % nplanes);
     const uint64_t j = task / nplanes;

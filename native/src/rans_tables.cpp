@@ -115,7 +115,9 @@ void build_encode_table(const FreqTable& table, EncodeTable* out) {
     e.cmpl = static_cast<uint16_t>(kProbScale - f);
     e.x_max = f << 20;
     if (f >= 2) {
-      e.rcp = static_cast<uint64_t>(((static_cast<unsigned __int128>(1) << 64) + f - 1) / f);
+      // ceil(2^64 / f) == floor((2^64 - 1) / f) + 1 for every f >= 2 (a power of two included),
+      // a 64-bit division instead of a 128-bit one
+      e.rcp = ~uint64_t{0} / f + 1;
       e.bias = static_cast<uint16_t>(cum);
     } else {
       e.rcp = ~uint64_t{0};
