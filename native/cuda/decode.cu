@@ -5,6 +5,7 @@
 
 #include "decode_kernels.cuh"
 #include "wcodec/codec.h"
+#include "wcodec/parallel.h"
 #include "wcodec/cuda_decode.h"
 
 namespace wcodec::cuda {
@@ -75,13 +76,14 @@ DecodePlan plan_decode(const ChunkRef* refs, size_t count) {
   uint32_t block_group_end[3] = {0, 0, 0};
   auto prefix = [count](size_t k) { return count > 1 ? "chunk " + std::to_string(k) + ": " : std::string(); };
   std::vector<ChunkInfo> infos(count);
-  for (size_t k = 0; k < count; ++k) {
+  // Validating hundreds of containers costs most of the plan: on every core.
+  parallel_for(count, resolve_threads(0), [&](size_t k, int) {
     try {
       infos[k] = parse_chunk(refs[k].host, refs[k].len);
     } catch (const FormatError& e) {
       throw ChunkError(k, prefix(k), e.what());
     }
-  }
+  });
   // Segments are grouped by itemsize (1, 2, 4 planes), each chunk's segments contiguous, so
   // that one kernel instance per plane count decodes a contiguous range.
   std::vector<size_t> order;
