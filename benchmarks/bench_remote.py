@@ -3,6 +3,7 @@ wcodec_zarr.testing, with all responses limited to --mbps MB/s together), compre
 the same tensors stored uncompressed, in the same run:
 
 - wcodec: ``load_checkpoint`` (whole model) and ``Checkpoint.shard`` (tensor-parallel slice);
+- wcodec-obstore: the same through ``open_store(..., backend="obstore")``;
 - zarr-raw: the same layout (chunks, shards) with no compression, read through zarr;
 - safetensors: the original file read by ranged GETs (header, then each tensor's range).
 
@@ -81,10 +82,12 @@ def read_safetensors(fs: s3fs.S3FileSystem, path: str, part: bool) -> int:
     return sum(len(d) for d in data)
 
 
-def read_wcodec(url: str, opts: dict[str, Any], part: bool) -> int:
+def read_wcodec(url: str | Callable[[], Any], opts: dict[str, Any], part: bool) -> int:
+    """``url``, or a function that opens the store (a new one each time, as a new reader would)."""
+    source = url() if callable(url) else url
     if not part:
-        return sum(t.nbytes for t in wc.load_checkpoint(url, storage_options=opts).values())
-    ckpt = wc.open_checkpoint(url, storage_options=opts)
+        return sum(t.nbytes for t in wc.load_checkpoint(source, storage_options=opts).values())
+    ckpt = wc.open_checkpoint(source, storage_options=opts)
     total = 0
     for name in ckpt:
         tensor = ckpt[name]
@@ -130,8 +133,13 @@ def bench_view(
         slice_needs(ckpt[n]) for n in names
     )
     s3.set_bandwidth(MBPS * 1e6)
+
+    def obstore() -> Any:
+        return wc.open_store(url, storage_options=s3.obstore_options(), backend="obstore")
+
     readers: dict[str, Callable[[bool], int]] = {
         "wcodec": lambda part: read_wcodec(url, opts, part),
+        "wcodec-obstore": lambda part: read_wcodec(obstore, {}, part),
         "zarr-raw": lambda part: read_raw_zarr(raw_url, opts, names, part),
         "safetensors": lambda part: read_safetensors(fs, st_path, part),
     }
@@ -159,7 +167,7 @@ def report(rows: list[dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        for reader in ("wcodec", "zarr-raw", "safetensors"):
+        for reader in ("wcodec", "wcodec-obstore", "zarr-raw", "safetensors"):
             lines.append(
                 f"| {r['view']} | {r['MB']:.1f} | {r['ratio']:.4f} | {reader} "
                 f"| {r[f'{reader}-all-s']:.3f} | {r[f'{reader}-all-bytes'] / 1e6:.2f} "

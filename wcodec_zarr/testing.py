@@ -184,6 +184,19 @@ class _Client:
             **extra,
         }
 
+    def obstore_options(self, **extra: Any) -> dict[str, Any]:
+        """obstore ``from_url`` arguments for this server (``open_store(backend="obstore")``)."""
+        return {
+            "config": {
+                "endpoint": self.endpoint,
+                "access_key_id": ACCESS_KEY,
+                "secret_access_key": SECRET_KEY,
+                "region": "us-east-1",
+            },
+            "client_options": {"allow_http": True},
+            **extra,
+        }
+
     def create_bucket(self, name: str) -> None:
         import boto3
 
