@@ -28,12 +28,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from report import cpu_name, median_time, write_report
+from report import cpu_name, cuda_synced, median_time, write_report
 
 import wcodec_zarr as wc
 from wcodec_zarr.weights import minilm_views
@@ -137,22 +136,14 @@ def bench_gpu_load(src: Path, dst: Path, repeats: int) -> dict[str, Any]:
     import torch
     from safetensors.torch import load_file
 
-    def synced(fn: Callable[[], Any]) -> Callable[[], Any]:
-        def run() -> Any:
-            out = fn()
-            torch.cuda.synchronize()
-            return out
-
-        return run
-
     def safetensors_load() -> Any:
         return load_file(str(src), device="cuda")
 
     def wcodec_load() -> Any:
         return wc.load_checkpoint(dst, device="cuda", framework="torch")
 
-    synced(safetensors_load)()
-    synced(wcodec_load)()
+    cuda_synced(safetensors_load)()
+    cuda_synced(wcodec_load)()
     ours = wcodec_load()
     theirs = safetensors_load()
     exact = all(
@@ -161,8 +152,8 @@ def bench_gpu_load(src: Path, dst: Path, repeats: int) -> dict[str, Any]:
         for k in theirs
     )
     return {
-        "gpu_safetensors_s": median_time(synced(safetensors_load), repeats),
-        "gpu_wcodec_s": median_time(synced(wcodec_load), repeats),
+        "gpu_safetensors_s": median_time(cuda_synced(safetensors_load), repeats),
+        "gpu_wcodec_s": median_time(cuda_synced(wcodec_load), repeats),
         "gpu_exact": exact,
     }
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from report import cuda_synced
 
 import wcodec_zarr as wc
 from wcodec_zarr import batch_load
@@ -42,29 +43,20 @@ def main() -> None:
     }
     if wc.gpu_available():
         import cupy as cp
-        import torch
         from safetensors.torch import load_file as load_torch
 
         def pinned(n: int) -> np.ndarray:
             return np.frombuffer(cp.cuda.alloc_pinned_memory(n), np.uint8, n)
 
-        def synced(fn: Callable[[], Any]) -> Callable[[], Any]:
-            def run() -> Any:
-                out = fn()
-                torch.cuda.synchronize()
-                return out
-
-            return run
-
         rows["safetensors.torch.load_file cuda"] = median_ms(
-            synced(lambda: load_torch(model, device="cuda"))
+            cuda_synced(lambda: load_torch(model, device="cuda"))
         )
         rows["stage (pinned)"] = median_ms(lambda: batch_load.stage(tensors, 16, pinned))
         rows["load_to_gpu"] = median_ms(
-            synced(lambda: batch_load.load_to_gpu(tensors, "cuda", "torch"))
+            cuda_synced(lambda: batch_load.load_to_gpu(tensors, "cuda", "torch"))
         )
         rows["load_checkpoint cuda"] = median_ms(
-            synced(lambda: wc.load_checkpoint(ckpt_url, device="cuda", framework="torch"))
+            cuda_synced(lambda: wc.load_checkpoint(ckpt_url, device="cuda", framework="torch"))
         )
     for name, ms in rows.items():
         print(f"{name:40s} {ms:8.2f} ms")

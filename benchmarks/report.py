@@ -43,3 +43,15 @@ def median_time(fn: Callable[[], Any], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def cuda_synced(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """``fn`` followed by a wait for the GPU, so that a timing covers the work it queued."""
+    import torch
+
+    def run() -> Any:
+        out = fn()
+        torch.cuda.synchronize()
+        return out
+
+    return run
