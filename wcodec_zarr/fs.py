@@ -148,7 +148,10 @@ class WcodecFileSystem(AbstractFileSystem):  # type: ignore[misc]
         if target is None:
             if not fo:
                 raise ValueError("wcodec filesystem: pass target= (a checkpoint URL)")
-            url = fo if target_protocol in (None, "file") else f"{target_protocol}://{fo}"
+            # fsspec strips the protocol from chained paths, except where it keeps the whole URL
+            # (http)
+            keep = target_protocol in (None, "file") or "://" in fo
+            url = fo if keep else f"{target_protocol}://{fo}"
             try:  # the chained URL names the checkpoint itself...
                 self.ckpt = open_checkpoint(url, storage_options=options)
             except (FileNotFoundError, IncompleteCheckpointError):

@@ -1,5 +1,7 @@
-"""A real S3-compatible server on loopback for tests and benchmarks: moto's server mode (its
-werkzeug application on a thread, ``moto[server]``), with a WSGI layer in front that
+"""Real servers on loopback for tests and benchmarks.
+
+``LoopbackS3``/``ProcessS3``: an S3-compatible server, moto's server mode (its werkzeug
+application on a thread, ``moto[server]``), with a WSGI layer in front that
 
 - logs every request (method, key, Range header, response bytes) for request counting;
 - fails a share of data requests with ``503 ServiceUnavailable`` or cuts their response off halfway
@@ -10,6 +12,9 @@ werkzeug application on a thread, ``moto[server]``), with a WSGI layer in front 
     with LoopbackS3() as s3:
         s3.create_bucket("models")
         opts = s3.storage_options()  # endpoint_url, key, secret for s3fs
+
+``LoopbackHTTP``: a directory served read-only over plain HTTP (werkzeug), with byte ranges
+(suffix ranges included) and the same request log: the ``http(s)://`` path of fsspec and obstore.
 
 Only 127.0.0.1 is bound, on a free port.
 """
@@ -23,6 +28,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -333,3 +339,74 @@ class ProcessS3(_Client):
             self._process.join(timeout=10)
             if self._process.is_alive():
                 self._process.kill()
+
+
+class LoopbackHTTP:
+    """The files below ``root`` over HTTP on 127.0.0.1 (GET and HEAD, ``Range`` answered with
+    206), every request logged. ``url(path)`` is a file's URL."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+        self.requests: list[Request] = []
+        self._lock = threading.Lock()
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    def url(self, path: str = "") -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/{path}"
+
+    def reset_log(self) -> None:
+        with self._lock:
+            self.requests.clear()
+
+    def _app(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        from werkzeug.wrappers import Request as WRequest
+        from werkzeug.wrappers import Response
+        from werkzeug.wsgi import wrap_file
+
+        request = WRequest(environ)
+        path = (self.root / request.path.lstrip("/")).resolve()
+        if self.root not in path.parents or not path.is_file():
+            response = Response("not found", status=404)
+        else:
+            size = path.stat().st_size
+            response = Response(
+                wrap_file(environ, path.open("rb")),
+                mimetype="application/octet-stream",
+                direct_passthrough=True,
+            )
+            response.content_length = size
+            response = response.make_conditional(request, accept_ranges=True, complete_length=size)
+        nbytes = 0 if request.method == "HEAD" else int(response.content_length or 0)
+        with self._lock:
+            self.requests.append(
+                Request(
+                    request.method,
+                    request.path.lstrip("/"),
+                    request.headers.get("Range"),
+                    response.status_code,
+                    nbytes,
+                )
+            )
+        return response(environ, start_response)
+
+    def __enter__(self) -> Self:
+        from werkzeug.serving import make_server
+
+        logging.getLogger("werkzeug").setLevel(logging.CRITICAL)
+        self._server = make_server("127.0.0.1", 0, self._app, threaded=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join()
