@@ -102,15 +102,15 @@ def _entry(name: str, info: Any) -> TensorEntry:
     dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
     if dtype not in NUMPY_DTYPES and dtype not in RAW_DTYPE_BITS:
         raise ValueError(f"tensor {name!r}: unknown dtype {dtype!r}")
-    if not isinstance(shape, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-    ):
+    # type(...) is int: JSON gives exact ints, and bool (a subclass) is refused
+    if type(shape) is not list or not all(type(d) is int and d >= 0 for d in shape):
         raise ValueError(f"tensor {name!r}: shape must be a list of non-negative integers")
     if (
-        not isinstance(offsets, list)
+        type(offsets) is not list
         or len(offsets) != 2
-        or not all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offsets)
-        or offsets[0] > offsets[1]
+        or type(offsets[0]) is not int
+        or type(offsets[1]) is not int
+        or not 0 <= offsets[0] <= offsets[1]
     ):
         raise ValueError(f"tensor {name!r}: data_offsets must be [begin, end] with begin <= end")
     try:
