@@ -14,6 +14,7 @@ import pytest
 
 from wcodec_zarr import api
 from wcodec_zarr._native import core
+from wcodec_zarr.batch_load import aligned
 
 EMPTY = 2**64 - 1
 
@@ -39,9 +40,7 @@ def run_stage(
     slots = (np.cumsum(slot_len) - slot_len).astype(np.uint64)
     first = (np.cumsum(nchunks) - nchunks).astype(np.uint64)
     total = int(sum(nchunks))
-    raw = np.zeros(int(slot_len.sum()) + align, np.uint8)
-    start = -raw.ctypes.data % align
-    buffer = raw[start : start + int(slot_len.sum())]
+    buffer = aligned(lambda n: np.zeros(n, np.uint8), int(slot_len.sum()), align)
     offsets = np.zeros(total, np.uint64)
     lens = np.zeros(total, np.uint64)
     blobs = [s if isinstance(s, str) else np.frombuffer(s, np.uint8) for s in sources]
@@ -113,39 +112,29 @@ def test_bad_checksum_short_object_and_missing_file(tmp_path: Path) -> None:
         run_stage([bytes(7)], [1], [1], 16)
     (tmp_path / "gone").write_bytes(b"abc")
     vanished = str(tmp_path / "gone")
-    buffer = np.zeros(64, np.uint8)
     (tmp_path / "gone").unlink()
     with pytest.raises(api.ChunkError, match="object missing from the store"):
-        core.stage_objects(
-            [vanished],
-            np.asarray([3], np.uint64),
-            np.asarray([0], np.uint64),
-            np.asarray([64], np.uint64),
-            np.asarray([0], np.uint32),
-            np.asarray([1], np.uint32),
-            np.asarray([0], np.uint64),
-            buffer,
-            16,
-            np.zeros(1, np.uint64),
-            np.zeros(1, np.uint64),
-            0,
-        )
+        stage_one(vanished, size=3, slot=0, slot_len=64, buffer_len=64)
 
 
 def test_inconsistent_descriptions_are_refused() -> None:
     with pytest.raises(ValueError, match="described inconsistently"):
-        # a slot past the end of the buffer
-        core.stage_objects(
-            [bytes(4)],
-            np.asarray([4], np.uint64),
-            np.asarray([64], np.uint64),
-            np.asarray([32], np.uint64),
-            np.asarray([0], np.uint32),
-            np.asarray([1], np.uint32),
-            np.asarray([0], np.uint64),
-            np.zeros(64, np.uint8),
-            16,
-            np.zeros(1, np.uint64),
-            np.zeros(1, np.uint64),
-            0,
-        )
+        stage_one(bytes(4), size=4, slot=64, slot_len=32, buffer_len=64)  # past the buffer
+
+
+def stage_one(source: Any, *, size: int, slot: int, slot_len: int, buffer_len: int) -> None:
+    """One unsharded object described by hand, straight to the native call."""
+    core.stage_objects(
+        [source],
+        np.asarray([size], np.uint64),
+        np.asarray([slot], np.uint64),
+        np.asarray([slot_len], np.uint64),
+        np.asarray([0], np.uint32),
+        np.asarray([1], np.uint32),
+        np.asarray([0], np.uint64),
+        np.zeros(buffer_len, np.uint8),
+        16,
+        np.zeros(1, np.uint64),
+        np.zeros(1, np.uint64),
+        0,
+    )

@@ -219,6 +219,13 @@ class Staged:
         raise IndexError(chunk)
 
 
+def aligned(allocate: Callable[[int], np.ndarray], nbytes: int, align: int) -> np.ndarray:
+    """``nbytes`` of memory from ``allocate`` starting at a multiple of ``align``."""
+    raw = allocate(nbytes + align - 1)
+    start = -raw.ctypes.data % align
+    return raw[start : start + nbytes]
+
+
 def stage(tensors: list[LazyTensor], align: int, allocate: Callable[[int], np.ndarray]) -> Staged:
     """Stages the chunks of every tensor the fast path applies to (others are left out): local
     objects are read straight from their files, remote ones fetched concurrently; then one
@@ -261,10 +268,7 @@ def stage(tensors: list[LazyTensor], align: int, allocate: Callable[[int], np.nd
     size = np.asarray(sizes, np.uint64)
     slot_len = (size + np.asarray(nchunks, np.uint64) * align + (align - 1)) // align * align
     slots = np.concatenate([[0], np.cumsum(slot_len)]).astype(np.uint64)
-    nbytes = max(int(slots[-1]), 1)
-    raw = allocate(nbytes + align - 1)
-    start = -raw.ctypes.data % align
-    buffer = raw[start : start + nbytes]
+    buffer = aligned(allocate, max(int(slots[-1]), 1), align)
     offsets = np.zeros(total, np.uint64)
     lens = np.zeros(total, np.uint64)
     try:

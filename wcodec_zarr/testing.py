@@ -155,13 +155,8 @@ class _Middleware:
         return [body]
 
 
-class _Client:
-    """What a client of the server needs: its address, credentials and buckets; a context
-    manager that starts and stops it."""
-
-    @property
-    def endpoint(self) -> str:
-        raise NotImplementedError
+class _Server:
+    """A context manager that starts and stops a server."""
 
     def start(self) -> Self:
         raise NotImplementedError
@@ -179,6 +174,33 @@ class _Client:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _serve_on_thread(app: Any, **options: Any) -> tuple[Any, threading.Thread]:
+    """A werkzeug server of the WSGI ``app`` on 127.0.0.1 (a free port), on a daemon thread."""
+    from werkzeug.serving import make_server
+
+    logging.getLogger("werkzeug").setLevel(logging.CRITICAL)
+    server = make_server("127.0.0.1", 0, app, threaded=True, **options)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return server, thread
+
+
+def _stop_serving(server: Any, thread: threading.Thread | None) -> None:
+    if server is not None:
+        server.shutdown()
+        server.server_close()
+    if thread is not None:
+        thread.join()
+
+
+class _Client(_Server):
+    """What a client of the S3 server needs: its address, credentials and buckets."""
+
+    @property
+    def endpoint(self) -> str:
+        raise NotImplementedError
 
     def storage_options(self, **extra: Any) -> dict[str, Any]:
         """s3fs options for this server (credentials included)."""
@@ -251,23 +273,13 @@ class LoopbackS3(_Client):
             MotoRequestHandler,
             create_backend_app,
         )
-        from werkzeug.serving import make_server
 
-        logging.getLogger("werkzeug").setLevel(logging.CRITICAL)
         app = _Middleware(DomainDispatcherApplication(create_backend_app), self)
-        self._server = make_server(
-            "127.0.0.1", 0, app, threaded=True, request_handler=MotoRequestHandler
-        )
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        self._server, self._thread = _serve_on_thread(app, request_handler=MotoRequestHandler)
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
+        _stop_serving(self._server, self._thread)
 
 
 def _serve(conn: Connection, bandwidth: float | None) -> None:
@@ -341,7 +353,7 @@ class ProcessS3(_Client):
                 self._process.kill()
 
 
-class LoopbackHTTP:
+class LoopbackHTTP(_Server):
     """The files below ``root`` over HTTP on 127.0.0.1 (GET and HEAD, ``Range`` answered with
     206), every request logged. ``url(path)`` is a file's URL."""
 
@@ -391,22 +403,9 @@ class LoopbackHTTP:
             )
         return response(environ, start_response)
 
-    def __enter__(self) -> Self:
-        from werkzeug.serving import make_server
-
-        logging.getLogger("werkzeug").setLevel(logging.CRITICAL)
-        self._server = make_server("127.0.0.1", 0, self._app, threaded=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+    def start(self) -> Self:
+        self._server, self._thread = _serve_on_thread(self._app)
         return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
+    def stop(self) -> None:
+        _stop_serving(self._server, self._thread)
