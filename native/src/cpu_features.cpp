@@ -5,16 +5,23 @@
 
 namespace wcodec {
 
-bool cpu_uses_avx2() {
+Simd cpu_simd() {
 #if defined(__x86_64__)
-  static const bool use = [] {
+  static const Simd level = [] {
+    Simd best = Simd::Scalar;
+    if (__builtin_cpu_supports("avx2")) best = Simd::Avx2;
+    if (best == Simd::Avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vbmi2")) {
+      best = Simd::Avx512;
+    }
     const char* env = std::getenv("WCODEC_SIMD");
-    const bool forced_scalar = env != nullptr && std::strcmp(env, "scalar") == 0;
-    return !forced_scalar && __builtin_cpu_supports("avx2");
+    if (env != nullptr && std::strcmp(env, "scalar") == 0) return Simd::Scalar;
+    if (env != nullptr && std::strcmp(env, "avx2") == 0 && best == Simd::Avx512) return Simd::Avx2;
+    return best;
   }();
-  return use;
+  return level;
 #else
-  return false;
+  return Simd::Scalar;
 #endif
 }
 

@@ -3,7 +3,11 @@
 
 namespace wcodec {
 
-// True where the CPU has AVX2 and WCODEC_SIMD=scalar is not set in the environment.
-bool cpu_uses_avx2();
+// Ordered: a CPU that runs a level runs the ones below it.
+enum class Simd { Scalar, Avx2, Avx512 };
+
+// The best level this CPU runs (Avx512 needs AVX-512 F, BW and VBMI2), capped by WCODEC_SIMD
+// in the environment: "avx2" or "scalar" (other values are ignored).
+Simd cpu_simd();
 
 }  // namespace wcodec

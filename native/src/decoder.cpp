@@ -136,24 +136,30 @@ void decode_chunks(const DecodeJob* jobs, size_t njobs, int threads) {
     c.decoder = select_segment_decoder();
     c.group_decoder = select_segment_group_decoder();
   });
-  // a task is a group of kMaxGroup consecutive segments
+  // A task is a group of consecutive segments of one chunk: as many as the group decoder
+  // interleaves, fewer when that would leave threads without a task.
+  uint64_t total_seg = 0;
+  for (const ChunkState& c : chunks) total_seg += c.info.nseg;
+  const int threads_wanted = resolve_threads(threads);
+  const uint64_t per_thread = (total_seg + threads_wanted - 1) / static_cast<uint64_t>(threads_wanted);
+  const uint64_t group = std::clamp<uint64_t>(per_thread, 1, kMaxGroup);
   std::vector<uint64_t> first_task(njobs + 1, 0);
   for (size_t k = 0; k < njobs; ++k) {
-    first_task[k + 1] = first_task[k] + (chunks[k].info.nseg + kMaxGroup - 1) / kMaxGroup;
+    first_task[k + 1] = first_task[k] + (chunks[k].info.nseg + group - 1) / group;
   }
   const uint64_t ntasks = first_task[njobs];
-  const int workers = static_cast<int>(std::min<uint64_t>(resolve_threads(threads), std::max<uint64_t>(ntasks, 1)));
-  uint32_t max_scratch = 0;
+  const int workers = static_cast<int>(std::min<uint64_t>(threads_wanted, std::max<uint64_t>(ntasks, 1)));
+  uint64_t max_scratch = 0;
   for (const ChunkState& c : chunks) {
-    if (c.info.nplanes > 1) max_scratch = std::max(max_scratch, kMaxGroup * c.info.nplanes * c.info.seg_elems);
+    if (c.info.nplanes > 1) max_scratch = std::max<uint64_t>(max_scratch, group * c.info.nplanes * c.info.seg_elems);
   }
   std::vector<std::vector<uint8_t>> scratch(workers, std::vector<uint8_t>(max_scratch));
   parallel_for(ntasks, workers, [&](size_t task, int worker) {
     const size_t k = static_cast<size_t>(std::upper_bound(first_task.begin(), first_task.end(), task) -
                                          first_task.begin() - 1);
     const ChunkState& c = chunks[k];
-    const uint64_t j0 = kMaxGroup * (task - first_task[k]);
-    const uint64_t count = std::min<uint64_t>(kMaxGroup, c.info.nseg - j0);
+    const uint64_t j0 = group * (task - first_task[k]);
+    const uint64_t count = std::min<uint64_t>(group, c.info.nseg - j0);
     try {
       decode_group_task(c, j0, count, scratch[worker].data());
     } catch (const FormatError& e) {

@@ -1,7 +1,8 @@
 // AVX2 segment decoder: the 32 lanes are four 8-lane vectors. Compiled with -mavx2 and called only
 // after a runtime check (segment_scalar.cpp). One step decodes 32 symbols; its latency (gather,
 // multiply, renormalisation) rather than its instruction count bounds a single segment, so the
-// group decoder runs the steps of two independent segments side by side (more did not pay).
+// group decoder runs the steps of two independent segments side by side (more did not pay: the
+// four-vector states of more segments do not fit the 16 registers).
 #if defined(__x86_64__)
 #include <immintrin.h>
 
@@ -115,8 +116,8 @@ void decode_group(const SegmentJob* jobs) {
 }
 
 void decode_segment_group_avx2(const SegmentJob* jobs, int count) {
-  static_assert(kMaxGroup == 2, "one case per group size");
-  count == 1 ? decode_group<1>(jobs) : decode_group<2>(jobs);
+  for (; count >= 2; count -= 2, jobs += 2) decode_group<2>(jobs);
+  if (count == 1) decode_group<1>(jobs);
 }
 
 }  // namespace wcodec

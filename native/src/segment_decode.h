@@ -19,6 +19,8 @@ void decode_segment_scalar(const DecodeTable& table, const uint8_t* payload, siz
 #if defined(__x86_64__)
 void decode_segment_avx2(const DecodeTable& table, const uint8_t* payload, size_t len, uint8_t* out,
                          size_t n);
+void decode_segment_avx512(const DecodeTable& table, const uint8_t* payload, size_t len,
+                           uint8_t* out, size_t n);
 #endif
 
 // One segment to decode, for the group decoders.
@@ -32,15 +34,17 @@ struct SegmentJob {
 // Decodes up to kMaxGroup independent segments at once: a single segment's steps are bound by
 // latency, so interleaving several keeps more work in flight per core. On error it throws without
 // saying which segment failed; callers decode them singly to find out.
-inline constexpr int kMaxGroup = 2;
+inline constexpr int kMaxGroup = 4;
 using SegmentGroupDecoder = void (*)(const SegmentJob* jobs, int count);
 void decode_segment_group_scalar(const SegmentJob* jobs, int count);
 #if defined(__x86_64__)
 void decode_segment_group_avx2(const SegmentJob* jobs, int count);
+void decode_segment_group_avx512(const SegmentJob* jobs, int count);
 #endif
 SegmentGroupDecoder select_segment_group_decoder();
 
-// The fastest decoder this CPU runs; WCODEC_SIMD=scalar in the environment forces the scalar one.
+// The fastest decoder this CPU runs; WCODEC_SIMD=avx2 or WCODEC_SIMD=scalar in the environment
+// caps the choice.
 SegmentDecoder select_segment_decoder();
 const char* segment_decoder_name();
 

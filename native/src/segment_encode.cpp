@@ -31,7 +31,7 @@ size_t encode_segment_scalar(const uint8_t* sym, uint64_t n, const EncodeTable& 
 size_t encode_segment(const uint8_t* sym, uint64_t n, const EncodeTable& tab,
                       const EncodeTableSimd& simd, uint8_t* out) {
 #if defined(__x86_64__)
-  if (cpu_uses_avx2()) return encode_segment_avx2(sym, n, tab, simd, out);
+  if (cpu_simd() >= Simd::Avx2) return encode_segment_avx2(sym, n, tab, simd, out);
 #endif
   (void)simd;
   return encode_segment_scalar(sym, n, tab, out);

@@ -55,18 +55,33 @@ void undo_delta(uint8_t* x, uint64_t b, uint64_t n, uint64_t row) {
 
 SegmentDecoder select_segment_decoder() {
 #if defined(__x86_64__)
-  if (cpu_uses_avx2()) return decode_segment_avx2;
+  switch (cpu_simd()) {
+    case Simd::Avx512: return decode_segment_avx512;
+    case Simd::Avx2: return decode_segment_avx2;
+    case Simd::Scalar: break;
+  }
 #endif
   return decode_segment_scalar;
 }
 
 SegmentGroupDecoder select_segment_group_decoder() {
 #if defined(__x86_64__)
-  if (cpu_uses_avx2()) return decode_segment_group_avx2;
+  switch (cpu_simd()) {
+    case Simd::Avx512: return decode_segment_group_avx512;
+    case Simd::Avx2: return decode_segment_group_avx2;
+    case Simd::Scalar: break;
+  }
 #endif
   return decode_segment_group_scalar;
 }
 
-const char* segment_decoder_name() { return cpu_uses_avx2() ? "avx2" : "scalar"; }
+const char* segment_decoder_name() {
+  switch (cpu_simd()) {
+    case Simd::Avx512: return "avx512";
+    case Simd::Avx2: return "avx2";
+    case Simd::Scalar: break;
+  }
+  return "scalar";
+}
 
 }  // namespace wcodec

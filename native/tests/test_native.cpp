@@ -118,7 +118,7 @@ static void test_round_trips() {
   }
 }
 
-static void test_scalar_matches_avx2() {
+static void test_scalar_matches_simd() {
 #if defined(__x86_64__)
   if (!__builtin_cpu_supports("avx2")) return;
   std::mt19937 rng(3);
@@ -137,6 +137,24 @@ static void test_scalar_matches_avx2() {
   const SegmentJob pair[2] = {{&table, payload, len, c.data(), c.size()}, {&table, payload, len, d.data(), d.size()}};
   decode_segment_group_avx2(pair, 2);
   CHECK(a == data && b == data && c == data && d == data);
+  if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") ||
+      !__builtin_cpu_supports("avx512vbmi2")) {
+    return;
+  }
+  std::vector<uint8_t> e(65536);
+  decode_segment_avx512(table, payload, len, e.data(), e.size());
+  CHECK(e == data);
+  // groups of every size
+  std::vector<std::vector<uint8_t>> outs(kMaxGroup, std::vector<uint8_t>(65536));
+  for (int count = 1; count <= kMaxGroup; ++count) {
+    SegmentJob jobs[kMaxGroup];
+    for (int k = 0; k < count; ++k) {
+      std::fill(outs[k].begin(), outs[k].end(), 0);
+      jobs[k] = {&table, payload, len, outs[k].data(), outs[k].size()};
+    }
+    decode_segment_group_avx512(jobs, count);
+    for (int k = 0; k < count; ++k) CHECK(outs[k] == data);
+  }
 #endif
 }
 
@@ -198,7 +216,7 @@ int main() {
   test_crc();
   test_tables();
   test_round_trips();
-  test_scalar_matches_avx2();
+  test_scalar_matches_simd();
   test_encoders_agree();
   test_corruption();
   if (failures) {
