@@ -186,7 +186,9 @@ EncodedChunk encode_chunk(const uint8_t* data, uint8_t dtype, const uint64_t* sh
   // Scratch is sized by the largest segment, not the nominal one: a small chunk's encode should
   // not clear hundreds of kilobytes it never uses.
   const uint64_t max_seg = std::min<uint64_t>(seg_elems, nelem);
-  std::vector<std::vector<uint8_t>> residuals(threads, std::vector<uint8_t>(predict ? max_seg : 0));
+  // residuals of a group of segments (phase 3); phase 1 uses the first sample block's worth
+  std::vector<std::vector<uint8_t>> residuals(threads,
+                                              std::vector<uint8_t>(predict ? kMaxEncodeGroup * max_seg : 0));
   parallel_for(nseg, threads, [&](size_t j, int worker) {
     const uint64_t b = j * seg_elems;
     const uint64_t n = std::min(seg_elems, nelem - b);
@@ -387,29 +389,41 @@ EncodedChunk encode_chunk(const uint8_t* data, uint8_t dtype, const uint64_t* sh
       build_encode_table_simd(E.planes[p].tables[q], &enc_simd[p][q]);
     }
   }
-  // per-worker room for the largest possible payload; segments keep only what they use
-  std::vector<std::vector<uint8_t>> coded(threads, std::vector<uint8_t>(kStateBytes + 2 * max_seg));
-  parallel_for(nseg * nplanes, threads, [&](size_t task, int worker) {
+  // A task codes up to kMaxEncodeGroup consecutive segments of one plane, side by side; each
+  // worker has room for that many of the largest possible payloads, and segments keep only what
+  // they use.
+  const uint64_t ngroups = (nseg + kMaxEncodeGroup - 1) / kMaxEncodeGroup;
+  const size_t room = kStateBytes + 2 * max_seg;
+  std::vector<std::vector<uint8_t>> coded(threads, std::vector<uint8_t>(kMaxEncodeGroup * room));
+  parallel_for(ngroups * nplanes, threads, [&](size_t task, int worker) {
     const uint32_t p = static_cast<uint32_t>(task % nplanes);
-    const uint64_t j = task / nplanes;
     PlanePlan& pp = E.planes[p];
     if (pp.mode != PlaneMode::Rans) return;
-    SegmentPlan& sp = pp.segs[j];
-    const uint64_t b = j * seg_elems;
-    const uint64_t n = std::min(seg_elems, nelem - b);
-    const uint8_t* sym = pp.bytes + b;
-    if (sp.pred == Predictor::Delta) {
-      delta_residuals(sym, b, n, row, residuals[worker].data());
-      sym = residuals[worker].data();
+    const uint64_t j0 = task / nplanes * kMaxEncodeGroup;
+    const int count = static_cast<int>(std::min<uint64_t>(kMaxEncodeGroup, nseg - j0));
+    EncodeJob jobs[kMaxEncodeGroup];
+    for (int k = 0; k < count; ++k) {
+      const SegmentPlan& sp = pp.segs[j0 + k];
+      const uint64_t b = (j0 + k) * seg_elems;
+      const uint64_t n = std::min(seg_elems, nelem - b);
+      const uint8_t* sym = pp.bytes + b;
+      if (sp.pred == Predictor::Delta) {
+        uint8_t* r = residuals[worker].data() + k * max_seg;
+        delta_residuals(sym, b, n, row, r);
+        sym = r;
+      }
+      const int q = static_cast<int>(sp.pred);
+      jobs[k] = {sym, n, &enc[p][q], &enc_simd[p][q], coded[worker].data() + k * room, 0};
     }
-    const int q = static_cast<int>(sp.pred);
-    uint8_t* buf = coded[worker].data();
-    const size_t len = encode_segment(sym, n, enc[p][q], enc_simd[p][q], buf);
-    if (len >= n) {
-      sp.coding = SegCoding::Raw;
-      sp.pred = Predictor::None;
-    } else {
-      sp.payload.assign(buf, buf + len);
+    encode_segment_group(jobs, count);
+    for (int k = 0; k < count; ++k) {
+      SegmentPlan& sp = pp.segs[j0 + k];
+      if (jobs[k].len >= jobs[k].n) {
+        sp.coding = SegCoding::Raw;
+        sp.pred = Predictor::None;
+      } else {
+        sp.payload.assign(jobs[k].out, jobs[k].out + jobs[k].len);
+      }
     }
   });
 

@@ -1,4 +1,4 @@
-// AVX-512 segment decoder: the 32 lanes are two 16-lane vectors. Compiled with AVX-512 F/BW/VBMI2
+// AVX-512 segment decoder: the 32 lanes are two 16-lane vectors. Compiled with AVX-512 F/BW/VL/VBMI2
 // and called only after a runtime check (segment_scalar.cpp). Renormalisation is one masked
 // expand: the 32-bit mask of lanes below L places the next popcount(mask) stream words in those
 // lanes, in lane order. A step's latency (gather, multiply, expand) bounds a single segment, so

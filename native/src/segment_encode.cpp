@@ -31,10 +31,27 @@ size_t encode_segment_scalar(const uint8_t* sym, uint64_t n, const EncodeTable& 
 size_t encode_segment(const uint8_t* sym, uint64_t n, const EncodeTable& tab,
                       const EncodeTableSimd& simd, uint8_t* out) {
 #if defined(__x86_64__)
-  if (cpu_simd() >= Simd::Avx2) return encode_segment_avx2(sym, n, tab, simd, out);
+  switch (cpu_simd()) {
+    case Simd::Avx512: return encode_segment_avx512(sym, n, tab, simd, out);
+    case Simd::Avx2: return encode_segment_avx2(sym, n, tab, simd, out);
+    case Simd::Scalar: break;
+  }
 #endif
   (void)simd;
   return encode_segment_scalar(sym, n, tab, out);
+}
+
+void encode_segment_group(EncodeJob* jobs, int count) {
+#if defined(__x86_64__)
+  if (cpu_simd() == Simd::Avx512) {
+    encode_segment_group_avx512(jobs, count);
+    return;
+  }
+#endif
+  for (int k = 0; k < count; ++k) {
+    EncodeJob& j = jobs[k];
+    j.len = encode_segment(j.sym, j.n, *j.tab, *j.simd, j.out);
+  }
 }
 
 }  // namespace wcodec

@@ -14,10 +14,29 @@ size_t encode_segment_scalar(const uint8_t* sym, uint64_t n, const EncodeTable& 
 #if defined(__x86_64__)
 size_t encode_segment_avx2(const uint8_t* sym, uint64_t n, const EncodeTable& tab,
                            const EncodeTableSimd& simd, uint8_t* out);
+size_t encode_segment_avx512(const uint8_t* sym, uint64_t n, const EncodeTable& tab,
+                             const EncodeTableSimd& simd, uint8_t* out);
 #endif
 
-// Encodes with the fastest implementation this CPU runs (WCODEC_SIMD=scalar forces scalar).
+// Encodes with the fastest implementation this CPU runs (capped by WCODEC_SIMD, see cpu_simd).
 size_t encode_segment(const uint8_t* sym, uint64_t n, const EncodeTable& tab,
                       const EncodeTableSimd& simd, uint8_t* out);
+
+// One segment to encode, for the group encoders; len is set to the payload length.
+struct EncodeJob {
+  const uint8_t* sym;
+  uint64_t n;
+  const EncodeTable* tab;
+  const EncodeTableSimd* simd;
+  uint8_t* out;
+  size_t len;
+};
+// Encodes up to kMaxEncodeGroup independent segments; where the kernel interleaves them, their
+// steps run side by side. The bytes are those of encode_segment.
+inline constexpr int kMaxEncodeGroup = 2;
+void encode_segment_group(EncodeJob* jobs, int count);
+#if defined(__x86_64__)
+void encode_segment_group_avx512(EncodeJob* jobs, int count);
+#endif
 
 }  // namespace wcodec

@@ -1,9 +1,11 @@
 // Native unit tests, run under AddressSanitizer and UBSan in CI (.ci/run). Each check prints what
 // failed and the program exits nonzero.
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "segment_decode.h"
@@ -118,6 +120,13 @@ static void test_round_trips() {
   }
 }
 
+#if defined(__x86_64__)
+static bool have_avx512() {
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vbmi2");
+}
+#endif
+
 static void test_scalar_matches_simd() {
 #if defined(__x86_64__)
   if (!__builtin_cpu_supports("avx2")) return;
@@ -137,10 +146,7 @@ static void test_scalar_matches_simd() {
   const SegmentJob pair[2] = {{&table, payload, len, c.data(), c.size()}, {&table, payload, len, d.data(), d.size()}};
   decode_segment_group_avx2(pair, 2);
   CHECK(a == data && b == data && c == data && d == data);
-  if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") ||
-      !__builtin_cpu_supports("avx512vbmi2")) {
-    return;
-  }
+  if (!have_avx512()) return;
   std::vector<uint8_t> e(65536);
   decode_segment_avx512(table, payload, len, e.data(), e.size());
   CHECK(e == data);
@@ -163,11 +169,12 @@ static void test_encoders_agree() {
   if (!__builtin_cpu_supports("avx2")) return;
   std::mt19937 rng(5);
   for (uint64_t n : {uint64_t{1}, uint64_t{31}, uint64_t{32}, uint64_t{1000}, uint64_t{65536}}) {
-    for (int spread : {2, 7, 256}) {
+    // spread 0: one symbol holds almost all of the 4096 slots, the others one slot each
+    for (int spread : {2, 7, 256, 0}) {
       std::vector<uint8_t> sym(n);
       uint64_t counts[256] = {};
       for (auto& b : sym) {
-        b = static_cast<uint8_t>(rng() % spread);
+        b = static_cast<uint8_t>(spread ? rng() % spread : (rng() % 512 == 0 ? rng() : 0));
         ++counts[b];
       }
       counts[(sym[0] + 1) & 0xff] += 1;  // at least two symbols
@@ -181,6 +188,25 @@ static void test_encoders_agree() {
       const size_t la = encode_segment_scalar(sym.data(), n, et, a.data());
       const size_t lb = encode_segment_avx2(sym.data(), n, et, st, b.data());
       CHECK(la == lb && std::memcmp(a.data(), b.data(), la) == 0);
+      if (have_avx512()) {
+        std::vector<uint8_t> c(kStateBytes + 2 * n);
+        const size_t lc = encode_segment_avx512(sym.data(), n, et, st, c.data());
+        CHECK(la == lc && std::memcmp(a.data(), c.data(), la) == 0);
+        // side by side with a shorter segment (the first n / 3 symbols), in either order
+        const uint64_t m = n / 3;
+        std::vector<uint8_t> d(kStateBytes + 2 * m), e(kStateBytes + 2 * m);
+        const size_t ld = encode_segment_scalar(sym.data(), m, et, d.data());
+        for (bool short_first : {false, true}) {
+          std::fill(c.begin(), c.end(), 0);
+          EncodeJob jobs[2] = {{sym.data(), n, &et, &st, c.data(), 0}, {sym.data(), m, &et, &st, e.data(), 0}};
+          if (short_first) std::swap(jobs[0], jobs[1]);
+          encode_segment_group_avx512(jobs, 2);
+          const EncodeJob& full = jobs[short_first ? 1 : 0];
+          const EncodeJob& part = jobs[short_first ? 0 : 1];
+          CHECK(full.len == la && std::memcmp(a.data(), c.data(), la) == 0);
+          CHECK(part.len == ld && std::memcmp(d.data(), e.data(), ld) == 0);
+        }
+      }
     }
   }
 #endif
