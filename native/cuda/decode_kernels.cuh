@@ -103,10 +103,35 @@ extern __shared__ __align__(16) unsigned char g_smem[];
 __device__ __forceinline__ uint32_t* smem_u32() { return reinterpret_cast<uint32_t*>(g_smem); }
 __device__ __forceinline__ uint16_t* smem_u16() { return reinterpret_cast<uint16_t*>(g_smem); }
 
-// A decode table in shared memory: 4096 packed entries (symbol bits 0-7, frequency bits 8-19,
-// cumulative frequency bits 20-31, as on the CPU), so a decode step does one lookup.
+// The hot loop addresses shared memory by 32-bit shared-window addresses held in registers: the
+// compiler would otherwise rebuild g_smem's address from the CTA id at every access. The loads
+// are volatile asm, kept in order with the barriers and asynchronous-copy waits around them.
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+__device__ __forceinline__ uint32_t lds_u32(uint32_t addr) {
+  uint32_t v;
+  asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(v) : "r"(addr));
+  return v;
+}
+__device__ __forceinline__ uint32_t lds_u16(uint32_t addr) {
+  uint16_t v;
+  asm volatile("ld.shared.u16 %0, [%1];\n" : "=h"(v) : "r"(addr));
+  return v;
+}
+
+// A decode table in shared memory: 4096 packed entries, one per slot: symbol (bits 0-7), the
+// slot's offset from its symbol's cumulative frequency (bits 8-19) and the frequency (bits
+// 20-31), so a decode step is one lookup and x -> (e >> 20) * (x >> 12) + ((e >> 8) & 4095).
 constexpr uint32_t kTableEntries = 4096;
-constexpr uint32_t kRingWords = 256;  // per rANS plane per warp (WordStream)
+
+// Word streams are read into shared-memory rings by asynchronous copies (cp.async, one 4-byte
+// copy per lane makes a 64-word window) kAhead windows ahead of the one being read.
+constexpr uint32_t kWindowWords = 64;
+constexpr uint32_t kRingWindows = 16;
+constexpr uint32_t kRingWords = kWindowWords * kRingWindows;  // per rANS plane per warp
+constexpr uint32_t kAhead = 12;
+static_assert(kAhead + 2 <= kRingWindows, "the two windows in use and those in flight fit the ring");
 
 // Builds the table of `t` at g_smem word offset `off` (one warp).
 __device__ void build_table(const DevTable& t, uint32_t off, int lane) {
@@ -143,54 +168,64 @@ __device__ void build_table(const DevTable& t, uint32_t off, int lane) {
         freq = __shfl_sync(0xffffffffu, f[kk], owner);
       }
     }
-    const uint32_t entry = s | (freq << 8) | (start << 20);
-    for (uint32_t i = start + lane; i < start + freq; i += 32) table[i] = entry;
+    const uint32_t entry = s | (freq << 20);
+    for (uint32_t i = lane; i < freq; i += 32) table[start + i] = entry | (i << 8);
   }
   __syncwarp();
 }
 
-// The word stream of one rANS plane, read ahead into a shared-memory ring of eight 32-word
-// windows. The ring holds windows win .. win + 3 (a step consumes at most 32 words, so every
-// word a step asks for lies in win or win + 1). Two more windows are in flight in registers,
-// loaded two window advances before they are stored, so the global-memory latency is hidden
-// behind several steps; the register used alternates with the window parity (no moves).
+__device__ __forceinline__ void copy4_async(uint32_t smem_addr, const void* src, uint32_t src_bytes) {
+  // bytes past src_bytes (of 4) are zero-filled and not read
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr), "l"(src), "r"(src_bytes)
+               : "memory");
+}
+__device__ __forceinline__ void commit_async() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void wait_async() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// The word stream of one rANS plane in a shared-memory ring of kRingWindows windows. Windows
+// win and win + 1 hold every word a step can ask for (a step consumes at most 32 words); the
+// copies of windows up to win + kAhead are in flight. Each window's copy is one commit group,
+// so when window win + 1 is needed, kAhead - 1 groups of this stream (and maybe groups of the
+// segment's other streams) have been committed after it: waiting until at most kAhead - 1 groups
+// are pending completes it. Words past the stream end read as zeros (never out of bounds).
 struct WordStream {
   const uint16_t* words;
-  uint32_t ring;  // g_smem offset (in uint16 units) of 256 entries
+  uint32_t ring;       // shared address of kRingWords uint16 entries
+  uint32_t ring_lane;  // ring + this lane's 4 bytes of a window
   uint32_t nwords;
   uint32_t wp;   // words consumed
   uint32_t win;  // lowest window still needed
-  uint32_t pend_even, pend_odd;
 
-  __device__ uint32_t load(uint32_t window, int lane) const {
-    const uint32_t at = 32 * window + lane;
-    return at < nwords ? words[at] : 0u;
+  __device__ void issue(uint32_t window, int lane) const {
+    const int32_t at = static_cast<int32_t>(kWindowWords * window) + 2 * lane;  // this lane's two words
+    const int32_t left = static_cast<int32_t>(nwords) - at;
+    const uint32_t have = 2 * static_cast<uint32_t>(min(max(left, 0), 2));  // bytes inside the stream
+    const uint16_t* src = have ? words + at : words;
+    copy4_async(ring_lane + 2 * kWindowWords * (window % kRingWindows), src, have);
   }
   __device__ void open(const uint16_t* w, uint32_t n, uint32_t r, int lane) {
     words = w;
     ring = r;
+    ring_lane = r + 4 * lane;
     nwords = n;
     wp = 0;
     win = 0;
-#pragma unroll
-    for (int k = 0; k < 4; ++k) smem_u16()[ring + 32 * k + lane] = static_cast<uint16_t>(load(k, lane));
-    pend_odd = load(4, lane);   // stored when win becomes 1
-    pend_even = load(5, lane);  // stored when win becomes 2
+    for (uint32_t k = 0; k <= kAhead; ++k) issue(k, lane);
+    commit_async();
+    wait_async<0>();
     __syncwarp();
   }
-  __device__ uint32_t fetch(uint32_t at) const { return smem_u16()[ring + (at & 255)]; }
+  __device__ uint32_t fetch(uint32_t at) const { return lds_u16(ring + 2 * (at % kRingWords)); }
   __device__ void advance(uint32_t consumed, int lane) {
     wp += consumed;
-    if (wp - 32 * win >= 32) {
+    if (wp - kWindowWords * win >= kWindowWords) {
       ++win;
-      uint16_t* slot = smem_u16() + ring + 32 * ((win + 3) & 7) + lane;
-      if (win & 1) {
-        *slot = static_cast<uint16_t>(pend_odd);
-        pend_odd = load(win + 5, lane);
-      } else {
-        *slot = static_cast<uint16_t>(pend_even);
-        pend_even = load(win + 5, lane);
-      }
+      issue(win + kAhead, lane);
+      commit_async();
+      wait_async<kAhead - 1>();
       __syncwarp();
     }
   }
@@ -235,7 +270,7 @@ template <int NP>
 struct SegmentDecoder {
   uint8_t mode[NP], constant[NP];
   uint32_t x[NP], carry[NP];
-  uint32_t table[NP];  // g_smem word offset of the plane's table
+  uint32_t table[NP];  // shared address of the plane's table
   WordStream ws[NP];
   RawStream raw[NP];
 
@@ -259,10 +294,9 @@ struct SegmentDecoder {
         bool need = false;
         b = 0;
         if (Full || active) {
-          const uint32_t slot = x[p] & 4095u;
-          const uint32_t e = smem_u32()[table[p] + slot];
+          const uint32_t e = lds_u32(table[p] + 4 * (x[p] & 4095u));
           b = e & 0xffu;
-          x[p] = ((e >> 8) & 0xfffu) * (x[p] >> 12) + slot - (e >> 20);
+          x[p] = (e >> 20) * (x[p] >> 12) + ((e >> 8) & 0xfffu);
           need = x[p] < kStateLow;
         }
         const unsigned mask = __ballot_sync(0xffffffffu, need);
@@ -317,11 +351,12 @@ __device__ void decode_steps(SegmentDecoder<NP>& d, const DevSegment& seg, const
   // column of this lane's element within its row (only tracked for the delta predictor)
   uint64_t col = Delta ? (seg.first_elem + lane) % seg.row : 0;
   const uint64_t row = seg.row;
+  uint8_t* o = out + size_t{NP} * lane;  // this lane's element of the current step
 #pragma unroll 4
-  for (uint32_t s = 0; s < full_steps; ++s) {
+  for (uint32_t s = 0; s < full_steps; ++s, o += 32 * NP) {
     const uint32_t i = 32 * s + lane;
     const uint32_t word = d.template step<true, Delta, Modes>(delta, s, true, Delta && (i == 0 || col == 0), lanemask_lt, lane);
-    store_element<NP>(out, i, word, rotate);
+    store_element<NP>(o, 0, word, rotate);
     if (Delta) {
       col += 32;
       while (col >= row) col -= row;
@@ -346,6 +381,7 @@ __device__ void decode_segment(const DevSegment& seg, uint32_t seg_index, uint32
   uint8_t* const out = seg.out;
   const uint32_t chunk = seg.chunk;
   SegmentDecoder<NP> d;
+  const uint32_t base = smem_addr(g_smem);
   uint8_t delta[NP];
   bool any_delta = false;
   int used = 0;
@@ -357,15 +393,15 @@ __device__ void decode_segment(const DevSegment& seg, uint32_t seg_index, uint32
     d.constant[p] = pl.constant;
     d.carry[p] = 0;
     d.x[p] = kStateLow;
-    d.table[p] = tables_off;
+    d.table[p] = base + 4 * tables_off;
     delta[p] = pl.delta;
     any_delta |= pl.delta != 0;
     if (pl.mode == 0) d.raw[p].open(pl.payload, n, lane);
     if (pl.mode != 2) continue;
-    d.table[p] = tables_off + kTableEntries * pl.table;
+    d.table[p] = base + 4 * (tables_off + kTableEntries * pl.table);
     d.x[p] = reinterpret_cast<const uint32_t*>(pl.payload)[lane];
     d.ws[p].open(reinterpret_cast<const uint16_t*>(pl.payload + 128), (pl.len - 128) / 2,
-                 rings_off + kRingWords * used++, lane);
+                 base + 2 * (rings_off + kRingWords * used++), lane);
     if (__any_sync(0xffffffffu, d.x[p] < kStateLow)) {
       if (lane == 0) fail(status, chunk, kBadInitialState);
       ok = false;
