@@ -23,6 +23,7 @@ import itertools
 import math
 import mmap
 import os
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -308,6 +309,41 @@ def host_block(nbytes: int) -> np.ndarray:
     return np.frombuffer(block, np.uint8)
 
 
+class _KeptBuffer:
+    """One host staging buffer kept between CPU loads (up to KEEP_MAX bytes): staging into
+    fresh memory costs a page fault per page, which the kernel zeroes first, about as much as
+    reading the objects. A load running while another holds the buffer allocates its own."""
+
+    KEEP_MAX = 256 << 20
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._kept: np.ndarray | None = None
+
+    @contextlib.contextmanager
+    def allocator(self) -> Iterator[Callable[[int], np.ndarray]]:
+        with self._lock:
+            kept, self._kept = self._kept, None
+        used: list[np.ndarray] = []
+
+        def allocate(nbytes: int) -> np.ndarray:
+            buffer = kept if kept is not None and kept.size >= nbytes else host_block(nbytes)
+            used.append(buffer)
+            return buffer[:nbytes]
+
+        try:
+            yield allocate
+        finally:
+            keep = max([b for b in [kept, *used] if b is not None], key=len, default=None)
+            if keep is not None and keep.size <= self.KEEP_MAX:
+                with self._lock:
+                    if self._kept is None or self._kept.size < keep.size:
+                        self._kept = keep
+
+
+_staging = _KeptBuffer()
+
+
 def _block_offsets(staged: Staged) -> tuple[list[int], int]:
     """Where each staged tensor's output starts in one block for the batch, and its size."""
     starts, total = [], 0
@@ -320,7 +356,13 @@ def _block_offsets(staged: Staged) -> tuple[list[int], int]:
 def load_to_cpu(tensors: list[LazyTensor], threads: int | None = None) -> dict[str, np.ndarray]:
     """The tensors as NumPy arrays, in the order given; see the module documentation. The
     arrays of one call are views of one block of memory, freed when none is left."""
-    staged = stage(tensors, 1, host_block)
+    with _staging.allocator() as allocate:
+        return _load_to_cpu(tensors, stage(tensors, 1, allocate), threads)
+
+
+def _load_to_cpu(
+    tensors: list[LazyTensor], staged: Staged, threads: int | None
+) -> dict[str, np.ndarray]:
     results: dict[str, np.ndarray] = {}
     if staged.tensors:
         starts, total = _block_offsets(staged)

@@ -1,7 +1,8 @@
-// CPU decoder: all segments of all chunks in a batch form one pool of tasks. A task decodes one
-// segment index j of every plane of a chunk into per-worker scratch (64 KiB a plane, so it stays
-// in L2), merges the planes into the output and checksums that output range; the per-segment
-// checksums are combined per chunk at the end.
+// CPU decoder: all segments of all chunks in a batch form one pool of tasks. A task decodes a run
+// of up to kMaxGroup segments (every plane of each, the rANS ones interleaved by the group
+// decoder) into per-worker scratch (64 KiB a plane, so it stays in L2), merges the planes into
+// the outputs and checksums those output ranges; the per-segment checksums are combined per
+// chunk at the end.
 #include <algorithm>
 #include <string>
 #include <vector>
@@ -20,38 +21,52 @@ struct ChunkState {
   ChunkInfo info;
   const uint8_t* src;
   uint8_t* dst;
-  std::unique_ptr<DecodeTable> tables[4][kNumPredictors];
+  const DecodeTable* tables[4][kNumPredictors] = {};
   std::vector<uint32_t> seg_crc;
-  SegmentDecoder decoder;
-  SegmentGroupDecoder group_decoder;
 };
 
 std::string seg_context(uint32_t p, uint64_t j) {
   return "plane " + std::to_string(p) + " segment " + std::to_string(j) + ": ";
 }
 
-// Decodes segments j0 .. j0 + count - 1 (count <= kMaxGroup) of every plane: the rANS segments of
-// one plane are decoded as a group, then each segment's planes are merged into the output.
-void decode_group_task(const ChunkState& c, uint64_t j0, uint64_t count, uint8_t* scratch) {
-  const ChunkInfo& info = c.info;
-  const uint32_t np = info.nplanes;
+// One segment of one chunk, as part of a task.
+struct Piece {
+  size_t chunk;
+  uint64_t seg;
+};
+
+// A segment decode that failed, named by its chunk.
+struct PieceError {
+  size_t chunk;
+  std::string what;
+};
+
+// Decodes a task's pieces (up to kMaxGroup segments, possibly of several chunks): the rANS
+// segments of all their planes run through the group decoder kMaxGroup at a time, then each
+// piece's planes are merged into its chunk's output and checksummed.
+void decode_task(const std::vector<ChunkState>& chunks, const Piece* pieces, int count, uint8_t* scratch,
+                 uint64_t scratch_stride) {
   const uint8_t* plane_ptr[kMaxGroup][4];
-  for (uint32_t p = 0; p < np; ++p) {
-    const PlaneInfo& pl = info.planes[p];
-    const uint8_t* payload = c.src + pl.payload_offset;
-    SegmentJob jobs[kMaxGroup];
-    uint64_t job_seg[kMaxGroup];
-    Predictor job_pred[kMaxGroup];
-    int njobs = 0;
-    for (uint64_t g = 0; g < count; ++g) {
-      const uint64_t j = j0 + g;
-      const uint64_t b = info.seg_begin(j);
-      const uint64_t n = info.seg_len(j);
+  SegmentJob jobs[kMaxGroup * 4];
+  int job_piece[kMaxGroup * 4];
+  uint32_t job_plane[kMaxGroup * 4];
+  Predictor job_pred[kMaxGroup * 4];
+  int njobs = 0;
+  for (int g = 0; g < count; ++g) {
+    const ChunkState& c = chunks[pieces[g].chunk];
+    const ChunkInfo& info = c.info;
+    const uint64_t j = pieces[g].seg;
+    const uint64_t b = info.seg_begin(j);
+    const uint64_t n = info.seg_len(j);
+    const uint32_t np = info.nplanes;
+    for (uint32_t p = 0; p < np; ++p) {
+      const PlaneInfo& pl = info.planes[p];
+      const uint8_t* payload = c.src + pl.payload_offset;
       // Single-plane chunks decode straight into the output.
-      uint8_t* target = np == 1 ? c.dst + b : scratch + (g * np + p) * size_t{info.seg_elems};
+      uint8_t* target = np == 1 ? c.dst + b : scratch + g * scratch_stride + p * size_t{info.seg_elems};
+      plane_ptr[g][p] = target;
       if (pl.mode == PlaneMode::Constant) {
         std::memset(target, pl.constant, n);
-        plane_ptr[g][p] = target;
         continue;
       }
       if (pl.mode == PlaneMode::Raw) {
@@ -60,50 +75,84 @@ void decode_group_task(const ChunkState& c, uint64_t j0, uint64_t count, uint8_t
       }
       const uint64_t e = load_u64(c.src + pl.index_offset + 8 * j);
       const uint64_t start = j == 0 ? 0 : align_up(load_u64(c.src + pl.index_offset + 8 * (j - 1)) >> 8, 4);
-      const uint64_t end = e >> 8;
       if ((e & 0xf) == static_cast<uint64_t>(SegCoding::Raw)) {
         plane_ptr[g][p] = payload + start;
         continue;
       }
       const uint32_t pred = (e >> 4) & 0xf;
-      jobs[njobs] = {c.tables[p][pred].get(), payload + start, end - start, target, n};
-      job_seg[njobs] = j;
+      jobs[njobs] = {c.tables[p][pred], payload + start, (e >> 8) - start, target, n};
+      job_piece[njobs] = g;
+      job_plane[njobs] = p;
       job_pred[njobs] = static_cast<Predictor>(pred);
       ++njobs;
-      plane_ptr[g][p] = target;
     }
-    bool decoded = false;
-    if (njobs > 1) {
+  }
+  const SegmentGroupDecoder group_decoder = select_segment_group_decoder();
+  const SegmentDecoder single_decoder = select_segment_decoder();
+  for (int k0 = 0; k0 < njobs; k0 += kMaxGroup) {
+    const int n = std::min(kMaxGroup, njobs - k0);
+    try {
+      group_decoder(jobs + k0, n);
+      continue;
+    } catch (const FormatError&) {
+      // decoded singly below, which names the failing segment
+    }
+    for (int k = k0; k < k0 + n; ++k) {
       try {
-        c.group_decoder(jobs, njobs);
-        decoded = true;
-      } catch (const FormatError&) {
-        // decoded singly below, which names the failing segment
-      }
-    }
-    for (int k = 0; k < njobs; ++k) {
-      if (!decoded) {
-        try {
-          c.decoder(*jobs[k].table, jobs[k].payload, jobs[k].len, jobs[k].out, jobs[k].n);
-        } catch (const FormatError& err) {
-          throw FormatError(seg_context(p, job_seg[k]) + err.what());
-        }
-      }
-      if (job_pred[k] == Predictor::Delta) {
-        undo_delta(jobs[k].out, info.seg_begin(job_seg[k]), jobs[k].n, info.row);
+        single_decoder(*jobs[k].table, jobs[k].payload, jobs[k].len, jobs[k].out, jobs[k].n);
+      } catch (const FormatError& err) {
+        const Piece& piece = pieces[job_piece[k]];
+        throw PieceError{piece.chunk, seg_context(job_plane[k], piece.seg) + err.what()};
       }
     }
   }
-  for (uint64_t g = 0; g < count; ++g) {
-    const uint64_t j = j0 + g;
-    uint8_t* out = c.dst + info.seg_begin(j) * np;
-    if (np == 1) {
-      if (plane_ptr[g][0] != out) std::memcpy(out, plane_ptr[g][0], info.seg_len(j));
+  for (int k = 0; k < njobs; ++k) {
+    if (job_pred[k] == Predictor::Delta) {
+      const ChunkInfo& info = chunks[pieces[job_piece[k]].chunk].info;
+      undo_delta(jobs[k].out, info.seg_begin(pieces[job_piece[k]].seg), jobs[k].n, info.row);
+    }
+  }
+  for (int g = 0; g < count; ++g) {
+    const ChunkState& c = chunks[pieces[g].chunk];
+    const ChunkInfo& info = c.info;
+    const uint64_t j = pieces[g].seg;
+    const uint64_t n = info.seg_len(j);
+    uint8_t* out = c.dst + info.seg_begin(j) * info.nplanes;
+    if (info.nplanes == 1) {
+      if (plane_ptr[g][0] != out) std::memcpy(out, plane_ptr[g][0], n);
     } else {
-      merge_planes(plane_ptr[g], info.seg_len(j), info.layout, out);
+      merge_planes(plane_ptr[g], n, info.layout, out);
     }
   }
 }
+
+// Storage for a batch's decode tables (16 KiB each). The calling thread keeps room for
+// kKeptTables between calls (memory it has not touched stays unmapped): allocating megabytes of
+// tables afresh for every batch of small chunks costs as much in page faults as building them.
+constexpr size_t kKeptTables = 512;
+
+class TableArena {
+ public:
+  explicit TableArena(size_t n) {
+    thread_local std::unique_ptr<DecodeTable[]> kept;
+    thread_local size_t kept_size = 0;
+    if (n > kKeptTables) {
+      own_.reset(new DecodeTable[n]);
+      tables_ = own_.get();
+      return;
+    }
+    if (n > kept_size) {
+      kept.reset(new DecodeTable[kKeptTables]);
+      kept_size = kKeptTables;
+    }
+    tables_ = kept.get();
+  }
+  DecodeTable* operator[](size_t i) const { return tables_ + i; }
+
+ private:
+  std::unique_ptr<DecodeTable[]> own_;
+  DecodeTable* tables_ = nullptr;
+};
 
 }  // namespace
 
@@ -125,51 +174,59 @@ void decode_chunks(const DecodeJob* jobs, size_t njobs, int threads) {
     }
     c.src = jobs[k].src;
     c.dst = jobs[k].dst;
+    c.seg_crc.assign(c.info.has_checksum ? c.info.nseg : 0, 0);
+  });
+  std::vector<size_t> first_table(njobs + 1, 0);
+  for (size_t k = 0; k < njobs; ++k) {
+    size_t n = 0;
+    for (uint32_t p = 0; p < chunks[k].info.nplanes; ++p) n += __builtin_popcount(chunks[k].info.planes[p].table_mask);
+    first_table[k + 1] = first_table[k] + n;
+  }
+  const TableArena arena(first_table[njobs]);
+  parallel_for(njobs, resolve_threads(threads), [&](size_t k, int) {
+    ChunkState& c = chunks[k];
+    size_t t = first_table[k];
     for (uint32_t p = 0; p < c.info.nplanes; ++p) {
       for (uint32_t q = 0; q < kNumPredictors; ++q) {
         if (!(c.info.planes[p].table_mask & (1u << q))) continue;
-        c.tables[p][q] = std::make_unique<DecodeTable>();
-        build_decode_table(c.info.planes[p].tables[q], c.tables[p][q].get());
+        build_decode_table(c.info.planes[p].tables[q], arena[t]);
+        c.tables[p][q] = arena[t++];
       }
     }
-    c.seg_crc.assign(c.info.has_checksum ? c.info.nseg : 0, 0);
-    c.decoder = select_segment_decoder();
-    c.group_decoder = select_segment_group_decoder();
   });
-  // A task is a group of consecutive segments of one chunk: as many as the group decoder
-  // interleaves, fewer when that would leave threads without a task.
-  uint64_t total_seg = 0;
-  for (const ChunkState& c : chunks) total_seg += c.info.nseg;
-  const int threads_wanted = resolve_threads(threads);
-  const uint64_t per_thread = (total_seg + threads_wanted - 1) / static_cast<uint64_t>(threads_wanted);
-  const uint64_t group = std::clamp<uint64_t>(per_thread, 1, kMaxGroup);
-  std::vector<uint64_t> first_task(njobs + 1, 0);
+  // A task is a run of consecutive segments, crossing chunk boundaries: as many as the group
+  // decoder interleaves, fewer when that would leave threads without a task. Chunks of a
+  // checkpoint are often one segment each, so runs inside one chunk would leave the group
+  // decoder a single segment.
+  std::vector<Piece> pieces;
   for (size_t k = 0; k < njobs; ++k) {
-    first_task[k + 1] = first_task[k] + (chunks[k].info.nseg + group - 1) / group;
+    for (uint64_t j = 0; j < chunks[k].info.nseg; ++j) pieces.push_back({k, j});
   }
-  const uint64_t ntasks = first_task[njobs];
+  const int threads_wanted = resolve_threads(threads);
+  const uint64_t per_thread = (pieces.size() + threads_wanted - 1) / static_cast<uint64_t>(threads_wanted);
+  const uint64_t group = std::clamp<uint64_t>(per_thread, 1, kMaxGroup);
+  const uint64_t ntasks = (pieces.size() + group - 1) / group;
   const int workers = static_cast<int>(std::min<uint64_t>(threads_wanted, std::max<uint64_t>(ntasks, 1)));
-  uint64_t max_scratch = 0;
+  uint64_t stride = 0;  // scratch per piece: every plane of the largest multi-plane segment
   for (const ChunkState& c : chunks) {
-    if (c.info.nplanes > 1) max_scratch = std::max<uint64_t>(max_scratch, group * c.info.nplanes * c.info.seg_elems);
+    if (c.info.nplanes > 1) stride = std::max<uint64_t>(stride, uint64_t{c.info.nplanes} * c.info.seg_elems);
   }
-  std::vector<std::vector<uint8_t>> scratch(workers, std::vector<uint8_t>(max_scratch));
+  std::vector<std::vector<uint8_t>> scratch(workers, std::vector<uint8_t>(group * stride));
   parallel_for(ntasks, workers, [&](size_t task, int worker) {
-    const size_t k = static_cast<size_t>(std::upper_bound(first_task.begin(), first_task.end(), task) -
-                                         first_task.begin() - 1);
-    const ChunkState& c = chunks[k];
-    const uint64_t j0 = group * (task - first_task[k]);
-    const uint64_t count = std::min<uint64_t>(group, c.info.nseg - j0);
+    const uint64_t first = task * group;
+    const int count = static_cast<int>(std::min<uint64_t>(group, pieces.size() - first));
+    const Piece* mine = pieces.data() + first;
     try {
-      decode_group_task(c, j0, count, scratch[worker].data());
-    } catch (const FormatError& e) {
-      throw ChunkError(k, prefix(k), e.what());
+      decode_task(chunks, mine, count, scratch[worker].data(), stride);
+    } catch (const PieceError& e) {
+      throw ChunkError(e.chunk, prefix(e.chunk), e.what);
     }
-    if (c.info.has_checksum) {
+    for (int g = 0; g < count; ++g) {
+      ChunkState& c = chunks[mine[g].chunk];
+      if (!c.info.has_checksum) continue;
+      const uint64_t j = mine[g].seg;
       const uint64_t sz = c.info.nplanes;
-      for (uint64_t j = j0; j < j0 + count; ++j) {
-        chunks[k].seg_crc[j] = crc32c(c.dst + c.info.seg_begin(j) * sz, c.info.seg_len(j) * sz);
-      }
+      c.seg_crc[j] = crc32c(c.dst + c.info.seg_begin(j) * sz, c.info.seg_len(j) * sz);
     }
   });
   for (size_t k = 0; k < njobs; ++k) {

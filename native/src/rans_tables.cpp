@@ -102,7 +102,11 @@ void build_decode_table(const FreqTable& table, DecodeTable* out) {
   for (uint32_t s = 0; s < 256; ++s) {
     const uint32_t f = table.freq[s];
     const uint32_t e = s | (f << 8) | (cum << 20);
-    for (uint32_t k = 0; k < f; ++k) out->entry[cum + k] = e;
+    // runs of kFillRun (one vector store) run past the symbol's range; the next symbol's
+    // writes, which come later, put its own entries back
+    for (uint32_t k = 0; k < f; k += kFillRun) {
+      for (uint32_t q = 0; q < kFillRun; ++q) out->entry[cum + k + q] = e;
+    }
     cum += f;
   }
 }

@@ -41,9 +41,11 @@ size_t serialize_table(const FreqTable& table, uint8_t* out);
 size_t parse_table(const uint8_t* p, size_t n, FreqTable* table);
 
 // Decode table: one packed 32-bit entry per slot: symbol (bits 0-7), frequency (bits 8-19),
-// cumulative frequency (bits 20-31). 16 KiB, so it stays in L1.
+// cumulative frequency (bits 20-31). 16 KiB, so it stays in L1. The build fills whole runs of
+// kFillRun entries per symbol, which may spill into the padding past the last slot.
+inline constexpr uint32_t kFillRun = 8;
 struct DecodeTable {
-  uint32_t entry[kProbScale];
+  uint32_t entry[kProbScale + kFillRun];
 };
 void build_decode_table(const FreqTable& table, DecodeTable* out);
 
