@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import shutil
 import sys
 import uuid
@@ -42,7 +43,7 @@ from .documents import ArraySpec, Target, make_targets, root_document, write_doc
 from .dtypes import dtype_code, is_supported
 from .safetensors_file import Header, TensorEntry, read_header, read_region
 from .shard_writer import encode_object, object_key
-from .storage import filesystem, local_path, open_store
+from .storage import filesystem, local_path, local_root, open_store
 from .weights import quantize_rows
 
 MANIFEST_KEY = "wcodec_checkpoint"
@@ -326,6 +327,7 @@ class Region:
     objects: list[tuple[Target, str, bytes]]  # target, object key, bytes
     through_zarr: list[tuple[Target, tuple[slice, ...], np.ndarray]]
     bound: float | None  # entropy bound in bytes (None if not a wcodec dtype)
+    stored: int = 0  # bytes of objects already written to local stores
 
 
 @dataclass(frozen=True)
@@ -368,7 +370,30 @@ def encode_task(task: RegionTask) -> Region:
     out.bound = _store_or_encode(task.tensor, task.region, data, out)
     if task.scales is not None and scales is not None:
         _store_or_encode(task.scales, task.region[:1], scales, out)
+    _write_local(out)
     return out
+
+
+def _write_local(region: Region) -> None:
+    """Writes the region's objects bound for local stores from this thread, as zarr's local
+    store would (a plain file per key): the hops to zarr's event loop and its file thread cost
+    more than the write. The checkpoint is complete only once its root document is written."""
+    remote = []
+    for target, key, obj in region.objects:
+        root = local_root(target.store)
+        if root is None:
+            remote.append((target, key, obj))
+            continue
+        path = os.path.join(root, target.path, key)
+        try:
+            f = open(path, "wb")  # noqa: SIM115 (closed below, after the retry)
+        except FileNotFoundError:  # the first object of its folder
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            f = open(path, "wb")  # noqa: SIM115
+        with f:
+            f.write(obj)
+        region.stored += len(obj)
+    region.objects = remote
 
 
 async def _commit(region: Region) -> Written:
@@ -383,12 +408,15 @@ async def _commit(region: Region) -> Written:
             for target, selection, data in region.through_zarr
         ),
     )
-    return Written(region.bound, sum(len(obj) for _, _, obj in region.objects))
+    return Written(region.bound, region.stored + sum(len(obj) for _, _, obj in region.objects))
 
 
 def write_region(task: RegionTask) -> Written:
-    """Runs one task (on a Dask worker)."""
-    written: Written = sync(_commit(encode_task(task)))
+    """Runs one task (in a thread here, or on a Dask worker)."""
+    region = encode_task(task)
+    if not region.objects and not region.through_zarr:
+        return Written(region.bound, region.stored)  # all written locally: no event loop
+    written: Written = sync(_commit(region))
     return written
 
 
@@ -514,7 +542,9 @@ def run_tasks(
             if local_fn is not None:
                 return sync(_gather_bounded(local_fn, tasks, weights, budget, bar.update))
             heaviest = max(weights, default=1)
-            limit = max(1, min(MAX_TASKS, budget // max(heaviest, 1)))
+            # more threads than CPUs only add switching (two still overlap reads with encoding)
+            cpus = max(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2)
+            limit = max(1, min(MAX_TASKS, cpus, budget // max(heaviest, 1)))
             with ThreadPoolExecutor(limit) as pool:
                 results = []
                 for result, weight in zip(pool.map(fn, tasks), weights, strict=True):
@@ -661,7 +691,9 @@ def _write(
         workers=workers,
         progress=progress,
         desc="convert",
-        local_fn=write_region_async,
+        # a local destination is written from the encoding threads (_write_local); others
+        # overlap their writes on zarr's event loop
+        local_fn=None if local_root(store) is not None else write_region_async,
     )
     bound_of: dict[str, float | None] = {}
     stored_of: dict[str, int] = {}

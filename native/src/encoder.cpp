@@ -1,5 +1,6 @@
 // Chunk encoder: split into byte planes, choose per segment a predictor and a coding, build one
 // frequency table per plane and predictor, rANS-code the segments in parallel, lay out the chunk.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -34,9 +35,10 @@ struct PlanePlan {
 };
 
 double self_bits(const uint32_t* h, uint64_t n) {
+  const double log_n = std::log2(static_cast<double>(n));
   double bits = 0.0;
   for (int s = 0; s < 256; ++s) {
-    if (h[s]) bits += h[s] * std::log2(static_cast<double>(n) / h[s]);
+    if (h[s]) bits += h[s] * (log_n - std::log2(static_cast<double>(h[s])));
   }
   return bits;
 }
@@ -286,6 +288,9 @@ EncodedChunk encode_chunk(const uint8_t* data, uint8_t dtype, const uint64_t* sh
         // per-element entropy of the sampled residuals against that of the plane bytes
         choice[j] = self_bits(H(j, p, 1), sampled) * n < self_bits(H(j, p, 0), n) * sampled ? 1 : 0;
       }
+    }
+    // Where no segment chose the delta predictor, every table below would be all_none.
+    if (predict && std::find(choice.begin(), choice.end(), uint8_t{1}) != choice.end()) {
       // Alternate between fitting tables to the choices and choices to the tables.
       FreqTable t[kNumPredictors];
       double cost[kNumPredictors][256];

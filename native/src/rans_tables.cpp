@@ -1,8 +1,24 @@
 #include <cmath>
+#include <queue>
 
 #include "wcodec/rans.h"
 
 namespace wcodec {
+
+namespace {
+
+// log2 of 0..4096, the frequencies a table can hold: normalising and costing tables for every
+// small chunk would otherwise spend most of their time in log2.
+struct Log2Table {
+  double v[kProbScale + 1];
+  Log2Table() {
+    v[0] = 0.0;
+    for (uint32_t f = 1; f <= kProbScale; ++f) v[f] = std::log2(static_cast<double>(f));
+  }
+};
+const Log2Table kLog2;
+
+}  // namespace
 
 void normalize_freqs(const uint64_t counts[256], FreqTable* table) {
   uint64_t total = 0;
@@ -27,19 +43,28 @@ void normalize_freqs(const uint64_t counts[256], FreqTable* table) {
     const double c = static_cast<double>(counts[s]);
     if (f == 0 || (grow ? f == kProbScale - 1 : f == 1)) return -1.0;  // not movable
     // bits saved by growing (larger is better) or lost by shrinking (smaller is better)
-    return grow ? c * std::log2((f + 1.0) / f) : c * std::log2(f / (f - 1.0));
+    return grow ? c * (kLog2.v[f + 1] - kLog2.v[f]) : c * (kLog2.v[f] - kLog2.v[f - 1]);
   };
-  double cost[256];
-  for (int s = 0; s < 256; ++s) cost[s] = move_cost(s);
+  // The best move comes off a heap (moves can number in the hundreds when many rare symbols
+  // were rounded up to 1): largest gain when growing, smallest loss when shrinking, the lower
+  // symbol first among equals.
+  struct Move {
+    double key;  // the cost, negated when shrinking, so that larger is always better
+    int s;
+    bool operator<(const Move& o) const { return key < o.key || (key == o.key && s > o.s); }
+  };
+  std::priority_queue<Move> heap;
+  for (int s = 0; s < 256; ++s) {
+    const double c = move_cost(s);
+    if (c >= 0) heap.push({grow ? c : -c, s});
+  }
   while (sum != kProbScale) {
-    int best = -1;
-    for (int s = 0; s < 256; ++s) {
-      if (cost[s] < 0) continue;
-      if (best < 0 || (grow ? cost[s] > cost[best] : cost[s] < cost[best])) best = s;
-    }
+    const int best = heap.top().s;
+    heap.pop();
     table->freq[best] = static_cast<uint16_t>(table->freq[best] + (grow ? 1 : -1));
     sum += grow ? 1 : -1;
-    cost[best] = move_cost(best);
+    const double c = move_cost(best);
+    if (c >= 0) heap.push({grow ? c : -c, best});
   }
 }
 
@@ -133,7 +158,7 @@ void build_encode_table(const FreqTable& table, EncodeTable* out) {
 
 void symbol_costs(const FreqTable& table, double bits[256]) {
   for (int s = 0; s < 256; ++s) {
-    bits[s] = table.freq[s] ? kProbBits - std::log2(static_cast<double>(table.freq[s])) : -1.0;
+    bits[s] = table.freq[s] ? kProbBits - kLog2.v[table.freq[s]] : -1.0;
   }
 }
 
