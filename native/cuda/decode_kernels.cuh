@@ -126,11 +126,12 @@ __device__ __forceinline__ uint32_t lds_u16(uint32_t addr) {
 constexpr uint32_t kTableEntries = 4096;
 
 // Word streams are read into shared-memory rings by asynchronous copies (cp.async, one 4-byte
-// copy per lane makes a 64-word window) kAhead windows ahead of the one being read.
+// copy per lane makes a 64-word window) kAhead windows ahead of the one being read: six
+// windows are about 25 steps of int8, more than a global load's latency.
 constexpr uint32_t kWindowWords = 64;
-constexpr uint32_t kRingWindows = 16;
+constexpr uint32_t kRingWindows = 8;
 constexpr uint32_t kRingWords = kWindowWords * kRingWindows;  // per rANS plane per warp
-constexpr uint32_t kAhead = 12;
+constexpr uint32_t kAhead = 6;
 static_assert(kAhead + 2 <= kRingWindows, "the two windows in use and those in flight fit the ring");
 
 // Builds the table of `t` at g_smem word offset `off` (one warp).
