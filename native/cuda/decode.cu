@@ -208,8 +208,9 @@ cudaError_t enqueue_decode(const DecodePlan& plan, void* workspace_dev, size_t w
   cudaError_t err = cudaMemsetAsync(status_dev, 0, P.num_chunks * sizeof(int32_t), stream);
   if (err != cudaSuccess) return err;
   const auto* consts = reinterpret_cast<const DevConstants*>(ws);
+  // the word rings start at a multiple of their size: up to one ring of slack
   const size_t smem = 4 * 256 * sizeof(uint32_t) + P.max_tables * kTableEntries * sizeof(uint32_t) +
-                      size_t{kWarpsPerBlock} * P.max_rans_planes * kRingWords * sizeof(uint16_t);
+                      (size_t{kWarpsPerBlock} * P.max_rans_planes + 1) * kRingWords * sizeof(uint16_t);
   void (*kernels[3])(const DevBlock*, const DevSegment*, const DevTable*, const DevConstants*, uint32_t*,
                      int32_t*, int, int, bool) = {decode_blocks_kernel<1>, decode_blocks_kernel<2>,
                                                   decode_blocks_kernel<4>};

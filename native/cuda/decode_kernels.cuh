@@ -194,11 +194,11 @@ __device__ __forceinline__ void wait_async() {
 // are pending completes it. Words past the stream end read as zeros (never out of bounds).
 struct WordStream {
   const uint16_t* words;
-  uint32_t ring;       // shared address of kRingWords uint16 entries
+  uint32_t ring;       // shared address of kRingWords uint16 entries, aligned to the ring's size
   uint32_t ring_lane;  // ring + this lane's 4 bytes of a window
   uint32_t nwords;
-  uint32_t wp;   // words consumed
-  uint32_t win;  // lowest window still needed
+  uint32_t pos;       // bytes of words consumed
+  uint32_t boundary;  // byte offset of the window after the lowest one still needed
 
   __device__ void issue(uint32_t window, int lane) const {
     const int32_t at = static_cast<int32_t>(kWindowWords * window) + 2 * lane;  // this lane's two words
@@ -212,19 +212,24 @@ struct WordStream {
     ring = r;
     ring_lane = r + 4 * lane;
     nwords = n;
-    wp = 0;
-    win = 0;
+    pos = 0;
+    boundary = 2 * kWindowWords;
     for (uint32_t k = 0; k <= kAhead; ++k) issue(k, lane);
     commit_async();
     wait_async<0>();
     __syncwarp();
   }
-  __device__ uint32_t fetch(uint32_t at) const { return lds_u16(ring + 2 * (at % kRingWords)); }
-  __device__ void advance(uint32_t consumed, int lane) {
-    wp += consumed;
-    if (wp - kWindowWords * win >= kWindowWords) {
-      ++win;
-      issue(win + kAhead, lane);
+  __device__ uint32_t consumed() const { return pos / 2; }
+  // The k-th word after those consumed: the ring is aligned to its size, so the wrapped
+  // offset is OR-ed in (one instruction with the mask).
+  __device__ uint32_t fetch(uint32_t k) const {
+    return lds_u16(ring | ((pos + 2 * k) & (2 * kRingWords - 1)));
+  }
+  __device__ void advance(uint32_t words_taken, int lane) {
+    pos += 2 * words_taken;
+    if (pos >= boundary) {
+      boundary += 2 * kWindowWords;
+      issue(boundary / (2 * kWindowWords) - 1 + kAhead, lane);  // window win + kAhead
       commit_async();
       wait_async<kAhead - 1>();
       __syncwarp();
@@ -303,7 +308,7 @@ struct SegmentDecoder {
         const unsigned mask = __ballot_sync(0xffffffffu, need);
         // Reads past the stream end see zeros from the ring (never out of bounds); the
         // segment is then rejected at the end, where wp > nwords.
-        const uint32_t w = ws[p].fetch(ws[p].wp + __popc(mask & lanemask_lt));
+        const uint32_t w = ws[p].fetch(__popc(mask & lanemask_lt));
         if (need) x[p] = (x[p] << 16) | w;
         ws[p].advance(__popc(mask), lane);
       }
@@ -428,9 +433,9 @@ __device__ void decode_segment(const DevSegment& seg, uint32_t seg_index, uint32
     for (int p = 0; p < NP; ++p) {
       if (d.mode[p] != 2) continue;
       int32_t code = kOk;
-      if (d.ws[p].wp > d.ws[p].nwords) code = kTruncatedSegment;
+      if (d.ws[p].consumed() > d.ws[p].nwords) code = kTruncatedSegment;
       else if (__any_sync(0xffffffffu, d.x[p] != kStateLow)) code = kFinalStateMismatch;
-      else if (d.ws[p].wp != d.ws[p].nwords) code = kUnreadWords;
+      else if (d.ws[p].consumed() != d.ws[p].nwords) code = kUnreadWords;
       if (code != kOk) {
         if (lane == 0) fail(status, chunk, code);
         ok = false;
@@ -482,7 +487,12 @@ decode_blocks_kernel(const DevBlock* __restrict__ blocks, const DevSegment* __re
   // g_smem layout (32-bit words): CRC table (1024), max_tables decode tables (4096 each), then
   // the word rings, max_rans per warp (kRingWords uint16 each)
   const uint32_t tables_off = 4 * 256;
-  const uint32_t rings_off = 2 * (tables_off + kTableEntries * max_tables);
+  // the rings start at a multiple of their size in the shared window (the launch has that
+  // much slack): WordStream::fetch wraps with an OR
+  const uint32_t base = smem_addr(g_smem);
+  const uint32_t ring_bytes = 2 * kRingWords;
+  const uint32_t rings_at = base + 4 * (tables_off + kTableEntries * max_tables);
+  const uint32_t rings_off = ((rings_at + ring_bytes - 1) / ring_bytes * ring_bytes - base) / 2;
   if (verify) {
     for (int i = threadIdx.x; i < 4 * 256; i += blockDim.x) smem_u32()[i] = (&consts->crc_table[0][0])[i];
   }
