@@ -100,6 +100,21 @@ def test_batch_error_names_the_chunk(chunk: bytes) -> None:
     assert isinstance(excinfo.value, ValueError)
 
 
+@pytest.mark.parametrize("threads", [1, 2, None])
+def test_corrupt_segment_among_small_chunks_names_its_chunk(threads: int | None) -> None:
+    # One-segment chunks decode side by side in groups that cross chunk boundaries; a segment
+    # that fails names its own chunk, and the chunks around it are not blamed.
+    rng = np.random.default_rng(3)
+    chunks = [wc.encode(weight_like(rng, (48, 384), np.dtype(np.int8))) for _ in range(9)]
+    tampered = bytearray(chunks[5])
+    tampered[-40:] = bytes(40)  # the end of the segment's word stream
+    chunks[5] = bytes(tampered)
+    with pytest.raises(wc.ChunkError) as excinfo:
+        wc.decode_batch(chunks, threads=threads)
+    assert excinfo.value.index == 5
+    assert str(excinfo.value).startswith("chunk 5: ")
+
+
 def test_out_mismatches(chunk: bytes) -> None:
     with pytest.raises(ValueError, match="dtype"):
         wc.decode(chunk, out=np.empty((3, 70000), np.int16))
