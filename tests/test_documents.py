@@ -16,7 +16,13 @@ from zarr.core.sync import sync
 from zarr.storage import MemoryStore
 
 from wcodec_zarr import WCodec
-from wcodec_zarr.documents import ArraySpec, make_targets, root_document, write_documents
+from wcodec_zarr.documents import (
+    CHUNK_KEYS,
+    ArraySpec,
+    make_targets,
+    root_document,
+    write_documents,
+)
 
 SPECS = [
     ArraySpec("w", np.dtype(np.float32), (3000, 400), (163, 400), (652, 400), "wcodec", {"a": 1}),
@@ -45,6 +51,7 @@ def _zarrs_own(spec: ArraySpec) -> dict[str, Any]:
         shards=spec.shards,
         fill_value=0,
         attributes=spec.attributes,
+        chunk_key_encoding=CHUNK_KEYS,
         **codecs,
     )
     document: dict[str, Any] = json.loads(store._store_dict["zarr.json"].to_bytes())  # type: ignore[attr-defined]

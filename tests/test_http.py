@@ -42,7 +42,7 @@ def test_open_and_partial_reads_are_counted(served: tuple[LoopbackHTTP, Path]) -
     assert [(r.method, r.key) for r in server.requests] == [("GET", "ckpt/zarr.json")]
     server.reset_log()
     rows = ckpt["w8"][0:8]
-    shard = "ckpt/w8/c/0/0"
+    shard = "ckpt/w8/c.0.0"
     index, chunk = server.requests  # the shard index (4 chunks), then one ranged GET
     assert (index.key, index.range) == (shard, f"bytes=-{4 * 16 + 4}")
     assert chunk.key == shard and chunk.range is not None and chunk.range.startswith("bytes=0-")

@@ -150,7 +150,7 @@ def test_requests_counted_at_the_server(server: LoopbackS3, bucket: str, model: 
         result = json.loads(proc.stdout.readline())
     assert proc.returncode == 0
     assert [r.key for r in counts["opened"]] == [f"{bucket}/model.zarr/zarr.json"]
-    shard = f"{bucket}/model.zarr/layers.1.q.weight/c/0/0"
+    shard = f"{bucket}/model.zarr/layers.1.q.weight/c.0.0"
     read = counts["read"]
     assert [r.key for r in read] == [shard, shard]
     assert read[0].range == f"bytes=-{8 * 16 + 4}"  # the index: 8 chunks x 16 bytes + CRC32C
@@ -213,7 +213,7 @@ def test_obstore_backend(server: LoopbackS3, bucket: str, model: Path) -> None:
     assert [r.key for r in gets(server)] == [f"{bucket}/model.zarr/zarr.json"]
     server.reset_log()
     first = ckpt["layers.1.q.weight"][0:4]
-    shard = f"{bucket}/model.zarr/layers.1.q.weight/c/0/0"
+    shard = f"{bucket}/model.zarr/layers.1.q.weight/c.0.0"
     read = gets(server)
     assert [r.key for r in read] == [shard, shard]
     assert read[1].nbytes < 32 * 256
@@ -259,8 +259,8 @@ def _rewrite(server: LoopbackS3, bucket: str, key: str, change: Any) -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda b: b[: len(b) // 2], "layers.0.q.weight/c/0/0"),
-        (lambda b: b[:100] + bytes([b[100] ^ 0x40]) + b[101:], "layers.0.q.weight/c/0/0"),
+        (lambda b: b[: len(b) // 2], "layers.0.q.weight/c.0.0"),
+        (lambda b: b[:100] + bytes([b[100] ^ 0x40]) + b[101:], "layers.0.q.weight/c.0.0"),
     ],
     ids=["truncated", "bit-flip"],
 )
@@ -270,7 +270,7 @@ def test_damaged_objects_name_their_key(
     url = f"s3://{bucket}/model.zarr"
     opts = server.storage_options()
     wc.convert(model, url, storage_options=opts, progress=False, **LAYOUT)
-    _rewrite(server, bucket, "model.zarr/layers.0.q.weight/c/0/0", change)
+    _rewrite(server, bucket, "model.zarr/layers.0.q.weight/c.0.0", change)
     with pytest.raises(ValueError, match=message):
         wc.load_checkpoint(url, storage_options=opts)
     with pytest.raises(ValueError, match=message):
@@ -316,7 +316,7 @@ def test_killed_writer_leaves_no_complete_checkpoint(
         [sys.executable, "-c", script, str(src), url, json.dumps(opts)], cwd=tmp_path
     )
     deadline = time.monotonic() + 120
-    while sum(1 for r in server.requests if r.method == "PUT" and "/c/" in r.key) < 10:
+    while sum(1 for r in server.requests if r.method == "PUT" and "/c." in r.key) < 10:
         assert proc.poll() is None and time.monotonic() < deadline
         time.sleep(0.01)
     proc.kill()

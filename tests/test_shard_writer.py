@@ -81,7 +81,7 @@ def _check_objects(array: zarr.Array[Any], dtype: np.dtype[Any]) -> None:
         part = data[tuple(slice(a, b) for a, b in region)]
         counts = layout.plane_counts()
         encoded = encode_object(layout, part, counts)
-        key = object_key(layout.block, region)
+        key = object_key(layout, region)
         assert encoded == store._store_dict[key].to_bytes(), key  # type: ignore[attr-defined]
         # the counts are those of the region's own bytes, padding excluded
         flat = np.ascontiguousarray(part).reshape(-1).view(np.uint8)

@@ -134,11 +134,11 @@ async def _whole_shard(
 async def _rows_chunks(tensor: LazyTensor, layout: _Layout, first: int, stop: int) -> list[Any]:
     """Chunk bytes (and where they come from) for chunks ``[first, stop)`` of a tensor."""
     store = tensor.checkpoint.store
-    rest = "/0" * (len(tensor.shape) - 1)
+    rest = (0,) * (len(tensor.shape) - 1)
     chunks = -(-tensor.shape[0] // layout.rows)
     jobs = []
     for shard in range(first // layout.per_shard, (stop - 1) // layout.per_shard + 1):
-        key = f"{tensor.name}/c/{shard}{rest}"
+        key = tensor.checkpoint.chunk_key(tensor.name, (shard, *rest))
         lo = max(first, shard * layout.per_shard) - shard * layout.per_shard
         hi = min(stop, (shard + 1) * layout.per_shard) - shard * layout.per_shard
         if tensor.shards is None:
@@ -483,9 +483,9 @@ def _naming(where: list[str]) -> Iterator[None]:
 
 
 def _shard_keys(tensor: LazyTensor, layout: _Layout) -> list[str]:
-    """Store keys of the tensor's shard objects (chunk objects when unsharded), in row order:
-    ``convert`` writes the default chunk key encoding, ``<name>/c/<i>/0/...``."""
+    """Store keys of the tensor's shard objects (chunk objects when unsharded), in row order,
+    by the array's chunk key encoding (``<name>/c.<i>.0...`` as ``convert`` writes it)."""
     per_object = layout.rows * layout.per_shard
     count = -(-tensor.shape[0] // per_object)
-    rest = "/0" * (len(tensor.shape) - 1)
-    return [f"{tensor.name}/c/{i}{rest}" for i in range(count)]
+    rest = (0,) * (len(tensor.shape) - 1)
+    return [tensor.checkpoint.chunk_key(tensor.name, (i, *rest)) for i in range(count)]

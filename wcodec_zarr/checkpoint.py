@@ -21,13 +21,14 @@ import zarr
 from fsspec.implementations.local import LocalFileSystem
 from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
+from zarr.core.chunk_key_encodings import ChunkKeyEncoding, parse_chunk_key_encoding
 from zarr.core.group import AsyncGroup
 from zarr.core.sync import sync
 from zarr.storage import StorePath
 
 from .conversion import (
     MANIFEST_KEY,
-    MANIFEST_VERSION,
+    READABLE_MANIFEST_VERSIONS,
     SCALES_GROUP,
     read_block,
     resolve_source,
@@ -286,6 +287,7 @@ class Checkpoint(Mapping[str, LazyTensor]):
             ) from None
         self._group: zarr.Group | None = None
         self._members: dict[str, Any] | None = None
+        self._key_encodings: dict[str, ChunkKeyEncoding] = {}
 
     @property
     def group(self) -> zarr.Group:
@@ -300,6 +302,21 @@ class Checkpoint(Mapping[str, LazyTensor]):
         if name not in self._entries:
             raise KeyError(name)
         return LazyTensor(name, self, self.manifest["tensors"][name])
+
+    def chunk_key(self, path: str, coords: tuple[int, ...]) -> str:
+        """The store key of the chunk (or shard) at grid ``coords`` of the array at ``path``,
+        by the array's own chunk key encoding (from the consolidated metadata: no request)."""
+        encoding = self._key_encodings.get(path)
+        if encoding is None:
+            try:
+                node = self._document["consolidated_metadata"]["metadata"][path]
+                encoding = parse_chunk_key_encoding(node["chunk_key_encoding"])
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ValueError(
+                    f"{self.url}: array {path!r} has no valid chunk key encoding ({exc})"
+                ) from None
+            self._key_encodings[path] = encoding
+        return f"{path}/{encoding.encode_chunk_key(coords)}"
 
     def array(self, path: str) -> zarr.Array[Any]:
         """The Zarr array at ``path`` (a tensor's name, or its scales' path)."""
@@ -384,10 +401,11 @@ def open_checkpoint(
             f"{url} is not a complete wcodec checkpoint: it has no manifest (the conversion did "
             "not finish, or it was not made by wcodec convert)"
         )
-    if manifest.get("version") != MANIFEST_VERSION:
+    if manifest.get("version") not in READABLE_MANIFEST_VERSIONS:
+        readable = ", ".join(map(str, READABLE_MANIFEST_VERSIONS))
         raise IncompleteCheckpointError(
             f"{url}: checkpoint manifest version {manifest.get('version')!r} is not supported "
-            f"(this version reads {MANIFEST_VERSION})"
+            f"(this version reads {readable})"
         )
     return Checkpoint(store, document, str(url))
 

@@ -47,7 +47,9 @@ from .storage import filesystem, local_path, local_root, open_store
 from .weights import quantize_rows
 
 MANIFEST_KEY = "wcodec_checkpoint"
-MANIFEST_VERSION = 1
+# 2: chunk keys "c.0.0" (version 1 wrote "c/0/0"; readers follow each array's metadata)
+MANIFEST_VERSION = 2
+READABLE_MANIFEST_VERSIONS = (1, 2)
 SCALES_GROUP = "_wcodec_scales"
 CHUNK_BYTES = 1 << 20
 SHARD_BYTES = 64 << 20
@@ -352,7 +354,7 @@ def _store_or_encode(
         out.through_zarr.append((target, tuple(slice(a, b) for a, b in region), data))
         return entropy_bound(data)
     counts = target.layout.plane_counts()
-    key = object_key(target.layout.block, region)
+    key = object_key(target.layout, region)
     out.objects.append((target, key, encode_object(target.layout, data, counts)))
     return _bound(counts)
 

@@ -24,6 +24,7 @@ import google_crc32c
 import numpy as np
 from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
 from zarr.codecs.sharding import ShardingCodecIndexLocation
+from zarr.core.chunk_key_encodings import ChunkKeyEncoding
 from zarr.core.indexing import morton_order_iter
 from zarr.core.metadata.v3 import ArrayV3Metadata
 
@@ -41,6 +42,7 @@ class DirectLayout:
     inner: tuple[int, ...] | None  # inner chunk shape when sharded
     codec: WCodec
     fill_value: np.ndarray  # 0-d, of the array's dtype
+    keys: ChunkKeyEncoding  # the array's own, which names each object
 
     def plane_counts(self) -> np.ndarray:
         """Zeroed per-plane symbol counts (itemsize x 256) for ``encode_object``."""
@@ -55,8 +57,9 @@ def direct_layout(metadata: ArrayV3Metadata) -> DirectLayout | None:
     block = tuple(metadata.chunk_grid.chunk_shape)  # type: ignore[attr-defined]
     fill = np.asarray(metadata.fill_value, dtype=metadata.dtype.to_native_dtype())
     codecs = metadata.codecs
+    keys = metadata.chunk_key_encoding
     if len(codecs) == 1 and isinstance(codecs[0], WCodec):
-        return DirectLayout(block, None, codecs[0], fill)
+        return DirectLayout(block, None, codecs[0], fill, keys)
     if len(codecs) != 1 or not isinstance(codecs[0], ShardingCodec):
         return None
     sharding = codecs[0]
@@ -73,7 +76,7 @@ def direct_layout(metadata: ArrayV3Metadata) -> DirectLayout | None:
         or not isinstance(index[1], Crc32cCodec)
     ):
         return None
-    return DirectLayout(block, tuple(sharding.chunk_shape), inner[0], fill)
+    return DirectLayout(block, tuple(sharding.chunk_shape), inner[0], fill, keys)
 
 
 def _padded(data: np.ndarray, shape: tuple[int, ...], fill: Any) -> np.ndarray:
@@ -154,8 +157,8 @@ def encode_object(
     return b"".join(parts)
 
 
-def object_key(block: tuple[int, ...], region: tuple[tuple[int, int], ...]) -> str:
-    """The key (relative to the array, zarr's default chunk key encoding with "/") of the
-    object whose block starts at ``region``."""
-    coords = (a // b for (a, _), b in zip(region, block, strict=True))
-    return "/".join(["c", *map(str, coords)])
+def object_key(layout: DirectLayout, region: tuple[tuple[int, int], ...]) -> str:
+    """The key (relative to the array, by its chunk key encoding) of the object whose block
+    starts at ``region``."""
+    coords = tuple(a // b for (a, _), b in zip(region, layout.block, strict=True))
+    return layout.keys.encode_chunk_key(coords)
