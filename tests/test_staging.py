@@ -14,7 +14,7 @@ import pytest
 
 from wcodec_zarr import api
 from wcodec_zarr._native import core
-from wcodec_zarr.batch_load import aligned
+from wcodec_zarr.batch_load import place_objects
 
 EMPTY = 2**64 - 1
 
@@ -33,32 +33,9 @@ def shard(chunks: list[bytes], entries: list[tuple[int, int]] | None = None) -> 
 def run_stage(
     sources: list[Any], per_shard: list[int], nchunks: list[int], align: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    sizes = np.asarray(
-        [Path(s).stat().st_size if isinstance(s, str) else len(s) for s in sources], np.uint64
-    )
-    slot_len = (sizes + np.asarray(nchunks, np.uint64) * align + align - 1) // align * align
-    slots = (np.cumsum(slot_len) - slot_len).astype(np.uint64)
-    first = (np.cumsum(nchunks) - nchunks).astype(np.uint64)
-    total = int(sum(nchunks))
-    buffer = aligned(lambda n: np.zeros(n, np.uint8), int(slot_len.sum()), align)
-    offsets = np.zeros(total, np.uint64)
-    lens = np.zeros(total, np.uint64)
+    sizes = [Path(s).stat().st_size if isinstance(s, str) else len(s) for s in sources]
     blobs = [s if isinstance(s, str) else np.frombuffer(s, np.uint8) for s in sources]
-    core.stage_objects(
-        blobs,
-        sizes,
-        slots,
-        slot_len,
-        np.asarray(per_shard, np.uint32),
-        np.asarray(nchunks, np.uint32),
-        first,
-        buffer,
-        align,
-        offsets,
-        lens,
-        0,
-    )
-    return buffer, offsets, lens
+    return place_objects(blobs, sizes, per_shard, nchunks, align, lambda n: np.zeros(n, np.uint8))
 
 
 @pytest.mark.parametrize("align", [1, 4, 16, 256])

@@ -240,7 +240,6 @@ def stage(tensors: list[LazyTensor], align: int, allocate: Callable[[int], np.nd
     keys: list[str] = []
     per_shard: list[int] = []
     nchunks: list[int] = []
-    first: list[int] = []
     total = 0
     for tensor, layout in eligible:
         count = -(-tensor.shape[0] // layout.rows)
@@ -250,7 +249,6 @@ def stage(tensors: list[LazyTensor], align: int, allocate: Callable[[int], np.nd
             keys.append(key)
             per_shard.append(0 if tensor.shards is None else layout.per_shard)
             nchunks.append(min(layout.per_shard, count - i * layout.per_shard))
-            first.append(total + i * layout.per_shard)
         total += count
     store = next(iter(stores.values()), None)
     root = None if store is None else local_root(store)
@@ -266,30 +264,48 @@ def stage(tensors: list[LazyTensor], align: int, allocate: Callable[[int], np.nd
     else:
         sources = [] if store is None else sync(_fetch(store, keys))
         sizes = [int(blob.size) for blob in sources]
-    size = np.asarray(sizes, np.uint64)
-    slot_len = (size + np.asarray(nchunks, np.uint64) * align + (align - 1)) // align * align
-    slots = np.concatenate([[0], np.cumsum(slot_len)]).astype(np.uint64)
-    buffer = aligned(allocate, max(int(slots[-1]), 1), align)
-    offsets = np.zeros(total, np.uint64)
-    lens = np.zeros(total, np.uint64)
     try:
-        core.stage_objects(
-            sources,
-            size,
-            slots[:-1].copy(),
-            slot_len,
-            np.asarray(per_shard, np.uint32),
-            np.asarray(nchunks, np.uint32),
-            np.asarray(first, np.uint64),
-            buffer,
-            align,
-            offsets,
-            lens,
-            0,
-        )
+        buffer, offsets, lens = place_objects(sources, sizes, per_shard, nchunks, align, allocate)
     except ChunkError as exc:
         raise ValueError(f"{keys[exc.index]}: {exc.reason}") from None
     return Staged(buffer, offsets, lens, staged)
+
+
+def place_objects(
+    sources: list[Any],
+    sizes: list[int],
+    per_shard: list[int],
+    nchunks: list[int],
+    align: int,
+    allocate: Callable[[int], np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The native half of ``stage``: object ``k`` (a file path, or its bytes as a uint8 array)
+    of ``sizes[k]`` bytes holds ``nchunks[k]`` chunks (a shard of ``per_shard[k]`` inner chunks,
+    or one plain chunk when 0). Each object gets a slot with room for its chunks at
+    ``align``-aligned offsets; the chunks are numbered in object order. Returns the buffer and
+    every chunk's offset and length in it; a bad object raises ``ChunkError`` with its index."""
+    size = np.asarray(sizes, np.uint64)
+    count = np.asarray(nchunks, np.uint64)
+    slot_len = (size + count * align + (align - 1)) // align * align
+    slots = np.concatenate([[0], np.cumsum(slot_len)]).astype(np.uint64)
+    buffer = aligned(allocate, max(int(slots[-1]), 1), align)
+    offsets = np.zeros(int(count.sum()), np.uint64)
+    lens = np.zeros(int(count.sum()), np.uint64)
+    core.stage_objects(
+        sources,
+        size,
+        slots[:-1].copy(),
+        slot_len,
+        np.asarray(per_shard, np.uint32),
+        np.asarray(nchunks, np.uint32),
+        (np.cumsum(count) - count).astype(np.uint64),
+        buffer,
+        align,
+        offsets,
+        lens,
+        0,
+    )
+    return buffer, offsets, lens
 
 
 HUGE_PAGE = 2 << 20
