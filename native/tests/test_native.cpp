@@ -54,6 +54,16 @@ static std::vector<uint8_t> decode(const std::vector<uint8_t>& chunk, int thread
   return out;
 }
 
+// Bit at a time, straight from the definition.
+static uint32_t crc32c_reference(const uint8_t* p, size_t n, uint32_t crc) {
+  uint32_t c = ~crc;
+  for (size_t i = 0; i < n; ++i) {
+    c ^= p[i];
+    for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0x82F63B78u & (0u - (c & 1u)));
+  }
+  return ~c;
+}
+
 static void test_crc() {
   const char* s = "123456789";
   CHECK(crc32c(reinterpret_cast<const uint8_t*>(s), 9) == 0xE3069283u);
@@ -66,6 +76,16 @@ static void test_crc() {
     const uint32_t b = crc32c(buf.data() + cut, buf.size() - cut);
     CHECK(crc32c_combine(a, b, buf.size() - cut) == whole);
     CHECK(crc32c(buf.data() + cut, buf.size() - cut, a) == whole);
+  }
+  // Every length around the block sizes of the folding and three-stream paths, at odd offsets
+  // and with a running state.
+  for (size_t n : {size_t{0}, size_t{7}, size_t{255}, size_t{2047}, size_t{2048}, size_t{2049}, size_t{2303},
+                   size_t{4096}, size_t{12287}, size_t{12288}, size_t{12289}, size_t{65536}, size_t{99000}}) {
+    for (size_t off : {size_t{0}, size_t{1}, size_t{13}}) {
+      for (uint32_t init : {0u, 0xdeadbeefu}) {
+        CHECK(crc32c(buf.data() + off, n, init) == crc32c_reference(buf.data() + off, n, init));
+      }
+    }
   }
 }
 
