@@ -16,6 +16,9 @@ application on a thread, ``moto[server]``), with a WSGI layer in front that
 ``LoopbackHTTP``: a directory served read-only over plain HTTP (werkzeug), with byte ranges
 (suffix ranges included) and the same request log: the ``http(s)://`` path of fsspec and obstore.
 
+``LoopbackGCS``: a Google Cloud Storage emulator (gcp-storage-emulator) with the same request
+log, for ``gs://`` through gcsfs.
+
 Only 127.0.0.1 is bound, on a free port.
 """
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -405,6 +409,121 @@ class LoopbackHTTP(_Server):
 
     def start(self) -> Self:
         self._server, self._thread = _serve_on_thread(self._app)
+        return self
+
+    def stop(self) -> None:
+        _stop_serving(self._server, self._thread)
+
+
+_GCS_OBJECT = re.compile(r"^/(?:download/)?storage/v1/b/(?P<bucket>[^/]+)/o/(?P<object>.+)$")
+
+
+class LoopbackGCS(_Server):
+    """A Google Cloud Storage emulator (``gcp-storage-emulator``, objects in memory) on
+    127.0.0.1, every request logged with its URL path as ``key``.
+
+    Two differences from GCS are bridged: GCS answers suffix ranges (``bytes=-N``, how shard
+    indexes are read) and the emulator does not, so they are rewritten to the equivalent absolute
+    range before it sees them (the log keeps the original); and gcsfs probes every bucket over
+    gRPC for its zonal-bucket support, which no emulator answers: set the environment variable
+    ``GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT=false`` before gcsfs is imported.
+    ``storage_options()`` are gcsfs's options for this server."""
+
+    def __init__(self) -> None:
+        self.requests: list[Request] = []
+        self._lock = threading.Lock()
+        # connections are accepted on threads, requests handled one at a time: the emulator's
+        # storage is not thread-safe
+        self._serial = threading.Lock()
+        self._storage: Any = None
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def endpoint(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def storage_options(self, **extra: Any) -> dict[str, Any]:
+        return {"endpoint_url": self.endpoint, "token": "anon", "project": "wcodec-test", **extra}
+
+    def reset_log(self) -> None:
+        with self._lock:
+            self.requests.clear()
+
+    def create_bucket(self, name: str) -> None:
+        from gcp_storage_emulator.handlers import buckets
+
+        with self._serial:
+            buckets.create_bucket(name, self._storage)
+
+    def start(self) -> Self:
+        from functools import partial
+        from http.server import ThreadingHTTPServer
+        from urllib.parse import unquote, urlsplit
+
+        from gcp_storage_emulator.exceptions import NotFound
+        from gcp_storage_emulator.server import RequestHandler
+        from gcp_storage_emulator.storage import Storage
+
+        logging.getLogger("gcp_storage_emulator").setLevel(logging.CRITICAL)
+        storage = self._storage = Storage(use_memory_fs=True)
+        owner = self
+
+        class Handler(RequestHandler):  # type: ignore[misc]
+            status = 0
+            length = 0
+
+            def send_response(self, code: int, message: str | None = None) -> None:
+                self.status = code
+                super().send_response(code, message)
+
+            def send_header(self, keyword: str, value: str) -> None:
+                if keyword.lower() == "content-length":
+                    self.length = int(value)
+                super().send_header(keyword, value)
+
+            def _logged(self, method: str, handle: Callable[[], None]) -> None:
+                url = urlsplit(self.path)
+                byte_range = self.headers.get("Range")
+                with owner._serial:
+                    match = _GCS_OBJECT.match(url.path)
+                    if match and byte_range and byte_range.startswith("bytes=-"):
+                        self._absolute_range(match["bucket"], unquote(match["object"]), byte_range)
+                    handle()
+                nbytes = self.length if method == "GET" else 0
+                path = unquote(url.path).lstrip("/")
+                with owner._lock:
+                    owner.requests.append(Request(method, path, byte_range, self.status, nbytes))
+
+            def _absolute_range(self, bucket: str, name: str, suffix: str) -> None:
+                try:
+                    size = int(storage.get_file_obj(bucket, name)["size"])
+                except NotFound:
+                    return  # the emulator answers 404
+                start = max(size - int(suffix[len("bytes=-") :]), 0)
+                del self.headers["Range"]
+                self.headers["Range"] = f"bytes={start}-{size - 1}"
+
+            def do_GET(self) -> None:
+                self._logged("GET", super().do_GET)
+
+            def do_POST(self) -> None:
+                self._logged("POST", super().do_POST)
+
+            def do_PUT(self) -> None:
+                self._logged("PUT", super().do_PUT)
+
+            def do_DELETE(self) -> None:
+                self._logged("DELETE", super().do_DELETE)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, storage))
+        self._server = httpd
+        self._thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+        self._thread.start()
         return self
 
     def stop(self) -> None:
