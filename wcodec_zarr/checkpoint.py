@@ -260,6 +260,20 @@ def _check_entry(name: str, info: Any) -> None:
     np.dtype(info["dtype"])
 
 
+_KEY_ENCODINGS: dict[str, ChunkKeyEncoding] = {}
+
+
+def _key_encoding(config: Any) -> ChunkKeyEncoding:
+    """The chunk key encoding of a JSON configuration, parsed once per distinct configuration:
+    the arrays of a checkpoint share one, and parsing it through zarr for each array costs more
+    than the rest of planning a load."""
+    key = repr(config)
+    encoding = _KEY_ENCODINGS.get(key)
+    if encoding is None:
+        encoding = _KEY_ENCODINGS[key] = parse_chunk_key_encoding(config)
+    return encoding
+
+
 class Checkpoint(Mapping[str, LazyTensor]):
     """A read-only mapping from tensor name to ``LazyTensor``, in the original file order.
 
@@ -310,7 +324,7 @@ class Checkpoint(Mapping[str, LazyTensor]):
         if encoding is None:
             try:
                 node = self._document["consolidated_metadata"]["metadata"][path]
-                encoding = parse_chunk_key_encoding(node["chunk_key_encoding"])
+                encoding = _key_encoding(node["chunk_key_encoding"])
             except (KeyError, TypeError, ValueError) as exc:
                 raise ValueError(
                     f"{self.url}: array {path!r} has no valid chunk key encoding ({exc})"
