@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "scratch.h"
 #include "segment_decode.h"
 #include "wcodec/codec.h"
 #include "wcodec/crc32c.h"
@@ -259,13 +260,12 @@ void decode_chunks(const DecodeJob* jobs, size_t njobs, int threads) {
   for (const ChunkState& c : chunks) {
     if (c.info.nplanes > 1) stride = std::max<uint64_t>(stride, uint64_t{c.info.nplanes} * c.info.seg_elems);
   }
-  std::vector<std::vector<uint8_t>> scratch(workers, std::vector<uint8_t>(group * stride));
-  parallel_for(ntasks, workers, [&](size_t task, int worker) {
+  parallel_for(ntasks, workers, [&](size_t task, int) {
     const uint64_t first = task * group;
     const int count = static_cast<int>(std::min<uint64_t>(group, pieces.size() - first));
     const Piece* mine = pieces.data() + first;
     try {
-      decode_task(chunks, mine, count, scratch[worker].data(), stride);
+      decode_task(chunks, mine, count, kept_scratch<0>(group * stride), stride);
     } catch (const PieceError& e) {
       throw ChunkError(e.chunk, prefix(e.chunk), e.what);
     }

@@ -11,6 +11,7 @@
 #include "wcodec/parallel.h"
 #include "wcodec/planes.h"
 #include "wcodec/rans.h"
+#include "scratch.h"
 #include "segment_encode.h"
 
 namespace wcodec {
@@ -185,13 +186,10 @@ EncodedChunk encode_chunk(const uint8_t* data, uint8_t dtype, const uint64_t* sh
   const int threads = resolve_threads(opt.threads);
   // The delta predictor needs rows of at least two elements.
   const bool predict = opt.predict && row > 1;
-  // Scratch is sized by the largest segment, not the nominal one: a small chunk's encode should
-  // not clear hundreds of kilobytes it never uses.
   const uint64_t max_seg = std::min<uint64_t>(seg_elems, nelem);
-  // residuals of a group of segments (phase 3); phase 1 uses the first sample block's worth
-  std::vector<std::vector<uint8_t>> residuals(threads,
-                                              std::vector<uint8_t>(predict ? kMaxEncodeGroup * max_seg : 0));
-  parallel_for(nseg, threads, [&](size_t j, int worker) {
+  // per worker: residuals of a group of segments (phase 3); phase 1 uses a sample block's worth
+  const size_t residual_bytes = predict ? kMaxEncodeGroup * max_seg : 0;
+  parallel_for(nseg, threads, [&](size_t j, int) {
     const uint64_t b = j * seg_elems;
     const uint64_t n = std::min(seg_elems, nelem - b);
     uint8_t* dst[4];
@@ -207,8 +205,9 @@ EncodedChunk encode_chunk(const uint8_t* data, uint8_t dtype, const uint64_t* sh
         uint32_t part[256];
         for (uint64_t o = 0; o < n; o += 4 * kSampleBlock) {
           const uint64_t len = std::min<uint64_t>(kSampleBlock, n - o);
-          delta_residuals(dst[p] + o, b + o, len, row, residuals[worker].data());
-          histogram(residuals[worker].data(), len, part);
+          uint8_t* r = kept_scratch<0>(residual_bytes);
+          delta_residuals(dst[p] + o, b + o, len, row, r);
+          histogram(r, len, part);
           for (int s = 0; s < 256; ++s) h1[s] += 4 * part[s];
         }
       }
@@ -399,8 +398,7 @@ EncodedChunk encode_chunk(const uint8_t* data, uint8_t dtype, const uint64_t* sh
   // they use.
   const uint64_t ngroups = (nseg + kMaxEncodeGroup - 1) / kMaxEncodeGroup;
   const size_t room = kStateBytes + 2 * max_seg;
-  std::vector<std::vector<uint8_t>> coded(threads, std::vector<uint8_t>(kMaxEncodeGroup * room));
-  parallel_for(ngroups * nplanes, threads, [&](size_t task, int worker) {
+  parallel_for(ngroups * nplanes, threads, [&](size_t task, int) {
     const uint32_t p = static_cast<uint32_t>(task % nplanes);
     PlanePlan& pp = E.planes[p];
     if (pp.mode != PlaneMode::Rans) return;
@@ -413,12 +411,12 @@ EncodedChunk encode_chunk(const uint8_t* data, uint8_t dtype, const uint64_t* sh
       const uint64_t n = std::min(seg_elems, nelem - b);
       const uint8_t* sym = pp.bytes + b;
       if (sp.pred == Predictor::Delta) {
-        uint8_t* r = residuals[worker].data() + k * max_seg;
+        uint8_t* r = kept_scratch<0>(residual_bytes) + k * max_seg;
         delta_residuals(sym, b, n, row, r);
         sym = r;
       }
       const int q = static_cast<int>(sp.pred);
-      jobs[k] = {sym, n, &enc[p][q], &enc_simd[p][q], coded[worker].data() + k * room, 0};
+      jobs[k] = {sym, n, &enc[p][q], &enc_simd[p][q], kept_scratch<1>(kMaxEncodeGroup * room) + k * room, 0};
     }
     encode_segment_group(jobs, count);
     for (int k = 0; k < count; ++k) {

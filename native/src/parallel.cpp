@@ -5,6 +5,7 @@
 #include <sched.h>
 #endif
 
+#include <chrono>
 #include <condition_variable>
 #include <vector>
 
@@ -25,6 +26,11 @@ int resolve_threads(int threads) {
 
 namespace {
 
+// A job is opened by publishing a new generation in ticket_; helpers claim slots by
+// incrementing its count, and the caller closes it (no more claims) once its own share is done,
+// then waits for the helpers that claimed. Waiting threads spin briefly before they block: the
+// phases of one decode or encode follow each other within microseconds, and a thread woken from
+// a futex takes tens of microseconds (more on virtual machines) to run again.
 class Pool {
  public:
   explicit Pool(int size) {
@@ -37,40 +43,75 @@ class Pool {
   bool run(int helpers, const std::function<void(int)>& body, int* ran) {
     std::unique_lock<std::mutex> busy(run_mutex_, std::try_to_lock);
     if (!busy.owns_lock()) return false;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      body_ = &body;
-      slots_ = std::min(helpers, size());
-      claimed_ = 0;
-      running_ = 0;
-      ++generation_;
-    }
+    const uint64_t generation = (ticket_.load(std::memory_order_relaxed) >> kGenShift) + 1;
+    body_ = &body;
+    slots_.store(std::min(helpers, size()), std::memory_order_relaxed);
+    finished_.store(0, std::memory_order_relaxed);
+    ticket_.store(generation << kGenShift, std::memory_order_release);
+    // a worker between its check of the ticket and its wait holds the mutex: it sees the new
+    // ticket or gets the notification
+    { std::lock_guard<std::mutex> lock(mutex_); }
     work_.notify_all();
     body(0);
-    std::unique_lock<std::mutex> lock(mutex_);
-    // helpers that have not claimed a slot yet never will: close the job
-    slots_ = claimed_;
-    done_.wait(lock, [this] { return running_ == 0; });
-    *ran = 1 + claimed_;
-    body_ = nullptr;
+    const int claimed = static_cast<int>(ticket_.fetch_or(kClosed, std::memory_order_acq_rel) & kCountMask);
+    auto pending = [&] { return finished_.load(std::memory_order_acquire) != claimed; };
+    spin_while(pending);
+    if (pending()) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      done_.wait(lock, [&] { return !pending(); });
+    }
+    *ran = 1 + claimed;
     return true;
   }
 
  private:
+  static constexpr int kGenShift = 32;
+  static constexpr uint64_t kClosed = uint64_t{1} << 31;
+  static constexpr uint64_t kCountMask = 0xffff;
+
+  template <class Busy>
+  static void spin_while(Busy busy) {
+    constexpr auto kSpin = std::chrono::microseconds(50);
+    const auto until = std::chrono::steady_clock::now() + kSpin;
+    while (busy()) {
+      for (int i = 0; i < 16 && busy(); ++i) pause();
+      if (std::chrono::steady_clock::now() > until) return;
+    }
+  }
+
+  static void pause() {
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#endif
+  }
+
+  uint64_t generation() const { return ticket_.load(std::memory_order_acquire) >> kGenShift; }
+
   void loop() {
-    uint64_t seen = 0;
-    std::unique_lock<std::mutex> lock(mutex_);
+    uint64_t seen = 0;  // the last generation this worker has looked at
     for (;;) {
-      work_.wait(lock, [&] { return generation_ != seen; });
-      seen = generation_;
-      if (body_ == nullptr || claimed_ >= slots_) continue;
-      const int worker = 1 + claimed_++;
-      ++running_;
-      const std::function<void(int)>* body = body_;
-      lock.unlock();
-      (*body)(worker);
-      lock.lock();
-      if (--running_ == 0) done_.notify_all();
+      spin_while([&] { return generation() == seen; });
+      if (generation() == seen) {
+        std::unique_lock<std::mutex> lock(mutex_);
+        work_.wait(lock, [&] { return generation() != seen; });
+      }
+      uint64_t t = ticket_.load(std::memory_order_acquire);
+      seen = t >> kGenShift;
+      // A slot of job `seen`, unless it is closed or full. The job cannot end, nor body_ change,
+      // before a claimed slot's work has finished.
+      int worker = 0;
+      while (!(t & kClosed) && (t >> kGenShift) == seen &&
+             static_cast<int>(t & kCountMask) < slots_.load(std::memory_order_relaxed)) {
+        if (ticket_.compare_exchange_weak(t, t + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
+          worker = static_cast<int>(t & kCountMask) + 1;
+          break;
+        }
+      }
+      if (worker == 0) continue;
+      (*body_)(worker);
+      finished_.fetch_add(1, std::memory_order_release);
+      { std::lock_guard<std::mutex> lock(mutex_); }
+      done_.notify_all();
     }
   }
 
@@ -80,10 +121,9 @@ class Pool {
   std::condition_variable work_;
   std::condition_variable done_;
   const std::function<void(int)>* body_ = nullptr;
-  uint64_t generation_ = 0;
-  int slots_ = 0;
-  int claimed_ = 0;
-  int running_ = 0;
+  std::atomic<int> slots_{0};
+  std::atomic<int> finished_{0};
+  std::atomic<uint64_t> ticket_{0};  // generation << 32 | closed << 31 | slots claimed
 };
 
 std::atomic<Pool*> g_pool{nullptr};
