@@ -82,7 +82,9 @@ def read_safetensors(fs: s3fs.S3FileSystem, path: str, part: bool) -> int:
     return sum(len(d) for d in data)
 
 
-def read_wcodec(url: str | Callable[[], Any], opts: dict[str, Any], part: bool) -> int:
+def read_wcodec(
+    url: str | Callable[[], Any], opts: dict[str, Any], part: bool, rank: int = 0
+) -> int:
     """``url``, or a function that opens the store (a new one each time, as a new reader would)."""
     source = url() if callable(url) else url
     if not part:
@@ -91,20 +93,22 @@ def read_wcodec(url: str | Callable[[], Any], opts: dict[str, Any], part: bool) 
     total = 0
     for name in ckpt:
         tensor = ckpt[name]
-        data = ckpt.shard(name, 0, 0, 8).numpy() if len(tensor.shape) == 2 else tensor.numpy()
+        data = ckpt.shard(name, 0, rank, 8).numpy() if len(tensor.shape) == 2 else tensor.numpy()
         total += data.nbytes
     return total
 
 
-def slice_needs(tensor: wc.LazyTensor) -> float:
-    """Stored bytes a rank-0-of-8 row slice needs: its share of a 2-D weight's rows (1/8, or
-    ``ceil(rows / 8) / rows`` when the rows do not divide by 8, as ``array_split`` gives rank 0)
-    and the shard index; any other tensor whole."""
+def slice_needs(tensor: wc.LazyTensor, rank: int = 0) -> float:
+    """Stored bytes a rank-of-8 row slice needs: its share of a 2-D weight's rows (as
+    ``Checkpoint.shard`` splits them: ``ceil(rows / 8)`` rows, the last rank fewer) and the
+    shard index; any other tensor whole."""
     if len(tensor.shape) != 2:
         return tensor.stored_nbytes
     rows = tensor.shape[0]
     index = 0 if tensor.shards is None else 16 * tensor.shards[0] // tensor.chunks[0] + 4
-    return tensor.stored_nbytes * -(-rows // 8) / rows + index
+    part = -(-rows // 8)
+    share = min(rows, part * (rank + 1)) - min(rows, part * rank)
+    return tensor.stored_nbytes * share / rows + index
 
 
 def bench_view(
@@ -152,6 +156,15 @@ def bench_view(
             row[f"{label}-bytes"] = sum(r.nbytes for r in s3.requests) / repeats
             row[f"{label}-gets"] = len([r for r in s3.requests if r.method == "GET"]) / repeats
     s3.set_bandwidth(None)
+    # every rank's slice, for its bytes: the first rows of a tensor need not compress as well as
+    # its average, so one rank's share says little alone
+    for rank in range(8):
+        needed = fs.size(f"{bucket}/wcodec.zarr/zarr.json") + sum(
+            slice_needs(ckpt[n], rank) for n in names
+        )
+        s3.reset_log()
+        read_wcodec(url, opts, True, rank)
+        row[f"rank{rank}-share"] = sum(r.nbytes for r in s3.requests) / needed
     return row
 
 
@@ -190,6 +203,8 @@ def report(rows: list[dict[str, Any]]) -> str:
             f"each 2-D weight, other tensors whole, shard indexes; bar 1.0x): "
             f"{'PASS' if share <= 1.0 else 'FAIL'}"
         )
+        shares = ", ".join(f"{r[f'rank{k}-share']:.3f}" for k in range(8))
+        lines.append(f"- {r['view']}: bytes fetched over bytes needed, ranks 0-7: {shares}")
     return "\n".join(lines) + "\n"
 
 

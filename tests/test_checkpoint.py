@@ -19,6 +19,7 @@ import pytest
 import zarr
 from helpers import tree_bytes, weight_like
 from safetensors_helpers import synthetic_tensors, write_header, write_raw, write_sharded_model
+from zarr.abc.store import SuffixByteRequest
 from zarr.storage import LocalStore
 from zarr_helpers import CountingStore
 
@@ -159,6 +160,30 @@ def test_lazy_slice_reads_only_its_chunks(tmp_path: Path) -> None:
     assert len(store.log.reads) == 2  # the index and chunk 0
 
 
+def test_every_rank_of_an_uneven_split_reads_only_its_chunks(tmp_path: Path) -> None:
+    """1001 rows in 8 parts: 126 rows each, 119 for the last. Chunks of 126 rows (or a divisor)
+    make every part whole chunks, so the 8 ranks together read the tensor's data once."""
+    weight = weight_like(np.random.default_rng(6), (1001, 32), np.dtype(np.int8))
+    write_raw(tmp_path / "m.safetensors", [("w", "I8", [1001, 32], weight.tobytes())])
+    wc.convert(tmp_path / "m.safetensors", tmp_path / "ckpt", progress=False, **SMALL)
+    store = CountingStore(LocalStore(tmp_path / "ckpt", read_only=True))
+    ckpt = wc.open_checkpoint(store)
+    tensor = ckpt["w"]
+    assert tensor.chunks[0] == 126 and tensor.shards is not None
+    per_shard = tensor.shards[0] // tensor.chunks[0]
+    nshards = -(-1001 // tensor.shards[0])
+    data_read = 0
+    for rank in range(8):
+        store.log.reset()
+        part = ckpt.shard("w", 0, rank, 8).numpy()
+        assert part.tobytes() == weight[126 * rank : 126 * (rank + 1)].tobytes()
+        index_reads = [r for _, r in store.log.reads if isinstance(r, SuffixByteRequest)]
+        data_read += store.log.bytes_read - len(index_reads) * (16 * per_shard + 4)
+    # every chunk once: the shards' bytes without their indexes
+    shard_bytes = sum((tmp_path / "ckpt" / "w" / f"c.{i}.0").stat().st_size for i in range(nshards))
+    assert data_read == shard_bytes - nshards * (16 * per_shard + 4)
+
+
 @pytest.mark.parametrize(
     ("shape", "itemsize", "rows"),
     [
@@ -178,15 +203,23 @@ def test_chunks_fit_the_first_ranks_rows(shape: tuple[int, int], itemsize: int, 
     assert chunk_shape(shape, itemsize, CHUNK_BYTES) == (rows, shape[1])
 
 
-def test_shard_splits_like_array_split(model: tuple[Path, bytes], tmp_path: Path) -> None:
+def test_shard_splits_like_torch_chunk(model: tuple[Path, bytes], tmp_path: Path) -> None:
+    """Parts of ceil(size / world_size), the last ones shorter or empty, as torch.chunk and
+    DTensor's Shard placement split a tensor."""
     path, _ = model
     wc.convert(path, tmp_path / "ckpt", progress=False, **SMALL)
     ckpt = wc.open_checkpoint(tmp_path / "ckpt")
     whole = ckpt["layer.0.i8"].numpy()  # 300x200
-    for dim in (0, 1, -1):
-        parts = [ckpt.shard("layer.0.i8", dim, r, 7).numpy() for r in range(7)]
-        expected = np.array_split(whole, 7, axis=dim)
-        assert [p.tobytes() for p in parts] == [e.tobytes() for e in expected]
+    for dim, world, sizes in [
+        (0, 7, [43] * 6 + [42]),
+        (1, 7, [29] * 6 + [26]),
+        (-1, 7, [29] * 6 + [26]),
+        (0, 8, [38] * 7 + [34]),
+        (0, 32, [10] * 30 + [0, 0]),  # 30 parts of 10 rows hold all 300
+    ]:
+        parts = [ckpt.shard("layer.0.i8", dim, r, world).numpy() for r in range(world)]
+        assert [p.shape[dim] for p in parts] == sizes
+        assert np.concatenate(parts, axis=dim).tobytes() == whole.tobytes()
     with pytest.raises(ValueError, match="rank 7"):
         ckpt.shard("layer.0.i8", 0, 7, 7)
     with pytest.raises(ValueError, match="no dimension 2"):

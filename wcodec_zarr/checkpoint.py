@@ -383,8 +383,12 @@ class Checkpoint(Mapping[str, LazyTensor]):
 
     def shard(self, name: str, dim: int, rank: int, world_size: int) -> LazyTensor:
         """Rank ``rank``'s part of tensor ``name`` split along ``dim`` into ``world_size``
-        parts (as ``numpy.array_split``: the first parts are one longer when it does not
-        divide), lazily: reading it fetches only the chunks it covers."""
+        parts, lazily: reading it fetches only the chunks it covers.
+
+        Parts are split as ``torch.chunk`` and PyTorch DTensor's ``Shard(dim)`` placement split
+        them: every part has ``ceil(size / world_size)`` entries but the last ones, which are
+        shorter or empty when the size does not divide. Along the rows of a converted weight,
+        the parts of an 8-way split are then whole chunks (see ``conversion.chunk_shape``)."""
         tensor = self[name]
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, {world_size})")
@@ -392,9 +396,9 @@ class Checkpoint(Mapping[str, LazyTensor]):
             raise ValueError(f"{name} has {len(tensor.shape)} dimensions, no dimension {dim}")
         dim %= len(tensor.shape)
         size = tensor.shape[dim]
-        base, extra = divmod(size, world_size)
-        start = rank * base + min(rank, extra)
-        stop = start + base + (1 if rank < extra else 0)
+        part = -(-size // world_size)
+        start = min(rank * part, size)
+        stop = min(start + part, size)
         region = list(tensor._region)
         region[dim] = slice(start, stop)
         return tensor._with_region(tuple(region))

@@ -167,14 +167,15 @@ def resolve_source(src: str | Path, storage_options: dict[str, Any] | None = Non
     return Source(files, (Path(path).name, text))
 
 
-TP_PARTS = 8  # chunk boundaries fall on the first rank's rows of an 8-way row split
+TP_PARTS = 8  # chunk boundaries fall on the parts of an 8-way row split
 TP_MIN_FRACTION = 64  # such chunks hold at least 1/64 of the target (16 KiB of 1 MiB)
 
 
 def _tp_rows(rows: int, row_bytes: int, target: int) -> int | None:
-    """Rows per chunk such that the first ``ceil(rows / TP_PARTS)`` rows (rank 0's part of an
-    ``array_split`` into 8, 4 or 2; every rank's when the rows divide evenly) are whole chunks:
-    the part itself, or its largest divisor that fits ``target``. None when the part is under
+    """Rows per chunk such that every ``ceil(rows / TP_PARTS)`` rows (a rank's part of an 8-way
+    split, as ``Checkpoint.shard`` and PyTorch's ``torch.chunk`` make it; of 4- and 2-way splits
+    too when the rows divide evenly) are whole chunks: the part itself, or its largest divisor
+    that fits ``target``. None when the part is under
     ``target / TP_MIN_FRACTION`` (smaller chunks cost more in headers and tables than they
     save) or no divisor gives chunks of at least a quarter of ``target``."""
     part = -(-rows // TP_PARTS)
