@@ -158,13 +158,18 @@ def bench_view(
     s3.set_bandwidth(None)
     # every rank's slice, for its bytes: the first rows of a tensor need not compress as well as
     # its average, so one rank's share says little alone
+    fetched_all = needed_all = 0.0
     for rank in range(8):
         needed = fs.size(f"{bucket}/wcodec.zarr/zarr.json") + sum(
             slice_needs(ckpt[n], rank) for n in names
         )
         s3.reset_log()
         read_wcodec(url, opts, True, rank)
-        row[f"rank{rank}-share"] = sum(r.nbytes for r in s3.requests) / needed
+        fetched = sum(r.nbytes for r in s3.requests)
+        row[f"rank{rank}-share"] = fetched / needed
+        fetched_all += fetched
+        needed_all += needed
+    row["ranks-share"] = fetched_all / needed_all
     return row
 
 
@@ -204,7 +209,10 @@ def report(rows: list[dict[str, Any]]) -> str:
             f"{'PASS' if share <= 1.0 else 'FAIL'}"
         )
         shares = ", ".join(f"{r[f'rank{k}-share']:.3f}" for k in range(8))
-        lines.append(f"- {r['view']}: bytes fetched over bytes needed, ranks 0-7: {shares}")
+        lines.append(
+            f"- {r['view']}: bytes fetched over bytes needed, ranks 0-7: {shares}; "
+            f"all 8 together: {r['ranks-share']:.4f}"
+        )
     return "\n".join(lines) + "\n"
 
 
