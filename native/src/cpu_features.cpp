@@ -11,7 +11,8 @@ Simd cpu_simd() {
     Simd best = Simd::Scalar;
     if (__builtin_cpu_supports("avx2")) best = Simd::Avx2;
     if (best == Simd::Avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vbmi2")) {
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vbmi") &&
+        __builtin_cpu_supports("avx512vbmi2")) {
       best = Simd::Avx512;
     }
     const char* env = std::getenv("WCODEC_SIMD");

@@ -6,7 +6,7 @@ namespace wcodec {
 // Ordered: a CPU that runs a level runs the ones below it.
 enum class Simd { Scalar, Avx2, Avx512 };
 
-// The best level this CPU runs (Avx512 needs AVX-512 F, BW, VL and VBMI2), capped by WCODEC_SIMD
+// The best level this CPU runs (Avx512 needs AVX-512 F, BW, VL, VBMI and VBMI2), capped by WCODEC_SIMD
 // in the environment: "avx2" or "scalar" (other values are ignored).
 Simd cpu_simd();
 

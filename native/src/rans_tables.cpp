@@ -126,11 +126,11 @@ void build_decode_table(const FreqTable& table, DecodeTable* out) {
   uint32_t cum = 0;
   for (uint32_t s = 0; s < 256; ++s) {
     const uint32_t f = table.freq[s];
-    const uint32_t e = s | (f << 8) | (cum << 20);
+    const uint32_t e = s | (f << 20);
     // runs of kFillRun (one vector store) run past the symbol's range; the next symbol's
     // writes, which come later, put its own entries back
     for (uint32_t k = 0; k < f; k += kFillRun) {
-      for (uint32_t q = 0; q < kFillRun; ++q) out->entry[cum + k + q] = e;
+      for (uint32_t q = 0; q < kFillRun; ++q) out->entry[cum + k + q] = e | ((k + q) << 8);
     }
     cum += f;
   }

@@ -60,11 +60,10 @@ inline void step(Stream& s) {
   for (int q = 0; q < 4; ++q) {
     const __m256i slot = _mm256_and_si256(s.x[q], slot_mask);
     const __m256i e = _mm256_i32gather_epi32(reinterpret_cast<const int*>(s.table->entry), slot, 4);
-    const __m256i f = _mm256_and_si256(_mm256_srli_epi32(e, 8), slot_mask);
-    const __m256i c = _mm256_srli_epi32(e, 20);
+    const __m256i f = _mm256_srli_epi32(e, 20);
+    const __m256i offset = _mm256_and_si256(_mm256_srli_epi32(e, 8), slot_mask);
     sym[q] = _mm256_and_si256(e, _mm256_set1_epi32(0xff));
-    s.x[q] = _mm256_sub_epi32(
-        _mm256_add_epi32(_mm256_mullo_epi32(f, _mm256_srli_epi32(s.x[q], kProbBits)), slot), c);
+    s.x[q] = _mm256_add_epi32(_mm256_mullo_epi32(f, _mm256_srli_epi32(s.x[q], kProbBits)), offset);
   }
   // Renormalise in lane order: each lane below L takes the next word of the shared stream.
   for (int q = 0; q < 4; ++q) {

@@ -1,4 +1,4 @@
-// AVX-512 segment decoder: the 32 lanes are two 16-lane vectors. Compiled with AVX-512 F/BW/VL/VBMI2
+// AVX-512 segment decoder: the 32 lanes are two 16-lane vectors. Compiled with AVX-512 F/BW/VL/VBMI/VBMI2
 // and called only after a runtime check (segment_scalar.cpp). Renormalisation is one masked
 // expand: the 32-bit mask of lanes below L places the next popcount(mask) stream words in those
 // lanes, in lane order. A step's latency (gather, multiply, expand) bounds a single segment, so
@@ -48,15 +48,16 @@ __attribute__((always_inline)) inline void step(const uint32_t* table, __m512i& 
   const __m512i slot1 = _mm512_and_si512(x1, slot_mask);
   const __m512i e0 = _mm512_i32gather_epi32(slot0, table, 4);
   const __m512i e1 = _mm512_i32gather_epi32(slot1, table, 4);
-  const __m512i f0 = _mm512_and_si512(_mm512_srli_epi32(e0, 8), slot_mask);
-  const __m512i f1 = _mm512_and_si512(_mm512_srli_epi32(e1, 8), slot_mask);
-  x0 = _mm512_sub_epi32(_mm512_add_epi32(_mm512_mullo_epi32(f0, _mm512_srli_epi32(x0, kProbBits)), slot0),
-                        _mm512_srli_epi32(e0, 20));
-  x1 = _mm512_sub_epi32(_mm512_add_epi32(_mm512_mullo_epi32(f1, _mm512_srli_epi32(x1, kProbBits)), slot1),
-                        _mm512_srli_epi32(e1, 20));
-  // the low byte of each entry is its symbol
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm512_cvtepi32_epi8(e0));
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(out + 16), _mm512_cvtepi32_epi8(e1));
+  const __m512i off0 = _mm512_and_si512(_mm512_srli_epi32(e0, 8), slot_mask);
+  const __m512i off1 = _mm512_and_si512(_mm512_srli_epi32(e1, 8), slot_mask);
+  x0 = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_srli_epi32(e0, 20), _mm512_srli_epi32(x0, kProbBits)), off0);
+  x1 = _mm512_add_epi32(_mm512_mullo_epi32(_mm512_srli_epi32(e1, 20), _mm512_srli_epi32(x1, kProbBits)), off1);
+  // the low byte of each entry is its symbol: one byte permute gathers all 32 (VBMI)
+  const __m512i low_bytes = _mm512_set_epi8(
+      0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 124, 120, 116, 112,
+      108, 104, 100, 96, 92, 88, 84, 80, 76, 72, 68, 64, 60, 56, 52, 48, 44, 40, 36, 32, 28, 24, 20, 16, 12, 8, 4, 0);
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out),
+                      _mm512_castsi512_si256(_mm512_permutex2var_epi8(e0, low_bytes, e1)));
   const __mmask16 need0 = _mm512_cmplt_epu32_mask(x0, low);
   const __mmask16 need1 = _mm512_cmplt_epu32_mask(x1, low);
   const __mmask32 need = _mm512_kunpackw(need1, need0);

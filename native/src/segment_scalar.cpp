@@ -12,7 +12,7 @@ void decode_segment_tail(const DecodeTable& table, uint32_t state[kLanes], size_
     const uint32_t slot = x & (kProbScale - 1);
     const uint32_t e = table.entry[slot];
     out[i] = static_cast<uint8_t>(dec_symbol(e));
-    x = dec_freq(e) * (x >> kProbBits) + slot - dec_cum(e);
+    x = dec_freq(e) * (x >> kProbBits) + dec_offset(e);
     if (x < kStateLow) {
       if (wend - wp < 2) throw FormatError("truncated segment: renormalisation words run out");
       x = (x << 16) | load_u16(wp);

@@ -40,8 +40,9 @@ size_t serialize_table(const FreqTable& table, uint8_t* out);
 // Parses and validates (>= 2 symbols, each frequency 1..4095, sum 4096); returns bytes consumed.
 size_t parse_table(const uint8_t* p, size_t n, FreqTable* table);
 
-// Decode table: one packed 32-bit entry per slot: symbol (bits 0-7), frequency (bits 8-19),
-// cumulative frequency (bits 20-31). 16 KiB, so it stays in L1. The build fills whole runs of
+// Decode table: one packed 32-bit entry per slot: symbol (bits 0-7), the slot's offset in its
+// symbol's range, slot - cum (bits 8-19), frequency (bits 20-31), so that a step is
+// x' = freq * (x >> 12) + offset. 16 KiB, so it stays in L1. The build fills whole runs of
 // kFillRun entries per symbol, which may spill into the padding past the last slot.
 inline constexpr uint32_t kFillRun = 8;
 struct DecodeTable {
@@ -50,8 +51,8 @@ struct DecodeTable {
 void build_decode_table(const FreqTable& table, DecodeTable* out);
 
 inline uint32_t dec_symbol(uint32_t e) { return e & 0xffu; }
-inline uint32_t dec_freq(uint32_t e) { return (e >> 8) & 0xfffu; }
-inline uint32_t dec_cum(uint32_t e) { return e >> 20; }
+inline uint32_t dec_offset(uint32_t e) { return (e >> 8) & 0xfffu; }
+inline uint32_t dec_freq(uint32_t e) { return e >> 20; }
 
 // Per-symbol encoder constants. Division x / f is a 64x64 -> high 64 multiply by
 // rcp = ceil(2^64 / f): for x < 2^32 and f < 2^12 the error term x * (rcp * f - 2^64) / 2^64 is
