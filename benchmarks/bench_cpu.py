@@ -2,13 +2,14 @@
 order-0 entropy bound on real weights (MINILM_INT8 and MINILM_BF16, see wcodec_zarr.weights).
 
 Every codec compresses each tensor separately (as a Zarr chunk would). Speeds are MB/s of
-uncompressed bytes, the median of --repeats runs (encoders slower than 20 MB/s run once), with
-one thread and with all threads, and wcodec with 2 threads for the scaling bar (peers: a
-thread pool over tensors; wcodec: its own threads, decoding all tensors in one batch call).
+uncompressed bytes, the median of --repeats rounds that time every codec once each (encoders
+slower than 5 s a run: once), with one thread and with all threads, and wcodec with 2 threads
+for the scaling bar (peers: a thread pool over tensors; wcodec: its own threads, decoding all
+tensors in one batch call).
 Writes benchmarks/results/cpu-<cores>cores-<cpu>-<date>.md and prints the same table and the
 bars.
 
-    python benchmarks/bench_cpu.py [--repeats 5] [--model model.safetensors]
+    python benchmarks/bench_cpu.py [--repeats 9] [--model model.safetensors]
 
 ``--model`` takes the MiniLM weights from a file (float32, as the package ships them) instead of
 the installed package, for machines without it.
@@ -79,16 +80,28 @@ def peers(threads: int) -> dict[str, tuple[Encode, Decode]]:
     }
 
 
-def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    times = []
-    result = None
-    for _ in range(repeats):
+SLOW = 5.0  # seconds: a codec this slow (zstd -19 encoding) is timed once, enough to rank it
+
+
+def interleaved(fns: dict[Any, Callable[[], Any]], repeats: int) -> dict[Any, tuple[float, Any]]:
+    """Median time and last result of each function, timed in rounds that run every function
+    once (after one untimed warm-up round), so that a machine whose speed drifts during the run
+    (shared or virtual CPUs) shifts every codec alike instead of the one timed at that moment."""
+    times: dict[Any, list[float]] = {name: [] for name in fns}
+    results = {}
+    for name, fn in fns.items():  # the warm-up; a slow function's only run
         start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-        if times[0] > 5.0:  # slow encoders (zstd -19): one run is enough to rank them
-            break
-    return statistics.median(times), result
+        results[name] = fn()
+        if (elapsed := time.perf_counter() - start) > SLOW:
+            times[name].append(elapsed)
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            if times[name] and times[name][0] > SLOW:
+                continue
+            start = time.perf_counter()
+            results[name] = fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: (statistics.median(times[name]), results[name]) for name in fns}
 
 
 def run_pool(fn: Callable[[Any], Any], items: list[Any], threads: int) -> list[Any]:
@@ -98,46 +111,52 @@ def run_pool(fn: Callable[[Any], Any], items: list[Any], threads: int) -> list[A
         return list(pool.map(fn, items))
 
 
-def bench_codec(
-    dataset: str,
-    codec: str,
-    enc: Encode,
-    dec: Decode,
-    tensors: list[np.ndarray],
-    threads: int,
-    repeats: int,
-) -> Row:
-    raw = sum(t.nbytes for t in tensors)
-    t_enc, encoded = timed(partial(run_pool, enc, tensors, threads), repeats)
-    pairs = list(zip(encoded, tensors, strict=True))
-    t_dec, decoded = timed(partial(run_pool, lambda p: dec(*p), pairs, threads), repeats)
-    assert all(bytes(d) == t.tobytes() for d, t in zip(decoded, tensors, strict=True))
-    size = sum(len(e) for e in encoded)
-    return Row(dataset, codec, threads, raw / size, raw / t_enc / 1e6, raw / t_dec / 1e6)
+def bench_round(
+    dataset: str, tensors: list[np.ndarray], threads: int, repeats: int, wcodec_threads: list[int]
+) -> list[Row]:
+    """The peers at ``threads`` and wcodec at each of ``wcodec_threads``, timed in the same
+    interleaved rounds. wcodec runs its own threads: each tensor is encoded by one call, and
+    all are decoded by one batch call whose threads share the segments of every chunk (as the
+    Zarr codec decodes a batch of chunks)."""
+    # (codec, threads) -> encoder
+    encoders: dict[tuple[str, int], Callable[[], Any]] = {
+        ("wcodec", n): partial(lambda n: [wc.encode(t, threads=n) for t in tensors], n)
+        for n in wcodec_threads
+    }
+    decoders: dict[str, Decode] = {}
+    for codec, (enc, dec) in peers(threads).items():
+        encoders[codec, threads] = partial(run_pool, enc, tensors, threads)
+        decoders[codec] = dec
+    encodes = interleaved(encoders, repeats)
 
+    def decode(key: tuple[str, int]) -> Callable[[], Any]:
+        (name, n), encoded = key, encodes[key][1]
+        if name == "wcodec":
+            return lambda: wc.decode_batch(encoded, threads=n)
+        pairs = list(zip(encoded, tensors, strict=True))
+        return partial(run_pool, lambda p: decoders[name](*p), pairs, n)
 
-def bench_wcodec(dataset: str, tensors: list[np.ndarray], threads: int, repeats: int) -> Row:
-    """wcodec runs its own threads: each tensor is encoded by one call, and all are decoded by
-    one batch call whose threads share the segments of every chunk (as the Zarr codec decodes
-    a batch of chunks)."""
+    decodes = interleaved({key: decode(key) for key in encoders}, repeats)
     raw = sum(t.nbytes for t in tensors)
-    t_enc, encoded = timed(lambda: [wc.encode(t, threads=threads) for t in tensors], repeats)
-    t_dec, decoded = timed(lambda: wc.decode_batch(encoded, threads=threads), repeats)
-    assert all(d.tobytes() == t.tobytes() for d, t in zip(decoded, tensors, strict=True))
-    size = sum(len(e) for e in encoded)
-    return Row(dataset, "wcodec", threads, raw / size, raw / t_enc / 1e6, raw / t_dec / 1e6)
+    rows = []
+    for (name, n), (t_enc, encoded) in encodes.items():
+        t_dec, decoded = decodes[name, n]
+        assert all(
+            (d.tobytes() if isinstance(d, np.ndarray) else bytes(d)) == t.tobytes()
+            for d, t in zip(decoded, tensors, strict=True)
+        )
+        size = sum(len(e) for e in encoded)
+        rows.append(Row(dataset, name, n, raw / size, raw / t_enc / 1e6, raw / t_dec / 1e6))
+    return rows
 
 
 def bench_dataset(name: str, tensors: list[np.ndarray], repeats: int) -> list[Row]:
-    rows = []
     all_threads = os.cpu_count() or 1
-    for threads in sorted({1, all_threads}):
-        rows.append(bench_wcodec(name, tensors, threads, repeats))
-        for codec, (enc, dec) in peers(threads).items():
-            rows.append(bench_codec(name, codec, enc, dec, tensors, threads, repeats))
-    if all_threads > 2:  # the scaling bar is for 2 threads
-        rows.append(bench_wcodec(name, tensors, 2, repeats))
-    return rows
+    # the scaling bar compares wcodec's 2 threads with its 1, so they share rounds
+    rows = bench_round(name, tensors, 1, repeats, [1, 2] if all_threads > 2 else [1])
+    if all_threads > 1:
+        rows += bench_round(name, tensors, all_threads, repeats, [all_threads])
+    return sorted(rows, key=lambda r: r.threads)
 
 
 def bounds(tensors: list[np.ndarray]) -> tuple[float, float]:
@@ -186,7 +205,7 @@ def bars(rows: list[Row], bound_ratio: dict[str, float]) -> list[tuple[str, bool
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--model", help="MiniLM float32 safetensors (default: the package's)")
     args = parser.parse_args()
     views = minilm_views(args.model)
@@ -222,7 +241,7 @@ def main() -> None:
         f"CPU: {cpu_name()}, {os.cpu_count()} logical cores; wcodec {wc.__version__} "
         f"(format v{wc.FORMAT_VERSION}, {core.simd()} decoder); zstandard "
         f"{zstandard.__version__}, numcodecs {numcodecs.__version__}. Median of {args.repeats} "
-        "runs (encoders slower than 5 s per run: one run).",
+        "interleaved rounds after a warm-up (encoders slower than 5 s a run: one run).",
         f"Command: `python benchmarks/bench_cpu.py{model_arg}`",
         "",
         *lines,
