@@ -317,12 +317,16 @@ def host_block(nbytes: int) -> np.ndarray:
     where the OS has them. Decoding threads that fault 4 KiB pages in parallel queue on the
     kernel's page-fault path; 2 MiB pages make 512 times fewer faults (MiniLM bf16 on 16 cores:
     decoding into fresh 4 KiB pages 11.8 ms, into huge pages 6.3 ms, into memory already
-    faulted 5.8 ms)."""
+    faulted 5.8 ms). The block starts at a 2 MiB boundary and spans whole huge pages: the kernel
+    backs only aligned 2 MiB ranges with them, and an unaligned head would fault 4 KiB at a
+    time on the one thread that faults that range in (native ``decode_chunks``)."""
     if nbytes < HUGE_PAGE or not hasattr(mmap, "MADV_HUGEPAGE"):
         return np.empty(nbytes, np.uint8)
-    block = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    block.madvise(mmap.MADV_HUGEPAGE)
-    return np.frombuffer(block, np.uint8)
+    size = -(-nbytes // HUGE_PAGE) * HUGE_PAGE
+    block = mmap.mmap(-1, size + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    start = -np.frombuffer(block, np.uint8, count=1).ctypes.data % HUGE_PAGE
+    block.madvise(mmap.MADV_HUGEPAGE, start, size)
+    return np.frombuffer(block, np.uint8, count=nbytes, offset=start)
 
 
 class _KeptBuffer:
