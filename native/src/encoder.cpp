@@ -425,7 +425,10 @@ EncodedChunk encode_chunk(const uint8_t* data, uint8_t dtype, const uint64_t* sh
         sp.coding = SegCoding::Raw;
         sp.pred = Predictor::None;
       } else {
-        sp.payload.assign(jobs[k].out, jobs[k].out + jobs[k].len);
+        const uint8_t* words = payload_words(jobs[k].out, jobs[k].n, jobs[k].len);
+        sp.payload.reserve(jobs[k].len);
+        sp.payload.assign(jobs[k].out, jobs[k].out + kStateBytes);
+        sp.payload.insert(sp.payload.end(), words, words + (jobs[k].len - kStateBytes));
       }
     }
   });

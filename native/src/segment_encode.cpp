@@ -24,7 +24,6 @@ size_t encode_segment_scalar(const uint8_t* sym, uint64_t n, const EncodeTable& 
   }
   for (uint32_t k = 0; k < kLanes; ++k) std::memcpy(out + 4 * k, &state[k], 4);
   const size_t nwords = static_cast<size_t>(words_end - w);
-  std::memmove(out + kStateBytes, w, 2 * nwords);
   return kStateBytes + 2 * nwords;
 }
 

@@ -8,8 +8,10 @@
 
 namespace wcodec {
 
-// rANS-codes n symbols into `out` (room for kStateBytes + 2 * n bytes); returns the payload
-// length. Every implementation produces the same bytes.
+// rANS-codes n symbols into `out`, room for kStateBytes + 2 * n bytes: the lane states go to its
+// start and the renormalisation words, written backwards, stay at its end (payload_words), so
+// that no implementation moves them; returns the payload length, kStateBytes + 2 * words.
+// Every implementation produces the same bytes.
 size_t encode_segment_scalar(const uint8_t* sym, uint64_t n, const EncodeTable& tab, uint8_t* out);
 #if defined(__x86_64__)
 size_t encode_segment_avx2(const uint8_t* sym, uint64_t n, const EncodeTable& tab,
@@ -21,6 +23,11 @@ size_t encode_segment_avx512(const uint8_t* sym, uint64_t n, const EncodeTable& 
 // Encodes with the fastest implementation this CPU runs (capped by WCODEC_SIMD, see cpu_simd).
 size_t encode_segment(const uint8_t* sym, uint64_t n, const EncodeTable& tab,
                       const EncodeTableSimd& simd, uint8_t* out);
+
+// Where the words of a payload of len bytes for n symbols begin in the encoder's `out`.
+inline const uint8_t* payload_words(const uint8_t* out, uint64_t n, size_t len) {
+  return out + kStateBytes + 2 * n - (len - kStateBytes);
+}
 
 // One segment to encode, for the group encoders; len is set to the payload length.
 struct EncodeJob {

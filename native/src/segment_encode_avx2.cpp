@@ -90,7 +90,6 @@ size_t encode_segment_avx2(const uint8_t* sym, uint64_t n, const EncodeTable& ta
   }
   for (int q = 0; q < 4; ++q) _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 32 * q), x[q]);
   const size_t nwords = static_cast<size_t>(words_end - w);
-  std::memmove(out + kStateBytes, w, 2 * nwords);
   return kStateBytes + 2 * nwords;
 }
 

@@ -84,7 +84,6 @@ size_t close_coder(const Coder& c, uint8_t* out) {
   _mm512_storeu_si512(out, c.x0);
   _mm512_storeu_si512(out + 64, c.x1);
   const size_t nwords = static_cast<size_t>(c.words_end - c.w);
-  std::memmove(out + kStateBytes, c.w, 2 * nwords);
   return kStateBytes + 2 * nwords;
 }
 
