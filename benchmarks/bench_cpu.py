@@ -153,9 +153,9 @@ def bench_round(
 def bench_dataset(name: str, tensors: list[np.ndarray], repeats: int) -> list[Row]:
     all_threads = os.cpu_count() or 1
     # the scaling bar compares wcodec's 2 threads with its 1, so they share rounds
-    rows = bench_round(name, tensors, 1, repeats, [1, 2] if all_threads > 2 else [1])
+    rows = bench_round(name, tensors, 1, repeats, [1, 2] if all_threads > 1 else [1])
     if all_threads > 1:
-        rows += bench_round(name, tensors, all_threads, repeats, [all_threads])
+        rows += bench_round(name, tensors, all_threads, repeats, [all_threads] * (all_threads > 2))
     return sorted(rows, key=lambda r: r.threads)
 
 
