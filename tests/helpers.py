@@ -55,3 +55,19 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
     }
+
+
+def parts_read_alike(ckpt: Any, expected: Any, world: int = 4, threads: int = 8) -> bool:
+    """Every rank's part (of ``world``, along the rows) of every tensor of checkpoint ``ckpt``,
+    each read twice from a pool of ``threads`` threads, equals that of ``expected``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = [(name, rank) for name in ckpt for rank in range(world)] * 2
+
+    def read(job: tuple[str, int]) -> bool:
+        name, rank = job
+        got = ckpt.shard(name, 0, rank, world).numpy()
+        return bool(got.tobytes() == expected.shard(name, 0, rank, world).numpy().tobytes())
+
+    with ThreadPoolExecutor(threads) as pool:
+        return all(pool.map(read, jobs))

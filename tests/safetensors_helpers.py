@@ -99,3 +99,21 @@ def write_sharded_model(folder: Path, rng: np.random.Generator) -> Path:
     index = {"metadata": {"total_size": 0}, "weight_map": weight_map}
     (folder / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
     return folder
+
+
+def write_layered_model(path: Path, layers: int) -> Path:
+    """A checkpoint-shaped model, as the object-store tests write it: per layer a 256x256 int8
+    weight, a 128x192 bfloat16 weight and a float32 bias."""
+    rng = np.random.default_rng(0)
+    tensors = []
+    for layer in range(layers):
+        w8 = weight_like(rng, (256, 256), np.dtype(np.int8))
+        w16 = weight_like(rng, (128, 192), np.dtype(ml_dtypes.bfloat16))
+        bias = weight_like(rng, (256,), np.dtype(np.float32))
+        tensors += [
+            (f"layers.{layer}.q.weight", "I8", [256, 256], w8.tobytes()),
+            (f"layers.{layer}.mlp.weight", "BF16", [128, 192], w16.tobytes()),
+            (f"layers.{layer}.q.bias", "F32", [256], bias.tobytes()),
+        ]
+    write_raw(path, tensors, {"format": "pt"})
+    return path

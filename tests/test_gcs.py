@@ -7,17 +7,15 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 # gcsfs's zonal-bucket support probes each bucket over gRPC, which no emulator answers; it is
 # read when gcsfs is imported
 os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
 
-import numpy as np
 import pytest
-from helpers import weight_like
-from safetensors_helpers import write_raw
+from helpers import parts_read_alike
+from safetensors_helpers import write_layered_model
 
 import wcodec_zarr as wc
 
@@ -46,23 +44,7 @@ def bucket(server: LoopbackGCS) -> str:
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Sharded int8 and bf16 weights, small tensors beside them."""
-    import ml_dtypes
-
-    rng = np.random.default_rng(0)
-    tensors = []
-    for layer in range(2):
-        w8 = weight_like(rng, (256, 256), np.dtype(np.int8))
-        w16 = weight_like(rng, (128, 192), np.dtype(ml_dtypes.bfloat16))
-        bias = weight_like(rng, (256,), np.dtype(np.float32))
-        tensors += [
-            (f"layers.{layer}.q.weight", "I8", [256, 256], w8.tobytes()),
-            (f"layers.{layer}.mlp.weight", "BF16", [128, 192], w16.tobytes()),
-            (f"layers.{layer}.q.bias", "F32", [256], bias.tobytes()),
-        ]
-    path = tmp_path_factory.mktemp("model") / "model.safetensors"
-    write_raw(path, tensors, {"format": "pt"})
-    return path
+    return write_layered_model(tmp_path_factory.mktemp("model") / "model.safetensors", 2)
 
 
 @pytest.fixture(scope="module")
@@ -145,13 +127,4 @@ def test_concurrent_reads_from_8_threads(
     opts = server.storage_options()
     wc.convert(model, url, storage_options=opts, progress=False, **LAYOUT)
     ckpt = wc.open_checkpoint(url, storage_options=opts)
-    expected = wc.open_checkpoint(local)
-    jobs = [(name, rank) for name in ckpt for rank in range(4)] * 2
-
-    def read(job: tuple[str, int]) -> bool:
-        name, rank = job
-        got = ckpt.shard(name, 0, rank, 4).numpy()
-        return bool(got.tobytes() == expected.shard(name, 0, rank, 4).numpy().tobytes())
-
-    with ThreadPoolExecutor(8) as pool:
-        assert all(pool.map(read, jobs))
+    assert parts_read_alike(ckpt, wc.open_checkpoint(local))
