@@ -4,6 +4,7 @@ itself, and the root document's consolidated metadata opens the whole hierarchy.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import ml_dtypes
@@ -13,7 +14,7 @@ import zarr
 from zarr.codecs import ZstdCodec
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
-from zarr.storage import MemoryStore
+from zarr.storage import LocalStore, MemoryStore
 
 from wcodec_zarr import WCodec
 from wcodec_zarr.documents import (
@@ -67,10 +68,12 @@ def test_documents_equal_zarrs_own(spec: ArraySpec) -> None:
     assert (target.layout is not None) == direct
 
 
-def test_root_document_opens_every_node() -> None:
-    store = MemoryStore()
+@pytest.mark.parametrize("kind", ["memory", "local"])
+def test_root_document_opens_every_node(kind: str, tmp_path: Path) -> None:
+    """Documents go through the store, or straight to the files of a local one."""
+    store = MemoryStore() if kind == "memory" else LocalStore(tmp_path / "ckpt")
     targets = make_targets(store, SPECS)
-    sync(write_documents(store, targets))
+    write_documents(store, targets)
     # before the root document: a plain group
     assert dict(zarr.open_group(store, mode="r").attrs) == {}
     root = root_document(targets, {"manifest": {"version": 1}})

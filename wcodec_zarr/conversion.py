@@ -664,7 +664,7 @@ def _write(
     store = open_store(dst, storage_options=storage_options, mode="w")
     specs = [_specs(plan) for plan in plans]
     targets = make_targets(store, [spec for pair in specs for spec in pair])
-    sync(write_documents(store, targets))
+    write_documents(store, targets)
     target_of = {t.path: t for t in targets}
     tasks: list[RegionTask] = []
     weights: list[int] = []

@@ -30,6 +30,7 @@ from zarr.storage import MemoryStore, StorePath
 
 from .codec import WCodec
 from .shard_writer import DirectLayout, direct_layout
+from .storage import local_root
 
 # A chunk equal to the fill value must still be stored: -0.0 and NaN payloads compare equal to 0
 # or are skipped by zarr's emptiness test, but differ in bits.
@@ -145,15 +146,31 @@ def _encode(document: dict[str, Any], compact: bool = False) -> bytes:
     return json.dumps(document, indent=2).encode()
 
 
-async def write_documents(store: Store, targets: list[Target]) -> None:
+def write_documents(store: Store, targets: list[Target]) -> None:
     """Every array's document and every group's, all at once. The root's is a plain group
     until ``root_document`` replaces it: a store stopped half-way opens as a group that is not
-    a complete checkpoint."""
-    prototype = default_buffer_prototype()
+    a complete checkpoint.
+
+    A local checkpoint is built in a folder of its own and renamed into place once complete
+    (``convert``), so its documents are plain files written from this thread: zarr's local
+    store would write each through a temporary name and a hop to its event loop and a thread,
+    which costs more than the write."""
     documents = {f"{t.path}/zarr.json": _encode(t.document) for t in targets}
     groups = _parents([t.path for t in targets])
     documents |= {f"{g}/zarr.json": _encode(_group()) for g in groups}
     documents["zarr.json"] = _encode(_group())
+    root = local_root(store)
+    if root is None:
+        sync(_set_all(store, documents))
+        return
+    for key, document in documents.items():
+        path = root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(document)
+
+
+async def _set_all(store: Store, documents: dict[str, bytes]) -> None:
+    prototype = default_buffer_prototype()
     await asyncio.gather(
         *(store.set(key, prototype.buffer.from_bytes(doc)) for key, doc in documents.items())
     )
