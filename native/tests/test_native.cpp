@@ -1,10 +1,13 @@
 // Native unit tests, run under AddressSanitizer and UBSan in CI (.ci/run). Each check prints what
 // failed and the program exits nonzero.
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <random>
+#include <stdexcept>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -12,6 +15,7 @@
 #include "segment_encode.h"
 #include "wcodec/codec.h"
 #include "wcodec/crc32c.h"
+#include "wcodec/parallel.h"
 
 using namespace wcodec;
 
@@ -266,6 +270,36 @@ static void test_corruption() {
   CHECK(throws_format_error([&] { decode(longer); }));
 }
 
+// The pool under load: jobs of every size back to back, from several threads at once (a job
+// finding the pool busy runs alone); every task runs exactly once, and a task's exception
+// reaches its caller.
+static void test_pool() {
+  std::vector<std::thread> callers;
+  std::atomic<int> bad{0};
+  for (int c = 0; c < 3; ++c) {
+    callers.emplace_back([&bad, c] {
+      for (int round = 0; round < 300; ++round) {
+        const size_t n = (round * 7 + c) % 41;
+        std::vector<std::atomic<int>> runs(n);
+        for (auto& r : runs) r.store(0);
+        wcodec::parallel_for(n, round % 3 == 0 ? 2 : 0, [&](size_t task, int) { runs[task].fetch_add(1); });
+        for (auto& r : runs) bad += r.load() != 1;
+      }
+    });
+  }
+  for (std::thread& t : callers) t.join();
+  CHECK(bad.load() == 0);
+  bool caught = false;
+  try {
+    wcodec::parallel_for(64, 0, [](size_t task, int) {
+      if (task == 40) throw std::runtime_error("task 40");
+    });
+  } catch (const std::runtime_error& e) {
+    caught = std::string(e.what()) == "task 40";
+  }
+  CHECK(caught);
+}
+
 int main() {
   test_crc();
   test_tables();
@@ -273,6 +307,7 @@ int main() {
   test_scalar_matches_simd();
   test_encoders_agree();
   test_corruption();
+  test_pool();
   if (failures) {
     std::fprintf(stderr, "%d check(s) failed\n", failures);
     return 1;
