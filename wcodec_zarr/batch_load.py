@@ -1,8 +1,8 @@
-"""Whole tensors in one batch. ``stage`` puts every shard object of every tensor in one buffer
-(local files read straight into it by native threads, remote objects fetched concurrently),
-checking every shard index; then all inner chunks decode in one call straight into each
-destination tensor, with no per-chunk copies and no per-chunk Python: on the CPU one native call
-whose threads share every segment of every chunk, on the GPU (the buffer pinned) one
+"""Whole tensors in one batch, with no per-chunk copies and no per-chunk Python. Every shard
+index is read and checked first (local files by native threads, remote objects fetched
+concurrently). On the CPU, native threads then read runs of chunks into memory they keep and
+decode them there, straight into each destination tensor (``decode_stored``), so reading
+overlaps decoding. For the GPU, ``stage`` puts every object in one pinned buffer: one
 host-to-device copy and one kernel launch.
 
 This applies to wcodec tensors whose chunks span every dimension but the first, so that chunk
@@ -23,7 +23,6 @@ import itertools
 import math
 import mmap
 import os
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -210,14 +209,30 @@ class Staged:
     tensors: list[StagedTensor]
 
     def where(self, chunk: int) -> str:
-        """The object key (and inner chunk) of chunk ``chunk``, for errors."""
-        for t in self.tensors:
-            if t.first <= chunk < t.first + t.count:
-                i = chunk - t.first
-                if t.tensor.shards is None:
-                    return t.keys[i]
-                return f"{t.keys[i // t.per_shard]} (inner chunk {i % t.per_shard})"
-        raise IndexError(chunk)
+        return chunk_key(self.tensors, chunk)
+
+
+def chunk_key(tensors: list[StagedTensor], chunk: int) -> str:
+    """The object key (and inner chunk) of chunk ``chunk`` of a batch, for errors."""
+    for t in tensors:
+        if t.first <= chunk < t.first + t.count:
+            i = chunk - t.first
+            if t.tensor.shards is None:
+                return t.keys[i]
+            return f"{t.keys[i // t.per_shard]} (inner chunk {i % t.per_shard})"
+    raise IndexError(chunk)
+
+
+@dataclass
+class StoredObjects:
+    """The stored objects of a batch's whole tensors, their chunks numbered in object order."""
+
+    tensors: list[StagedTensor]
+    keys: list[str]
+    sources: list[Any]  # file paths (a local store) or the objects' bytes
+    sizes: list[int]
+    per_shard: list[int]  # inner chunks of each shard; 0 for a plain chunk
+    nchunks: list[int]  # chunks each object holds for the batch
 
 
 def aligned(allocate: Callable[[int], np.ndarray], nbytes: int, align: int) -> np.ndarray:
@@ -227,11 +242,9 @@ def aligned(allocate: Callable[[int], np.ndarray], nbytes: int, align: int) -> n
     return raw[start : start + nbytes]
 
 
-def stage(tensors: list[LazyTensor], align: int, allocate: Callable[[int], np.ndarray]) -> Staged:
-    """Stages the chunks of every tensor the fast path applies to (others are left out): local
-    objects are read straight from their files, remote ones fetched concurrently; then one
-    native call, on every core, places each object and its chunks in the buffer that
-    ``allocate(nbytes)`` returns and checks every shard index (``wcodec/staging.h``)."""
+def stored_objects(tensors: list[LazyTensor]) -> StoredObjects:
+    """The objects of every tensor the fast path applies to (others are left out): local ones
+    as file paths, remote ones fetched concurrently."""
     eligible = [(t, layout) for t in tensors if t._whole() and (layout := _layout(t)) is not None]
     stores = {id(t.checkpoint.store): t.checkpoint.store for t, _ in eligible}
     if len(stores) > 1:
@@ -264,11 +277,21 @@ def stage(tensors: list[LazyTensor], align: int, allocate: Callable[[int], np.nd
     else:
         sources = [] if store is None else sync(_fetch(store, keys))
         sizes = [int(blob.size) for blob in sources]
+    return StoredObjects(staged, keys, sources, sizes, per_shard, nchunks)
+
+
+def stage(tensors: list[LazyTensor], align: int, allocate: Callable[[int], np.ndarray]) -> Staged:
+    """Stages the chunks of every tensor the fast path applies to (``stored_objects``): one
+    native call, on every core, places each object and its chunks in the buffer that
+    ``allocate(nbytes)`` returns and checks every shard index (``wcodec/staging.h``)."""
+    objects = stored_objects(tensors)
     try:
-        buffer, offsets, lens = place_objects(sources, sizes, per_shard, nchunks, align, allocate)
+        buffer, offsets, lens = place_objects(
+            objects.sources, objects.sizes, objects.per_shard, objects.nchunks, align, allocate
+        )
     except ChunkError as exc:
-        raise ValueError(f"{keys[exc.index]}: {exc.reason}") from None
-    return Staged(buffer, offsets, lens, staged)
+        raise ValueError(f"{objects.keys[exc.index]}: {exc.reason}") from None
+    return Staged(buffer, offsets, lens, objects.tensors)
 
 
 def place_objects(
@@ -329,45 +352,10 @@ def host_block(nbytes: int) -> np.ndarray:
     return np.frombuffer(block, np.uint8, count=nbytes, offset=start)
 
 
-class _KeptBuffer:
-    """One host staging buffer kept between CPU loads (up to KEEP_MAX bytes): staging into
-    fresh memory costs a page fault per page, which the kernel zeroes first, about as much as
-    reading the objects. A load running while another holds the buffer allocates its own."""
-
-    KEEP_MAX = 256 << 20
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._kept: np.ndarray | None = None
-
-    @contextlib.contextmanager
-    def allocator(self) -> Iterator[Callable[[int], np.ndarray]]:
-        with self._lock:
-            kept, self._kept = self._kept, None
-        used: list[np.ndarray] = []
-
-        def allocate(nbytes: int) -> np.ndarray:
-            buffer = kept if kept is not None and kept.size >= nbytes else host_block(nbytes)
-            used.append(buffer)
-            return buffer[:nbytes]
-
-        try:
-            yield allocate
-        finally:
-            keep = max([b for b in [kept, *used] if b is not None], key=len, default=None)
-            if keep is not None and keep.size <= self.KEEP_MAX:
-                with self._lock:
-                    if self._kept is None or self._kept.size < keep.size:
-                        self._kept = keep
-
-
-_staging = _KeptBuffer()
-
-
-def _block_offsets(staged: Staged) -> tuple[list[int], int]:
+def _block_offsets(tensors: list[StagedTensor]) -> tuple[list[int], int]:
     """Where each staged tensor's output starts in one block for the batch, and its size."""
     starts, total = [], 0
-    for t in staged.tensors:
+    for t in tensors:
         starts.append(total)
         total += -(-t.count * t.chunk_nbytes // BLOCK_ALIGN) * BLOCK_ALIGN
     return starts, total
@@ -376,26 +364,38 @@ def _block_offsets(staged: Staged) -> tuple[list[int], int]:
 def load_to_cpu(tensors: list[LazyTensor], threads: int | None = None) -> dict[str, np.ndarray]:
     """The tensors as NumPy arrays, in the order given; see the module documentation. The
     arrays of one call are views of one block of memory, freed when none is left."""
-    with _staging.allocator() as allocate:
-        return _load_to_cpu(tensors, stage(tensors, 1, allocate), threads)
-
-
-def _load_to_cpu(
-    tensors: list[LazyTensor], staged: Staged, threads: int | None
-) -> dict[str, np.ndarray]:
+    objects = stored_objects(tensors)
     results: dict[str, np.ndarray] = {}
-    if staged.tensors:
-        starts, total = _block_offsets(staged)
+    if objects.tensors:
+        starts, total = _block_offsets(objects.tensors)
         block = host_block(total)
-        for t, start in zip(staged.tensors, starts, strict=True):
+        for t, start in zip(objects.tensors, starts, strict=True):
             whole = block[start : start + t.count * t.chunk_nbytes].view(t.tensor.dtype)
             results[t.tensor.name] = whole.reshape(-1, *t.tensor.shape[1:])[: t.tensor.shape[0]]
-        index, dst_offsets, dst_lens = _destinations(staged)
+        nchunks = np.asarray(objects.nchunks, np.uint64)
+        src = np.zeros(int(nchunks.sum()), np.uint64)
+        length = np.zeros_like(src)
         try:
-            core.decode_into(
-                staged.buffer,
-                staged.offsets,
-                staged.lens,
+            core.locate_chunks(
+                objects.sources,
+                np.asarray(objects.sizes, np.uint64),
+                np.asarray(objects.per_shard, np.uint32),
+                nchunks.astype(np.uint32),
+                np.cumsum(nchunks) - nchunks,
+                src,
+                length,
+                0,
+            )
+        except ChunkError as exc:
+            raise ValueError(f"{objects.keys[exc.index]}: {exc.reason}") from None
+        index, dst_offsets, dst_lens = _destinations(objects.tensors)
+        try:
+            core.decode_stored(
+                objects.sources,
+                np.asarray(objects.sizes, np.uint64),
+                np.repeat(np.arange(len(objects.sources), dtype=np.uint32), objects.nchunks),
+                src,
+                length,
                 [block],
                 np.zeros_like(index),
                 dst_offsets + np.asarray(starts, np.uint64)[index],
@@ -403,17 +403,18 @@ def _load_to_cpu(
                 0 if threads is None else threads,
             )
         except ChunkError as exc:
-            raise CorruptChunkError([staged.where(exc.index)], exc.reason) from None
+            where = chunk_key(objects.tensors, exc.index)
+            raise CorruptChunkError([where], exc.reason) from None
     return {t.name: results[t.name] if t.name in results else t.numpy() for t in tensors}
 
 
-def _destinations(staged: Staged) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _destinations(tensors: list[StagedTensor]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per chunk: its tensor's position in the batch, its byte offset there and its size."""
-    counts = [t.count for t in staged.tensors]
-    sizes = np.repeat(np.asarray([t.chunk_nbytes for t in staged.tensors], np.uint64), counts)
+    counts = [t.count for t in tensors]
+    sizes = np.repeat(np.asarray([t.chunk_nbytes for t in tensors], np.uint64), counts)
     index = np.repeat(np.arange(len(counts), dtype=np.uint32), counts)
     within = np.arange(int(sum(counts)), dtype=np.uint64) - np.repeat(
-        np.asarray([t.first for t in staged.tensors], np.uint64), counts
+        np.asarray([t.first for t in tensors], np.uint64), counts
     )
     return index, within * sizes, sizes
 
@@ -433,9 +434,9 @@ def load_to_gpu(tensors: list[LazyTensor], device: str, framework: str) -> dict[
         staged = stage(tensors, GPU_ALIGN, pinned)
         results: dict[str, Any] = {}
         if staged.tensors:
-            starts, total = _block_offsets(staged)
+            starts, total = _block_offsets(staged.tensors)
             block = cp.empty(total, cp.uint8)
-            index, dst_offsets, dst_lens = _destinations(staged)
+            index, dst_offsets, dst_lens = _destinations(staged.tensors)
             out_ptrs = block.data.ptr + np.asarray(starts, np.uint64)[index] + dst_offsets
             # the kernel writes 16-byte aligned outputs: chunks elsewhere decode into a scratch
             # area and are copied into place

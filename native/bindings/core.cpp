@@ -75,6 +75,29 @@ void decode_batch(const std::vector<InBuf>& srcs, const std::vector<OutBuf>& dst
 
 // Objects (file paths or buffers) into one staging buffer; see wcodec/staging.h. A failing object
 // raises ChunkError whose index is the object's.
+// The objects of `sources` (file paths, or buffers of their bytes, kept referenced by the
+// list while the GIL is released); paths holds the path strings.
+std::vector<wcodec::StageObject> stage_sources(const nb::list& sources, ConstU64 sizes, std::vector<std::string>* paths) {
+  const size_t n = sources.size();
+  if (sizes.size() != n) throw std::invalid_argument("one size per object");
+  paths->resize(n);
+  std::vector<wcodec::StageObject> objects(n);
+  for (size_t k = 0; k < n; ++k) {
+    wcodec::StageObject& o = objects[k];
+    nb::handle source = sources[k];
+    if (nb::isinstance<nb::str>(source)) {
+      (*paths)[k] = nb::cast<std::string>(source);
+      o.path = (*paths)[k].c_str();
+    } else {
+      InBuf data = nb::cast<InBuf>(source);
+      if (data.size() != sizes(k)) throw std::invalid_argument("object " + std::to_string(k) + ": buffer size differs from sizes");
+      o.data = data.data();
+    }
+    o.size = sizes(k);
+  }
+  return objects;
+}
+
 void stage_objects(const nb::list& sources, ConstU64 sizes, ConstU64 slots, ConstU64 slot_lens,
                    ConstU32 per_shard, ConstU32 nchunks, ConstU64 first, OutBuf staging, uint32_t align,
                    U64 chunk_offset, U64 chunk_len, int threads) {
@@ -83,20 +106,10 @@ void stage_objects(const nb::list& sources, ConstU64 sizes, ConstU64 slots, Cons
       nchunks.size() != n || first.size() != n || chunk_offset.size() != chunk_len.size()) {
     throw std::invalid_argument("stage_objects: one entry per object in every array");
   }
-  std::vector<std::string> paths(n);
-  std::vector<wcodec::StageObject> objects(n);
+  std::vector<std::string> paths;
+  std::vector<wcodec::StageObject> objects = stage_sources(sources, sizes, &paths);
   for (size_t k = 0; k < n; ++k) {
     wcodec::StageObject& o = objects[k];
-    nb::handle source = sources[k];
-    if (nb::isinstance<nb::str>(source)) {
-      paths[k] = nb::cast<std::string>(source);
-      o.path = paths[k].c_str();
-    } else {
-      InBuf data = nb::cast<InBuf>(source);
-      if (data.size() != sizes(k)) throw std::invalid_argument("stage_objects: buffer size differs from sizes");
-      o.data = data.data();
-    }
-    o.size = sizes(k);
     o.slot = slots(k);
     o.slot_len = slot_lens(k);
     o.per_shard = per_shard(k);
@@ -106,7 +119,6 @@ void stage_objects(const nb::list& sources, ConstU64 sizes, ConstU64 slots, Cons
       throw std::invalid_argument("stage_objects: chunk range past the output arrays");
     }
   }
-  // the buffers stay referenced by `sources` while the GIL is released
   nb::gil_scoped_release release;
   try {
     wcodec::stage_objects(objects.data(), n, staging.data(), staging.size(), align, chunk_offset.data(),
@@ -114,6 +126,57 @@ void stage_objects(const nb::list& sources, ConstU64 sizes, ConstU64 slots, Cons
   } catch (const wcodec::StageError& e) {
     throw wcodec::ChunkError(e.index, "object " + std::to_string(e.index) + ": ", e.what());
   }
+}
+
+void locate_chunks(const nb::list& sources, ConstU64 sizes, ConstU32 per_shard, ConstU32 nchunks, ConstU64 first,
+                   U64 chunk_src, U64 chunk_len, int threads) {
+  const size_t n = sources.size();
+  if (sizes.size() != n || per_shard.size() != n || nchunks.size() != n || first.size() != n ||
+      chunk_src.size() != chunk_len.size()) {
+    throw std::invalid_argument("locate_chunks: one entry per object in every array");
+  }
+  std::vector<std::string> paths;
+  std::vector<wcodec::StageObject> objects = stage_sources(sources, sizes, &paths);
+  for (size_t k = 0; k < n; ++k) {
+    wcodec::StageObject& o = objects[k];
+    o.per_shard = per_shard(k);
+    o.nchunks = nchunks(k);
+    o.first = first(k);
+    if (o.first > chunk_src.size() || o.nchunks > chunk_src.size() - o.first) {
+      throw std::invalid_argument("locate_chunks: chunk range past the output arrays");
+    }
+  }
+  nb::gil_scoped_release release;
+  try {
+    wcodec::locate_chunks(objects.data(), n, chunk_src.data(), chunk_len.data(), threads);
+  } catch (const wcodec::StageError& e) {
+    throw wcodec::ChunkError(e.index, "object " + std::to_string(e.index) + ": ", e.what());
+  }
+}
+
+// Chunks stored in `sources` (chunk k: bytes [src, src + len) of object chunk_object[k]),
+// decoded into dsts[dst_index[k]] at dst_offsets[k] without a staging buffer.
+void decode_stored(const nb::list& sources, ConstU64 sizes, ConstU32 chunk_object, ConstU64 chunk_src,
+                   ConstU64 chunk_len, const std::vector<OutBuf>& dsts, ConstU32 dst_index, ConstU64 dst_offsets,
+                   ConstU64 dst_lens, int threads) {
+  const size_t n = chunk_object.size();
+  if (chunk_src.size() != n || chunk_len.size() != n || dst_index.size() != n || dst_offsets.size() != n ||
+      dst_lens.size() != n) {
+    throw std::invalid_argument("decode_stored: one entry per chunk in every array");
+  }
+  std::vector<std::string> paths;
+  const std::vector<wcodec::StageObject> objects = stage_sources(sources, sizes, &paths);
+  std::vector<wcodec::StoredChunk> chunks(n);
+  for (size_t k = 0; k < n; ++k) {
+    if (dst_index(k) >= dsts.size()) throw std::invalid_argument("decode_stored: no such output");
+    const OutBuf& dst = dsts[dst_index(k)];
+    if (dst_offsets(k) > dst.size() || dst_lens(k) > dst.size() - dst_offsets(k)) {
+      throw std::invalid_argument("decode_stored: chunk " + std::to_string(k) + " lies outside its output");
+    }
+    chunks[k] = {chunk_object(k), chunk_src(k), chunk_len(k), dst.data() + dst_offsets(k), dst_lens(k)};
+  }
+  nb::gil_scoped_release release;
+  wcodec::decode_stored(objects.data(), objects.size(), chunks.data(), n, threads);
 }
 
 // Chunks lying in `src` at offsets/lens, decoded into dsts[dst_index[k]] at dst_offsets[k] (one
@@ -221,6 +284,10 @@ NB_MODULE(_core, m) {
   m.def("inspect", &inspect, "data"_a);
   m.def("stage_objects", &stage_objects, "sources"_a, "sizes"_a, "slots"_a, "slot_lens"_a, "per_shard"_a,
         "nchunks"_a, "first"_a, "staging"_a, "align"_a, "chunk_offset"_a, "chunk_len"_a, "threads"_a);
+  m.def("locate_chunks", &locate_chunks, "sources"_a, "sizes"_a, "per_shard"_a, "nchunks"_a, "first"_a,
+        "chunk_src"_a, "chunk_len"_a, "threads"_a);
+  m.def("decode_stored", &decode_stored, "sources"_a, "sizes"_a, "chunk_object"_a, "chunk_src"_a, "chunk_len"_a,
+        "dsts"_a, "dst_index"_a, "dst_offsets"_a, "dst_lens"_a, "threads"_a);
   m.def("decode_into", &decode_into, "src"_a, "offsets"_a, "lens"_a, "dsts"_a, "dst_index"_a, "dst_offsets"_a,
         "dst_lens"_a, "threads"_a);
   m.def("plane_entropy", &plane_entropy, "decoded"_a, "dtype_code"_a);

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "prefault.h"
 #include "scratch.h"
 #include "segment_decode.h"
 #include "wcodec/codec.h"
@@ -28,49 +29,6 @@ struct ChunkState {
 
 std::string seg_context(uint32_t p, uint64_t j) {
   return "plane " + std::to_string(p) + " segment " + std::to_string(j) + ": ";
-}
-
-// Output memory in pieces that do not cross a 2 MiB boundary.
-struct Region {
-  uint8_t* begin;
-  uint8_t* end;
-};
-
-// Large batches fault their output pages in first, one 2 MiB-aligned region per task, alongside
-// the table building. With transparent huge pages (as load_checkpoint's outputs are advised),
-// the threads decoding the first chunks would otherwise all wait on the one thread whose fault
-// zeroes the huge page they share, page after page: a serial zeroing of the whole output.
-// Memory already mapped costs a store per 4 KiB.
-std::vector<Region> output_regions(const std::vector<ChunkState>& chunks, int threads) {
-  constexpr uintptr_t kRegion = uintptr_t{2} << 20;
-  std::vector<Region> regions;
-  uint64_t total = 0;
-  for (const ChunkState& c : chunks) total += c.info.nbytes;
-  if (threads < 2 || total < 2 * kRegion) return regions;
-  for (const ChunkState& c : chunks) {
-    uint8_t* p = c.dst;
-    uint8_t* const end = c.dst + c.info.nbytes;
-    while (p < end) {
-      const uintptr_t boundary = (reinterpret_cast<uintptr_t>(p) | (kRegion - 1)) + 1;
-      uint8_t* const stop = reinterpret_cast<uintptr_t>(end) < boundary ? end : p + (boundary - reinterpret_cast<uintptr_t>(p));
-      if (!regions.empty() && regions.back().end == p &&
-          (reinterpret_cast<uintptr_t>(regions.back().begin) & ~(kRegion - 1)) == (reinterpret_cast<uintptr_t>(p) & ~(kRegion - 1))) {
-        regions.back().end = stop;  // the same region, continued by the next chunk
-      } else {
-        regions.push_back({p, stop});
-      }
-      p = stop;
-    }
-  }
-  return regions;
-}
-
-// Writes a zero into every 4 KiB page of the region: output bytes, all overwritten by decoding.
-void fault_in(const Region& r) {
-  constexpr uintptr_t kPage = 4096;
-  for (uint8_t* p = r.begin; p < r.end; p += kPage - (reinterpret_cast<uintptr_t>(p) & (kPage - 1))) {
-    *static_cast<volatile uint8_t*>(p) = 0;
-  }
 }
 
 // One segment of one chunk, as part of a task.
@@ -227,7 +185,9 @@ void decode_chunks(const DecodeJob* jobs, size_t njobs, int threads) {
     first_table[k + 1] = first_table[k] + n;
   }
   const TableArena arena(first_table[njobs]);
-  const std::vector<Region> regions = output_regions(chunks, resolve_threads(threads));
+  std::vector<std::pair<uint8_t*, uint64_t>> outputs(njobs);
+  for (size_t k = 0; k < njobs; ++k) outputs[k] = {chunks[k].dst, chunks[k].info.nbytes};
+  const std::vector<Region> regions = output_regions(outputs, resolve_threads(threads));
   parallel_for(njobs + regions.size(), resolve_threads(threads), [&](size_t k, int) {
     if (k >= njobs) {
       fault_in(regions[k - njobs]);

@@ -14,6 +14,9 @@
 #include <cstring>
 #include <vector>
 
+#include "prefault.h"
+#include "scratch.h"
+#include "wcodec/codec.h"
 #include "wcodec/crc32c.h"
 #include "wcodec/parallel.h"
 
@@ -74,17 +77,15 @@ struct Piece {
   uint64_t len;
 };
 
-// Pass one for one object: its chunks' sources (from the shard index) and aligned places.
-void plan_object(size_t index, const StageObject& o, uint32_t align, uint64_t* chunk_offset, uint64_t* chunk_len,
-                 std::vector<Piece>* pieces) {
-  if (o.per_shard == 0) {
-    chunk_offset[o.first] = o.slot;
-    chunk_len[o.first] = o.size;
-    for (uint64_t p = 0; p < o.size; p += kPiece) {
-      pieces->push_back({static_cast<uint32_t>(index), p, o.slot + p, std::min(kPiece, o.size - p)});
-    }
-    return;
-  }
+// Where the object's first nchunks chunks lie in it: the whole object for a plain chunk, else
+// the entries of its shard index (read from its end and checked).
+struct Extent {
+  uint64_t src;
+  uint64_t len;
+};
+
+std::vector<Extent> read_index(size_t index, const StageObject& o) {
+  if (o.per_shard == 0) return {{0, o.size}};
   const uint64_t index_bytes = uint64_t{o.per_shard} * 16 + 4;
   if (o.size < index_bytes) {
     throw StageError(index, "shard of " + std::to_string(o.size) + " bytes is shorter than its index");
@@ -95,7 +96,7 @@ void plan_object(size_t index, const StageObject& o, uint32_t align, uint64_t* c
   if (crc32c(table.data(), index_bytes - 4) != load_u32(table.data() + index_bytes - 4)) {
     throw StageError(index, "shard index checksum mismatch");
   }
-  uint64_t end = 0;
+  std::vector<Extent> extents(o.nchunks);
   for (uint32_t i = 0; i < o.nchunks; ++i) {
     const uint64_t src = load_u64(table.data() + 16 * i);
     const uint64_t len = load_u64(table.data() + 16 * i + 8);
@@ -105,6 +106,18 @@ void plan_object(size_t index, const StageObject& o, uint32_t align, uint64_t* c
     if (src > data_end || len > data_end - src) {
       throw StageError(index, "shard index entry " + std::to_string(i) + " is out of range");
     }
+    extents[i] = {src, len};
+  }
+  return extents;
+}
+
+// Pass one for one object: its chunks' sources (from the shard index) and aligned places.
+void plan_object(size_t index, const StageObject& o, uint32_t align, uint64_t* chunk_offset, uint64_t* chunk_len,
+                 std::vector<Piece>* pieces) {
+  uint64_t end = 0;
+  const std::vector<Extent> extents = read_index(index, o);
+  for (uint32_t i = 0; i < extents.size(); ++i) {
+    const auto [src, len] = extents[i];
     const uint64_t dst = align_up(end, align);
     end = dst + len;
     if (end > o.slot_len) throw StageError(index, "staging slot too small for the shard's chunks");
@@ -112,6 +125,16 @@ void plan_object(size_t index, const StageObject& o, uint32_t align, uint64_t* c
     chunk_len[o.first + i] = len;
     for (uint64_t p = 0; p < len; p += kPiece) {
       pieces->push_back({static_cast<uint32_t>(index), src + p, o.slot + dst + p, std::min(kPiece, len - p)});
+    }
+  }
+}
+
+void check_objects(const StageObject* objects, size_t count) {
+  for (size_t k = 0; k < count; ++k) {
+    const StageObject& o = objects[k];
+    if ((o.per_shard == 0 && o.nchunks != 1) || o.nchunks > std::max<uint32_t>(o.per_shard, 1) ||
+        (o.path == nullptr && o.data == nullptr && o.size != 0)) {
+      throw std::invalid_argument("object " + std::to_string(k) + " is described inconsistently");
     }
   }
 }
@@ -124,11 +147,10 @@ void stage_objects(const StageObject* objects, size_t count, uint8_t* staging, u
   if (reinterpret_cast<uintptr_t>(staging) % align != 0) {
     throw std::invalid_argument("stage_objects: the staging buffer is not aligned");
   }
+  check_objects(objects, count);
   for (size_t k = 0; k < count; ++k) {
     const StageObject& o = objects[k];
-    if ((o.per_shard == 0 && o.nchunks != 1) || o.nchunks > std::max<uint32_t>(o.per_shard, 1) ||
-        o.slot % align != 0 || o.slot > staging_len || o.slot_len > staging_len - o.slot ||
-        o.size > o.slot_len || (o.path == nullptr && o.data == nullptr && o.size != 0)) {
+    if (o.slot % align != 0 || o.slot > staging_len || o.slot_len > staging_len - o.slot || o.size > o.slot_len) {
       throw std::invalid_argument("stage_objects: object " + std::to_string(k) + " is described inconsistently");
     }
   }
@@ -142,6 +164,68 @@ void stage_objects(const StageObject* objects, size_t count, uint8_t* staging, u
   parallel_for(pieces.size(), workers, [&](size_t k, int) {
     const Piece& p = pieces[k];
     fetch(p.object, objects[p.object], p.src, staging + p.dst, p.len);
+  });
+}
+
+void locate_chunks(const StageObject* objects, size_t count, uint64_t* chunk_src, uint64_t* chunk_len, int threads) {
+  check_objects(objects, count);
+  parallel_for(count, resolve_threads(threads), [&](size_t k, int) {
+    const std::vector<Extent> extents = read_index(k, objects[k]);
+    for (size_t i = 0; i < extents.size(); ++i) {
+      chunk_src[objects[k].first + i] = extents[i].src;
+      chunk_len[objects[k].first + i] = extents[i].len;
+    }
+  });
+}
+
+void decode_stored(const StageObject* objects, size_t count, const StoredChunk* chunks, size_t nchunks, int threads) {
+  check_objects(objects, count);
+  // Tasks: runs of consecutive chunks of about kRunBytes stored bytes, read into memory the
+  // thread keeps (it stays in cache for the decode) and decoded together, so that the group
+  // decoder interleaves segments of several small chunks.
+  constexpr uint64_t kRunBytes = 256 << 10;
+  std::vector<size_t> starts{0};
+  std::vector<std::pair<uint8_t*, uint64_t>> outputs(nchunks);
+  uint64_t run = 0;
+  for (size_t c = 0; c < nchunks; ++c) {
+    const StoredChunk& s = chunks[c];
+    if (s.object >= count || s.len > objects[s.object].size || s.src > objects[s.object].size - s.len) {
+      throw std::invalid_argument("chunk " + std::to_string(c) + " lies outside its object");
+    }
+    outputs[c] = {s.dst, s.dst_len};
+    run += s.len;
+    if (run >= kRunBytes && c + 1 < nchunks) {
+      starts.push_back(c + 1);
+      run = 0;
+    }
+  }
+  starts.push_back(nchunks);
+  const int workers = resolve_threads(threads);
+  const std::vector<Region> regions = output_regions(outputs, workers);
+  parallel_for(regions.size(), workers, [&](size_t r, int) { fault_in(regions[r]); });
+  parallel_for(starts.size() - 1, workers, [&](size_t t, int) {
+    const size_t a = starts[t];
+    const size_t b = starts[t + 1];
+    uint64_t total = 0;
+    for (size_t c = a; c < b; ++c) total += chunks[c].len;
+    uint8_t* const buffer = kept_scratch<2>(total);
+    std::vector<DecodeJob> jobs(b - a);
+    uint64_t at = 0;
+    for (size_t c = a; c < b; ++c) {
+      const StoredChunk& s = chunks[c];
+      try {
+        fetch(s.object, objects[s.object], s.src, buffer + at, s.len);
+      } catch (const StageError& e) {
+        throw ChunkError(c, "chunk " + std::to_string(c) + ": ", e.what());
+      }
+      jobs[c - a] = {buffer + at, static_cast<size_t>(s.len), s.dst, static_cast<size_t>(s.dst_len)};
+      at += s.len;
+    }
+    try {
+      decode_chunks(jobs.data(), jobs.size(), 1);
+    } catch (const ChunkError& e) {
+      throw ChunkError(a + e.index, "chunk " + std::to_string(a + e.index) + ": ", e.reason);
+    }
   });
 }
 

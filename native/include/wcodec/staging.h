@@ -41,4 +41,25 @@ class StageError : public FormatError {
 void stage_objects(const StageObject* objects, size_t count, uint8_t* staging, uint64_t staging_len,
                    uint32_t align, uint64_t* chunk_offset, uint64_t* chunk_len, int threads);
 
+// Without a staging buffer (a batch decoded on the CPU): where chunk i of every object lies in
+// it, chunk_src[first + i] and chunk_len[first + i], its shard index read and checked as by
+// stage_objects (slot and slot_len are not used). Throws StageError.
+void locate_chunks(const StageObject* objects, size_t count, uint64_t* chunk_src, uint64_t* chunk_len,
+                   int threads);
+
+// A stored chunk and where it decodes to.
+struct StoredChunk {
+  uint32_t object;
+  uint64_t src;  // its bytes: [src, src + len) of the object
+  uint64_t len;
+  uint8_t* dst;
+  uint64_t dst_len;  // must equal the chunk's nbytes
+};
+
+// Decodes chunks straight from their objects: threads read runs of consecutive chunks into
+// memory they keep and decode them there, so reading overlaps decoding and no buffer holds the
+// whole batch. Throws ChunkError naming the chunk (one that cannot be read or does not decode).
+void decode_stored(const StageObject* objects, size_t count, const StoredChunk* chunks, size_t nchunks,
+                   int threads);
+
 }  // namespace wcodec
