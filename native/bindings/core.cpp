@@ -98,60 +98,70 @@ std::vector<wcodec::StageObject> stage_sources(const nb::list& sources, ConstU64
   return objects;
 }
 
-void stage_objects(const nb::list& sources, ConstU64 sizes, ConstU64 slots, ConstU64 slot_lens,
-                   ConstU32 per_shard, ConstU32 nchunks, ConstU64 first, OutBuf staging, uint32_t align,
-                   U64 chunk_offset, U64 chunk_len, int threads) {
+// The objects of a batch with their chunk layout: object k holds chunks [first[k],
+// first[k] + nchunks[k]) of the `nchunk_slots` the caller's output arrays have room for.
+std::vector<wcodec::StageObject> batch_objects(const char* name, const nb::list& sources, ConstU64 sizes,
+                                               ConstU32 per_shard, ConstU32 nchunks, ConstU64 first,
+                                               size_t nchunk_slots, std::vector<std::string>* paths) {
   const size_t n = sources.size();
-  if (sizes.size() != n || slots.size() != n || slot_lens.size() != n || per_shard.size() != n ||
-      nchunks.size() != n || first.size() != n || chunk_offset.size() != chunk_len.size()) {
-    throw std::invalid_argument("stage_objects: one entry per object in every array");
+  if (per_shard.size() != n || nchunks.size() != n || first.size() != n) {
+    throw std::invalid_argument(std::string(name) + ": one entry per object in every array");
   }
-  std::vector<std::string> paths;
-  std::vector<wcodec::StageObject> objects = stage_sources(sources, sizes, &paths);
+  std::vector<wcodec::StageObject> objects = stage_sources(sources, sizes, paths);
   for (size_t k = 0; k < n; ++k) {
     wcodec::StageObject& o = objects[k];
-    o.slot = slots(k);
-    o.slot_len = slot_lens(k);
     o.per_shard = per_shard(k);
     o.nchunks = nchunks(k);
     o.first = first(k);
-    if (o.first > chunk_offset.size() || o.nchunks > chunk_offset.size() - o.first) {
-      throw std::invalid_argument("stage_objects: chunk range past the output arrays");
+    if (o.first > nchunk_slots || o.nchunks > nchunk_slots - o.first) {
+      throw std::invalid_argument(std::string(name) + ": chunk range past the output arrays");
     }
   }
+  return objects;
+}
+
+// Runs a staging call without the GIL; an object's StageError becomes a ChunkError with its index.
+template <class Call>
+void run_staging(Call call) {
   nb::gil_scoped_release release;
   try {
-    wcodec::stage_objects(objects.data(), n, staging.data(), staging.size(), align, chunk_offset.data(),
-                          chunk_len.data(), threads);
+    call();
   } catch (const wcodec::StageError& e) {
     throw wcodec::ChunkError(e.index, "object " + std::to_string(e.index) + ": ", e.what());
   }
 }
 
-void locate_chunks(const nb::list& sources, ConstU64 sizes, ConstU32 per_shard, ConstU32 nchunks, ConstU64 first,
-                   U64 chunk_src, U64 chunk_len, int threads) {
-  const size_t n = sources.size();
-  if (sizes.size() != n || per_shard.size() != n || nchunks.size() != n || first.size() != n ||
-      chunk_src.size() != chunk_len.size()) {
-    throw std::invalid_argument("locate_chunks: one entry per object in every array");
+void stage_objects(const nb::list& sources, ConstU64 sizes, ConstU64 slots, ConstU64 slot_lens,
+                   ConstU32 per_shard, ConstU32 nchunks, ConstU64 first, OutBuf staging, uint32_t align,
+                   U64 chunk_offset, U64 chunk_len, int threads) {
+  if (slots.size() != sources.size() || slot_lens.size() != sources.size() ||
+      chunk_offset.size() != chunk_len.size()) {
+    throw std::invalid_argument("stage_objects: one entry per object in every array");
   }
   std::vector<std::string> paths;
-  std::vector<wcodec::StageObject> objects = stage_sources(sources, sizes, &paths);
-  for (size_t k = 0; k < n; ++k) {
-    wcodec::StageObject& o = objects[k];
-    o.per_shard = per_shard(k);
-    o.nchunks = nchunks(k);
-    o.first = first(k);
-    if (o.first > chunk_src.size() || o.nchunks > chunk_src.size() - o.first) {
-      throw std::invalid_argument("locate_chunks: chunk range past the output arrays");
-    }
+  std::vector<wcodec::StageObject> objects =
+      batch_objects("stage_objects", sources, sizes, per_shard, nchunks, first, chunk_offset.size(), &paths);
+  for (size_t k = 0; k < objects.size(); ++k) {
+    objects[k].slot = slots(k);
+    objects[k].slot_len = slot_lens(k);
   }
-  nb::gil_scoped_release release;
-  try {
-    wcodec::locate_chunks(objects.data(), n, chunk_src.data(), chunk_len.data(), threads);
-  } catch (const wcodec::StageError& e) {
-    throw wcodec::ChunkError(e.index, "object " + std::to_string(e.index) + ": ", e.what());
+  run_staging([&] {
+    wcodec::stage_objects(objects.data(), objects.size(), staging.data(), staging.size(), align,
+                          chunk_offset.data(), chunk_len.data(), threads);
+  });
+}
+
+void locate_chunks(const nb::list& sources, ConstU64 sizes, ConstU32 per_shard, ConstU32 nchunks, ConstU64 first,
+                   U64 chunk_src, U64 chunk_len, int threads) {
+  if (chunk_src.size() != chunk_len.size()) {
+    throw std::invalid_argument("locate_chunks: one entry per chunk in both outputs");
   }
+  std::vector<std::string> paths;
+  const std::vector<wcodec::StageObject> objects =
+      batch_objects("locate_chunks", sources, sizes, per_shard, nchunks, first, chunk_src.size(), &paths);
+  run_staging([&] {
+    wcodec::locate_chunks(objects.data(), objects.size(), chunk_src.data(), chunk_len.data(), threads);
+  });
 }
 
 // Chunks stored in `sources` (chunk k: bytes [src, src + len) of object chunk_object[k]),
