@@ -71,3 +71,19 @@ def parts_read_alike(ckpt: Any, expected: Any, world: int = 4, threads: int = 8)
 
     with ThreadPoolExecutor(threads) as pool:
         return all(pool.map(read, jobs))
+
+
+def new_bucket(server: Any) -> str:
+    """A bucket of its own on a loopback object store (``wcodec_zarr.testing``), its request
+    log cleared."""
+    import uuid
+
+    name = f"b-{uuid.uuid4().hex[:12]}"
+    server.create_bucket(name)
+    server.reset_log()
+    return name
+
+
+# chunks of 16 KiB in shards of 64 KiB: a small model makes a checkpoint of many objects, as a
+# large one does on object storage
+STORE_LAYOUT = {"chunk_bytes": 16384, "shard_bytes": 65536}

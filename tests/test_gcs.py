@@ -5,7 +5,6 @@ bit-exactness on every read."""
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from pathlib import Path
 os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
 
 import pytest
-from helpers import parts_read_alike
+from helpers import STORE_LAYOUT, new_bucket, parts_read_alike
 from safetensors_helpers import write_layered_model
 
 import wcodec_zarr as wc
@@ -25,7 +24,6 @@ pytest.importorskip("gcp_storage_emulator", reason="needs gcp-storage-emulator")
 from wcodec_zarr.testing import LoopbackGCS
 
 pytestmark = pytest.mark.gcs
-LAYOUT = {"chunk_bytes": 16384, "shard_bytes": 65536}
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +34,7 @@ def server() -> Iterator[LoopbackGCS]:
 
 @pytest.fixture
 def bucket(server: LoopbackGCS) -> str:
-    name = f"b-{uuid.uuid4().hex[:12]}"
-    server.create_bucket(name)
-    server.reset_log()
-    return name
+    return new_bucket(server)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +45,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def local(model: Path) -> Path:
     target = model.parent / "local.zarr"
-    wc.convert(model, target, progress=False, **LAYOUT)
+    wc.convert(model, target, progress=False, **STORE_LAYOUT)
     return target
 
 
@@ -59,7 +54,7 @@ def test_convert_load_and_export_bit_exact(
 ) -> None:
     url = f"gs://{bucket}/model.zarr"
     opts = server.storage_options()
-    wc.convert(model, url, storage_options=opts, progress=False, **LAYOUT)
+    wc.convert(model, url, storage_options=opts, progress=False, **STORE_LAYOUT)
     assert wc.verify(model, url, storage_options=opts).ok
     loaded = wc.load_checkpoint(url, storage_options=opts)
     expected = wc.load_checkpoint(local)
@@ -75,7 +70,7 @@ def test_open_and_partial_reads_are_counted(
     """Opening costs one object read; one inner chunk of a shard costs the shard index (a suffix
     range) and one ranged read; the same chunk again costs one read."""
     url = f"gs://{bucket}/model.zarr"
-    wc.convert(model, url, storage_options=server.storage_options(), progress=False, **LAYOUT)
+    wc.convert(model, url, storage_options=server.storage_options(), progress=False, **STORE_LAYOUT)
     # a new filesystem instance, as a new reader process would have: no listings cached
     opts = server.storage_options(skip_instance_cache=True)
     server.reset_log()
@@ -100,7 +95,7 @@ def test_damaged_object_names_its_key(server: LoopbackGCS, bucket: str, model: P
 
     url = f"gs://{bucket}/model.zarr"
     opts = server.storage_options()
-    wc.convert(model, url, storage_options=opts, progress=False, **LAYOUT)
+    wc.convert(model, url, storage_options=opts, progress=False, **STORE_LAYOUT)
     fs = gcsfs.GCSFileSystem(**opts, skip_instance_cache=True)
     key = f"{bucket}/model.zarr/layers.0.q.weight/c.0.0"
     data = bytearray(fs.cat_file(key))
@@ -125,6 +120,6 @@ def test_concurrent_reads_from_8_threads(
 ) -> None:
     url = f"gs://{bucket}/model.zarr"
     opts = server.storage_options()
-    wc.convert(model, url, storage_options=opts, progress=False, **LAYOUT)
+    wc.convert(model, url, storage_options=opts, progress=False, **STORE_LAYOUT)
     ckpt = wc.open_checkpoint(url, storage_options=opts)
     assert parts_read_alike(ckpt, wc.open_checkpoint(local))

@@ -9,15 +9,13 @@ from pathlib import Path
 import fsspec
 import numpy as np
 import pytest
-from helpers import weight_like
+from helpers import STORE_LAYOUT, weight_like
 from safetensors_helpers import write_raw
 
 import wcodec_zarr as wc
 from wcodec_zarr.testing import LoopbackHTTP
 
 pytestmark = pytest.mark.http
-
-LAYOUT = {"chunk_bytes": 16384, "shard_bytes": 65536}
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +28,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LoopbackH
         ("bias", "F32", [80], weight_like(rng, (80,), np.dtype(np.float32)).tobytes()),
     ]
     write_raw(root / "model.safetensors", tensors, {"format": "pt"})
-    wc.convert(root / "model.safetensors", root / "ckpt", progress=False, **LAYOUT)
+    wc.convert(root / "model.safetensors", root / "ckpt", progress=False, **STORE_LAYOUT)
     with LoopbackHTTP(root) as server:
         yield server, root
 

@@ -9,14 +9,13 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from helpers import parts_read_alike, weight_like
+from helpers import STORE_LAYOUT, new_bucket, parts_read_alike, weight_like
 from safetensors_helpers import write_layered_model, write_raw
 
 import wcodec_zarr as wc
@@ -28,7 +27,6 @@ pytest.importorskip("s3fs")
 from wcodec_zarr.testing import LoopbackS3
 
 pytestmark = pytest.mark.s3
-LAYOUT = {"chunk_bytes": 16384, "shard_bytes": 65536}
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +37,9 @@ def server() -> Iterator[LoopbackS3]:
 
 @pytest.fixture
 def bucket(server: LoopbackS3) -> str:
-    name = f"b-{uuid.uuid4().hex[:12]}"
-    server.create_bucket(name)
     server.faults.status_503 = server.faults.cut = 0.0
     server.required_key = None
-    server.reset_log()
-    return name
+    return new_bucket(server)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +54,7 @@ def gets(server: LoopbackS3) -> list[Any]:
 def test_convert_to_s3_and_load_bit_exact(server: LoopbackS3, bucket: str, model: Path) -> None:
     url = f"s3://{bucket}/model.zarr"
     opts = server.storage_options()
-    wc.convert(model, url, storage_options=opts, progress=False, **LAYOUT)
+    wc.convert(model, url, storage_options=opts, progress=False, **STORE_LAYOUT)
     assert wc.verify(model, url, storage_options=opts).ok
     loaded = wc.load_checkpoint(url, storage_options=opts)
     local = wc.load_checkpoint(_local_copy(model, bucket))
@@ -73,7 +68,7 @@ def test_convert_to_s3_and_load_bit_exact(server: LoopbackS3, bucket: str, model
 def _local_copy(model: Path, bucket: str) -> Path:
     target = model.parent / f"local-{bucket}.zarr"
     if not target.exists():
-        wc.convert(model, target, progress=False, **LAYOUT)
+        wc.convert(model, target, progress=False, **STORE_LAYOUT)
     return target
 
 
@@ -110,7 +105,7 @@ def test_requests_counted_at_the_server(server: LoopbackS3, bucket: str, model: 
     and one ranged GET; the same chunk again costs one GET (the index is cached)."""
     url = f"s3://{bucket}/model.zarr"
     opts = server.storage_options()
-    wc.convert(model, url, storage_options=opts, progress=False, **LAYOUT)
+    wc.convert(model, url, storage_options=opts, progress=False, **STORE_LAYOUT)
     ckpt = wc.open_checkpoint(url, storage_options=opts)
     weight = ckpt["layers.1.q.weight"]
     assert (weight.chunks, weight.shards) == ((32, 256), (256, 256))  # 8 chunks per shard
@@ -148,7 +143,7 @@ def test_requests_counted_at_the_server(server: LoopbackS3, bucket: str, model: 
 def test_concurrent_reads_from_8_threads(server: LoopbackS3, bucket: str, model: Path) -> None:
     url = f"s3://{bucket}/model.zarr"
     opts = server.storage_options()
-    wc.convert(model, url, storage_options=opts, progress=False, **LAYOUT)
+    wc.convert(model, url, storage_options=opts, progress=False, **STORE_LAYOUT)
     ckpt = wc.open_checkpoint(url, storage_options=opts)
     assert parts_read_alike(ckpt, wc.open_checkpoint(_local_copy(model, bucket)))
 
@@ -156,7 +151,7 @@ def test_concurrent_reads_from_8_threads(server: LoopbackS3, bucket: str, model:
 def test_transient_faults_are_retried(server: LoopbackS3, bucket: str, model: Path) -> None:
     url = f"s3://{bucket}/model.zarr"
     opts = server.storage_options()
-    wc.convert(model, url, storage_options=opts, progress=False, **LAYOUT)
+    wc.convert(model, url, storage_options=opts, progress=False, **STORE_LAYOUT)
     local = wc.load_checkpoint(_local_copy(model, bucket))
     server.reset_log()
     server.faults.status_503, server.faults.cut = 0.25, 0.15
@@ -177,7 +172,7 @@ def test_obstore_backend(server: LoopbackS3, bucket: str, model: Path) -> None:
     slices, one GET to open, the shard index and one ranged GET for one inner chunk, transient
     faults retried, a missing checkpoint a FileNotFoundError."""
     url = f"s3://{bucket}/model.zarr"
-    wc.convert(model, url, storage_options=server.storage_options(), progress=False, **LAYOUT)
+    wc.convert(model, url, storage_options=server.storage_options(), progress=False, **STORE_LAYOUT)
     local = wc.load_checkpoint(_local_copy(model, bucket))
 
     def store(path: str = url) -> Any:
@@ -210,7 +205,7 @@ def test_obstore_backend(server: LoopbackS3, bucket: str, model: Path) -> None:
 def test_persistent_faults_fail_clearly(server: LoopbackS3, bucket: str, model: Path) -> None:
     url = f"s3://{bucket}/model.zarr"
     opts = server.storage_options()
-    wc.convert(model, url, storage_options=opts, progress=False, **LAYOUT)
+    wc.convert(model, url, storage_options=opts, progress=False, **STORE_LAYOUT)
     quick = server.storage_options(config_kwargs={"retries": {"max_attempts": 2}})
     ckpt = wc.open_checkpoint(url, storage_options=quick)
     server.faults.status_503 = 1.0
@@ -244,7 +239,7 @@ def test_damaged_objects_name_their_key(
 ) -> None:
     url = f"s3://{bucket}/model.zarr"
     opts = server.storage_options()
-    wc.convert(model, url, storage_options=opts, progress=False, **LAYOUT)
+    wc.convert(model, url, storage_options=opts, progress=False, **STORE_LAYOUT)
     _rewrite(server, bucket, "model.zarr/layers.0.q.weight/c.0.0", change)
     with pytest.raises(ValueError, match=message):
         wc.load_checkpoint(url, storage_options=opts)
@@ -261,7 +256,7 @@ def test_missing_and_forbidden(server: LoopbackS3, bucket: str, model: Path) -> 
     with pytest.raises(FileNotFoundError, match="no checkpoint there"):
         wc.open_checkpoint("s3://no-such-bucket-wcodec/model.zarr", storage_options=opts)
     url = f"s3://{bucket}/model.zarr"
-    wc.convert(model, url, storage_options=opts, progress=False, **LAYOUT)
+    wc.convert(model, url, storage_options=opts, progress=False, **STORE_LAYOUT)
     server.required_key = "the-right-key"
     try:
         with pytest.raises(PermissionError):
@@ -308,7 +303,7 @@ def test_server_in_its_own_process(model: Path) -> None:
         s3.create_bucket("own-process")
         opts = s3.storage_options()
         url = "s3://own-process/model.zarr"
-        wc.convert(model, url, storage_options=opts, progress=False, **LAYOUT)
+        wc.convert(model, url, storage_options=opts, progress=False, **STORE_LAYOUT)
         s3.reset_log()
         s3.set_bandwidth(50e6)
         loaded = wc.load_checkpoint(url, storage_options=opts)
