@@ -30,6 +30,19 @@ void fill_constants(DevConstants* c) {
     c->x2n[k] = v;
     v = multmodp(v, v);
   }
+  // x^(8 * len) modulo the polynomial, as shift_bytes on the device
+  auto shift = [c](uint64_t len) {
+    uint32_t r = 1u << 31;
+    for (int k = 3; len; len >>= 1, ++k) {
+      if (len & 1) r = multmodp(c->x2n[k & 63], r);
+    }
+    return r;
+  };
+  const uint32_t piece_gap = shift(kBlockBytes - 16);
+  for (uint32_t j = 0; j < 4; ++j) {
+    for (uint32_t b = 0; b < 256; ++b) c->shift_table[j][b] = multmodp(piece_gap, b << (8 * j));
+  }
+  for (uint32_t lane = 0; lane < 32; ++lane) c->lane_shift[lane] = shift(kBlockBytes - 16 - 16 * lane);
 }
 
 }  // namespace
@@ -208,9 +221,7 @@ cudaError_t enqueue_decode(const DecodePlan& plan, void* workspace_dev, size_t w
   cudaError_t err = cudaMemsetAsync(status_dev, 0, P.num_chunks * sizeof(int32_t), stream);
   if (err != cudaSuccess) return err;
   const auto* consts = reinterpret_cast<const DevConstants*>(ws);
-  // the word rings start at a multiple of their size: up to one ring of slack
-  const size_t smem = 4 * 256 * sizeof(uint32_t) + P.max_tables * kTableEntries * sizeof(uint32_t) +
-                      (size_t{kWarpsPerBlock} * P.max_rans_planes + 1) * kRingWords * sizeof(uint16_t);
+  const size_t smem = block_smem_bytes(P.max_tables, static_cast<uint32_t>(P.max_rans_planes));
   void (*kernels[3])(const DevBlock*, const DevSegment*, const DevTable*, const DevConstants*, uint32_t*,
                      int32_t*, int, int, bool) = {decode_blocks_kernel<1>, decode_blocks_kernel<2>,
                                                   decode_blocks_kernel<4>};

@@ -2,7 +2,9 @@
 // its byte planes in lockstep: at step k lane l holds element 32k + l of every plane (the
 // bitstream's lane layout), so the planes are merged, un-rotated and written as whole elements
 // in the same step (fused re-interleaving), with the delta predictor undone by a segmented warp
-// scan. A second pass per segment computes its CRC32C register; a per-chunk kernel combines them.
+// scan. The output passes through a per-warp block in shared memory: every 512 bytes the warp
+// writes it with one 16-byte store per lane and folds it into the lanes' CRC32C registers, which
+// are joined into the segment's register at the end; a per-chunk kernel combines the segments.
 #pragma once
 
 #include <cstdint>
@@ -59,10 +61,15 @@ struct DevTable {
   uint16_t freq[256];
 };
 
+// Output blocks: 512 bytes, 16 per lane.
+constexpr uint32_t kBlockBytes = 512;
+
 // Workspace header: tables computed on the host once per plan.
 struct DevConstants {
-  uint32_t crc_table[4][256];  // slicing-by-4 CRC32C tables
-  uint32_t x2n[64];            // x^(2^k) modulo the CRC polynomial
+  uint32_t crc_table[4][256];    // slicing-by-4 CRC32C tables
+  uint32_t shift_table[4][256];  // byte j of a register -> that byte shifted by 496 zero bytes
+  uint32_t x2n[64];              // x^(2^k) modulo the CRC polynomial
+  uint32_t lane_shift[32];       // x^(8 * (496 - 16 * lane)): a lane's piece to its block's end
 };
 
 constexpr uint32_t kCrcPoly = 0x82F63B78u;
@@ -114,15 +121,29 @@ __device__ __forceinline__ uint32_t lds_u32(uint32_t addr) {
   asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(v) : "r"(addr));
   return v;
 }
+__device__ __forceinline__ uint4 lds_u128(uint32_t addr) {
+  uint4 v;
+  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(addr));
+  return v;
+}
+__device__ __forceinline__ void sts_u8(uint32_t addr, uint32_t v) {
+  asm volatile("st.shared.u8 [%0], %1;\n" ::"r"(addr), "r"(v));
+}
+__device__ __forceinline__ void sts_u16(uint32_t addr, uint32_t v) {
+  asm volatile("st.shared.u16 [%0], %1;\n" ::"r"(addr), "h"(static_cast<uint16_t>(v)));
+}
+__device__ __forceinline__ void sts_u32(uint32_t addr, uint32_t v) {
+  asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(addr), "r"(v));
+}
 __device__ __forceinline__ uint32_t lds_u16(uint32_t addr) {
   uint16_t v;
   asm volatile("ld.shared.u16 %0, [%1];\n" : "=h"(v) : "r"(addr));
   return v;
 }
 
-// A decode table in shared memory: 4096 packed entries, one per slot: symbol (bits 0-7), the
-// slot's offset from its symbol's cumulative frequency (bits 8-19) and the frequency (bits
-// 20-31), so a decode step is one lookup and x -> (e >> 20) * (x >> 12) + ((e >> 8) & 4095).
+// A decode table in shared memory: 4096 packed entries, one per slot: the slot's offset from
+// its symbol's cumulative frequency (bits 0-11), the symbol (bits 12-19) and the frequency
+// (bits 20-31), so a decode step is one lookup and x -> (e >> 20) * (x >> 12) + (e & 4095).
 constexpr uint32_t kTableEntries = 4096;
 
 // Word streams are read into shared-memory rings by asynchronous copies (cp.async, one 4-byte
@@ -134,8 +155,10 @@ constexpr uint32_t kRingWords = kWindowWords * kRingWindows;  // per rANS plane 
 constexpr uint32_t kAhead = 6;
 static_assert(kAhead + 2 <= kRingWindows, "the two windows in use and those in flight fit the ring");
 
-// Builds the table of `t` at g_smem word offset `off` (one warp).
-__device__ void build_table(const DevTable& t, uint32_t off, int lane) {
+// Builds the table of `t` at g_smem word offset `off` with every warp of the block: each warp
+// scans the frequencies, then fills the slots of every kWarpsPerBlock-th symbol (frequent
+// symbols are adjacent values: strided, they land on different warps).
+__device__ void build_table(const DevTable& t, uint32_t off, int warp, int lane) {
   uint32_t f[8];
   uint32_t local = 0;
 #pragma unroll
@@ -149,30 +172,21 @@ __device__ void build_table(const DevTable& t, uint32_t off, int lane) {
     const uint32_t up = __shfl_up_sync(0xffffffffu, incl, d);
     if (lane >= d) incl += up;
   }
-  // cumulative starts of this lane's 8 symbols, then every lane fills the slots of every 32nd
-  // symbol (frequent symbols are adjacent values: strided, they land on different lanes)
-  uint32_t cum = incl - local;
-  uint32_t starts[8];
+  static_assert(kWarpsPerBlock == 8, "lane l holds symbols 8l .. 8l + 7: warp w fills symbols 8l + w");
+  // this warp's symbol of this lane, 8 * lane + warp: its cumulative start and frequency
+  uint32_t start = incl - local, freq = 0;
 #pragma unroll
   for (int k = 0; k < 8; ++k) {
-    starts[k] = cum;
-    cum += f[k];
+    if (k < warp) start += f[k];
+    if (k == warp) freq = f[k];
   }
   uint32_t* table = smem_u32() + off;
-  for (int s = 0; s < 256; ++s) {
-    const uint32_t owner = s >> 3, k = s & 7;
-    uint32_t start = 0, freq = 0;
-#pragma unroll
-    for (int kk = 0; kk < 8; ++kk) {
-      if (kk == k) {
-        start = __shfl_sync(0xffffffffu, starts[kk], owner);
-        freq = __shfl_sync(0xffffffffu, f[kk], owner);
-      }
-    }
-    const uint32_t entry = s | (freq << 20);
-    for (uint32_t i = lane; i < freq; i += 32) table[start + i] = entry | (i << 8);
+  for (int o = 0; o < 32; ++o) {
+    const uint32_t s0 = __shfl_sync(0xffffffffu, start, o);
+    const uint32_t f0 = __shfl_sync(0xffffffffu, freq, o);
+    const uint32_t entry = ((8 * o + warp) << 12) | (f0 << 20);
+    for (uint32_t i = lane; i < f0; i += 32) table[s0 + i] = entry | i;
   }
-  __syncwarp();
 }
 
 __device__ __forceinline__ void copy4_async(uint32_t smem_addr, const void* src, uint32_t src_bytes) {
@@ -187,34 +201,40 @@ __device__ __forceinline__ void wait_async() {
 }
 
 // The word stream of one rANS plane in a shared-memory ring of kRingWindows windows. Windows
-// win and win + 1 hold every word a step can ask for (a step consumes at most 32 words); the
+// win and win + 1 hold every word two steps can ask for (a step consumes at most 32 words); the
 // copies of windows up to win + kAhead are in flight. Each window's copy is one commit group,
 // so when window win + 1 is needed, kAhead - 1 groups of this stream (and maybe groups of the
 // segment's other streams) have been committed after it: waiting until at most kAhead - 1 groups
 // are pending completes it. Words past the stream end read as zeros (never out of bounds).
 struct WordStream {
   const uint16_t* words;
-  uint32_t ring;       // shared address of kRingWords uint16 entries, aligned to the ring's size
-  uint32_t ring_lane;  // ring + this lane's 4 bytes of a window
+  const uint16_t* src;  // this lane's two words of the next window to copy
+  int32_t left;         // words from src to the stream end
+  uint32_t dst;         // shared address of this lane's 4 bytes of that window in the ring
+  uint32_t ring;        // shared address of kRingWords uint16 entries, aligned to the ring's size
   uint32_t nwords;
   uint32_t pos;       // bytes of words consumed
   uint32_t boundary;  // byte offset of the window after the lowest one still needed
 
-  __device__ void issue(uint32_t window, int lane) const {
-    const int32_t at = static_cast<int32_t>(kWindowWords * window) + 2 * lane;  // this lane's two words
-    const int32_t left = static_cast<int32_t>(nwords) - at;
+  // Copies this lane's 4 bytes of the next window and moves on to the window after it.
+  __device__ void issue() {
     const uint32_t have = 2 * static_cast<uint32_t>(min(max(left, 0), 2));  // bytes inside the stream
-    const uint16_t* src = have ? words + at : words;
-    copy4_async(ring_lane + 2 * kWindowWords * (window % kRingWindows), src, have);
+    copy4_async(dst, have ? src : words, have);
+    src += kWindowWords;
+    left -= static_cast<int32_t>(kWindowWords);
+    // next slot of the ring, wrapped inside its aligned span
+    dst = ((dst + 2 * kWindowWords) & (2 * kRingWords - 1)) | (dst & ~(2 * kRingWords - 1));
   }
   __device__ void open(const uint16_t* w, uint32_t n, uint32_t r, int lane) {
     words = w;
+    src = w + 2 * lane;
+    left = static_cast<int32_t>(n) - 2 * lane;
+    dst = r + 4 * lane;
     ring = r;
-    ring_lane = r + 4 * lane;
     nwords = n;
     pos = 0;
     boundary = 2 * kWindowWords;
-    for (uint32_t k = 0; k <= kAhead; ++k) issue(k, lane);
+    for (uint32_t k = 0; k <= kAhead; ++k) issue();
     commit_async();
     wait_async<0>();
     __syncwarp();
@@ -225,11 +245,13 @@ struct WordStream {
   __device__ uint32_t fetch(uint32_t k) const {
     return lds_u16(ring | ((pos + 2 * k) & (2 * kRingWords - 1)));
   }
-  __device__ void advance(uint32_t words_taken, int lane) {
-    pos += 2 * words_taken;
+  __device__ void take(uint32_t words_taken) { pos += 2 * words_taken; }
+  // Called after at most two steps: they take at most 64 words, so pos crossed at most one
+  // window boundary, and the words of the next two steps lie in the windows then complete.
+  __device__ void refill() {
     if (pos >= boundary) {
       boundary += 2 * kWindowWords;
-      issue(boundary / (2 * kWindowWords) - 1 + kAhead, lane);  // window win + kAhead
+      issue();  // window win + kAhead
       commit_async();
       wait_async<kAhead - 1>();
       __syncwarp();
@@ -300,9 +322,12 @@ struct SegmentDecoder {
         bool need = false;
         b = 0;
         if (Full || active) {
-          const uint32_t e = lds_u32(table[p] + 4 * (x[p] & 4095u));
-          b = e & 0xffu;
-          x[p] = (e >> 20) * (x[p] >> 12) + ((e >> 8) & 0xfffu);
+          // slot address: and + multiply-add (the compiler otherwise shifts, masks and adds)
+          uint32_t at;
+          asm("{ .reg .b32 t; and.b32 t, %1, 4095; mad.lo.u32 %0, t, 4, %2; }" : "=r"(at) : "r"(x[p]), "r"(table[p]));
+          const uint32_t e = lds_u32(at);
+          b = (e >> 12) & 0xffu;
+          x[p] = (e >> 20) * (x[p] >> 12) + (e & 0xfffu);
           need = x[p] < kStateLow;
         }
         const unsigned mask = __ballot_sync(0xffffffffu, need);
@@ -310,7 +335,7 @@ struct SegmentDecoder {
         // segment is then rejected at the end, where wp > nwords.
         const uint32_t w = ws[p].fetch(__popc(mask & lanemask_lt));
         if (need) x[p] = (x[p] << 16) | w;
-        ws[p].advance(__popc(mask), lane);
+        ws[p].take(__popc(mask));
       }
       if (Delta && delta[p]) {
         // segmented inclusive scan (mod 256) restarting at row starts, then the carry
@@ -334,55 +359,120 @@ struct SegmentDecoder {
   }
 };
 
+// The element word of NP planes as output bytes: rotated back for floats.
+template <int NP>
+__device__ __forceinline__ uint32_t element_bits(uint32_t word, bool rotate) {
+  if (NP == 2 && rotate) return ((word >> 1) | (word << 15)) & 0xffffu;
+  if (NP == 4 && rotate) return (word >> 1) | (word << 31);
+  return word;
+}
+
 template <int NP>
 __device__ __forceinline__ void store_element(uint8_t* out, uint32_t i, uint32_t word, bool rotate) {
+  word = element_bits<NP>(word, rotate);
   if (NP == 1) out[i] = static_cast<uint8_t>(word);
-  if (NP == 2) {
-    if (rotate) word = ((word >> 1) | (word << 15)) & 0xffffu;
-    reinterpret_cast<uint16_t*>(out)[i] = static_cast<uint16_t>(word);
-  }
-  if (NP == 4) {
-    if (rotate) word = (word >> 1) | (word << 31);
-    reinterpret_cast<uint32_t*>(out)[i] = word;
+  if (NP == 2) reinterpret_cast<uint16_t*>(out)[i] = static_cast<uint16_t>(word);
+  if (NP == 4) reinterpret_cast<uint32_t*>(out)[i] = word;
+}
+
+template <int NP>
+__device__ __forceinline__ void stage_element(uint32_t addr, uint32_t word, bool rotate) {
+  word = element_bits<NP>(word, rotate);
+  if (NP == 1) sts_u8(addr, word);
+  if (NP == 2) sts_u16(addr, word);
+  if (NP == 4) sts_u32(addr, word);
+}
+
+template <int NP>
+__device__ __forceinline__ void refill_all(SegmentDecoder<NP>& d) {
+#pragma unroll
+  for (int p = 0; p < NP; ++p) {
+    if (d.mode[p] == 2) d.ws[p].refill();
   }
 }
 
+// Slicing-by-4 step of a CRC register over one little-endian 4-byte word (crc at g_smem 0).
+__device__ __forceinline__ uint32_t crc_word(uint32_t crc, uint32_t r, uint32_t word) {
+  const uint32_t w = r ^ word;
+  return lds_u32(crc + 4 * (3 * 256 + (w & 0xff))) ^ lds_u32(crc + 4 * (2 * 256 + ((w >> 8) & 0xff))) ^
+         lds_u32(crc + 4 * (256 + ((w >> 16) & 0xff))) ^ lds_u32(crc + 4 * (w >> 24));
+}
+
+// A lane's register over its 16-byte pieces of the blocks so far, by Horner's rule: shifted by
+// the 496 bytes between its pieces (shift tables after the CRC tables), then run over the piece.
+__device__ __forceinline__ uint32_t crc_piece(uint32_t crc, uint32_t acc, uint4 q) {
+  const uint32_t sh = crc + 4 * 1024;
+  uint32_t r = lds_u32(sh + 4 * (acc & 0xff)) ^ lds_u32(sh + 4 * (256 + ((acc >> 8) & 0xff))) ^
+               lds_u32(sh + 4 * (2 * 256 + ((acc >> 16) & 0xff))) ^ lds_u32(sh + 4 * (3 * 256 + (acc >> 24)));
+  r = crc_word(crc, r, q.x);
+  r = crc_word(crc, r, q.y);
+  r = crc_word(crc, r, q.z);
+  return crc_word(crc, r, q.w);
+}
+
+// Decodes a segment. Whole blocks of steps go through the warp's staging block (`stage`, a
+// shared address) and leave as 16-byte stores; the steps after the last whole block store
+// their elements directly. Returns the number of staged output bytes; with `verify`, `acc` is
+// this lane's register over its pieces of them.
 template <int NP, bool Delta, uint32_t Modes>
-__device__ void decode_steps(SegmentDecoder<NP>& d, const DevSegment& seg, const uint8_t* delta, int lane) {
+__device__ uint32_t decode_steps(SegmentDecoder<NP>& d, const DevSegment& seg, const uint8_t* delta, uint32_t stage,
+                                 uint32_t crc, bool verify, uint32_t& acc, int lane) {
+  constexpr uint32_t kSteps = kBlockBytes / (32 * NP);
+  static_assert(kSteps % 2 == 0, "refills come every second step");
   const uint32_t n = seg.n;
   uint8_t* const out = seg.out;
   const bool rotate = seg.rotate;
   const unsigned lanemask_lt = (1u << lane) - 1;
   const uint32_t full_steps = n / 32;
+  const uint32_t blocks = full_steps / kSteps;
   // column of this lane's element within its row (only tracked for the delta predictor)
   uint64_t col = Delta ? (seg.first_elem + lane) % seg.row : 0;
   const uint64_t row = seg.row;
-  uint8_t* o = out + size_t{NP} * lane;  // this lane's element of the current step
-#pragma unroll 4
-  for (uint32_t s = 0; s < full_steps; ++s, o += 32 * NP) {
+  uint32_t s = 0;
+  for (uint32_t b = 0; b < blocks; ++b) {
+#pragma unroll
+    for (uint32_t j = 0; j < kSteps; ++j, ++s) {
+      const uint32_t i = 32 * s + lane;
+      const uint32_t word = d.template step<true, Delta, Modes>(delta, s, true, Delta && (i == 0 || col == 0), lanemask_lt, lane);
+      stage_element<NP>(stage + NP * (32 * j + lane), word, rotate);
+      if (Delta) {
+        col += 32;
+        while (col >= row) col -= row;
+      }
+      if (j & 1) refill_all<NP>(d);
+    }
+    __syncwarp();
+    const uint4 q = lds_u128(stage + 16 * lane);
+    __syncwarp();  // the next block's stores come after every lane's load
+    *reinterpret_cast<uint4*>(out + kBlockBytes * b + 16 * lane) = q;
+    if (verify) acc = crc_piece(crc, acc, q);
+  }
+  for (; s < full_steps; ++s) {
     const uint32_t i = 32 * s + lane;
     const uint32_t word = d.template step<true, Delta, Modes>(delta, s, true, Delta && (i == 0 || col == 0), lanemask_lt, lane);
-    store_element<NP>(o, 0, word, rotate);
+    store_element<NP>(out, i, word, rotate);
     if (Delta) {
       col += 32;
       while (col >= row) col -= row;
     }
+    if (s & 1) refill_all<NP>(d);
   }
+  refill_all<NP>(d);
   if (n % 32) {
     const uint32_t i = 32 * full_steps + lane;
     const bool active = i < n;
     const uint32_t word = d.template step<false, Delta, Modes>(delta, full_steps, active, Delta && (i == 0 || col == 0), lanemask_lt, lane);
     if (active) store_element<NP>(out, i, word, rotate);
   }
+  return blocks * kBlockBytes;
 }
 
 // tables_off: g_smem word offset of the block's tables; rings_off: g_smem uint16 offset of this
-// warp's word rings; the CRC table is at g_smem word 0.
+// warp's word rings; stage: shared address of its staging block; the CRC tables are at g_smem 0.
 template <int NP>
 __device__ void decode_segment(const DevSegment& seg, uint32_t seg_index, uint32_t tables_off,
-                               uint32_t rings_off, const DevConstants* consts, uint32_t* seg_crc,
+                               uint32_t rings_off, uint32_t stage, const DevConstants* consts, uint32_t* seg_crc,
                                int32_t* status, bool verify, int lane) {
-  const uint32_t* crc_tab = smem_u32();
   const uint32_t n = seg.n;
   uint8_t* const out = seg.out;
   const uint32_t chunk = seg.chunk;
@@ -413,6 +503,8 @@ __device__ void decode_segment(const DevSegment& seg, uint32_t seg_index, uint32
       ok = false;
     }
   }
+  uint32_t acc = 0;
+  uint32_t staged = 0;
   if (ok) {
     // the common plane layouts get a loop without mode tests: int8 and fp8 (rANS), bf16 and
     // fp16 (rANS exponent plane, raw or rANS low plane)
@@ -420,14 +512,17 @@ __device__ void decode_segment(const DevSegment& seg, uint32_t seg_index, uint32
 #pragma unroll
     for (int p = 0; p < NP; ++p) modes |= uint32_t{d.mode[p]} << (2 * p);
     if (NP == 1 && modes == 2u) {
-      any_delta ? decode_steps<NP, true, 2u>(d, seg, delta, lane) : decode_steps<NP, false, 2u>(d, seg, delta, lane);
+      staged = any_delta ? decode_steps<NP, true, 2u>(d, seg, delta, stage, base, verify, acc, lane)
+                         : decode_steps<NP, false, 2u>(d, seg, delta, stage, base, verify, acc, lane);
     } else if (NP == 2 && modes == 2u) {
-      any_delta ? decode_steps<NP, true, 2u>(d, seg, delta, lane) : decode_steps<NP, false, 2u>(d, seg, delta, lane);
+      staged = any_delta ? decode_steps<NP, true, 2u>(d, seg, delta, stage, base, verify, acc, lane)
+                         : decode_steps<NP, false, 2u>(d, seg, delta, stage, base, verify, acc, lane);
     } else if (NP == 2 && modes == 10u) {
-      any_delta ? decode_steps<NP, true, 10u>(d, seg, delta, lane) : decode_steps<NP, false, 10u>(d, seg, delta, lane);
+      staged = any_delta ? decode_steps<NP, true, 10u>(d, seg, delta, stage, base, verify, acc, lane)
+                         : decode_steps<NP, false, 10u>(d, seg, delta, stage, base, verify, acc, lane);
     } else {
-      any_delta ? decode_steps<NP, true, kAnyModes>(d, seg, delta, lane)
-                : decode_steps<NP, false, kAnyModes>(d, seg, delta, lane);
+      staged = any_delta ? decode_steps<NP, true, kAnyModes>(d, seg, delta, stage, base, verify, acc, lane)
+                         : decode_steps<NP, false, kAnyModes>(d, seg, delta, stage, base, verify, acc, lane);
     }
 #pragma unroll
     for (int p = 0; p < NP; ++p) {
@@ -447,30 +542,43 @@ __device__ void decode_segment(const DevSegment& seg, uint32_t seg_index, uint32
   }
   if (!verify) return;
   __syncwarp();
-  // CRC32C register (initial 0) of each lane's 16-byte-aligned slice of the segment's output,
-  // then joined: R(A || B) = shift(R(A), len(B)) ^ R(B).
-  const uint64_t total = uint64_t(n) * NP;
+  // The staged bytes: lane l's pieces end 496 - 16 l bytes before their block's end, so its
+  // register shifted by that much is its share of theirs: R(blocks) = xor over the lanes.
+  const uint32_t* crc_tab = smem_u32();
+  uint32_t r_staged = staged ? multmodp(consts->lane_shift[lane], acc) : 0;
+  // The rest: a CRC32C register (initial 0) of each lane's 16-byte-aligned slice of it, then
+  // joined: R(A || B) = shift(R(A), len(B)) ^ R(B).
+  const uint8_t* rest = out + staged;
+  const uint64_t total = uint64_t(n) * NP - staged;
   const uint64_t slice = ((total + 31) / 32 + 15) & ~uint64_t(15);
   const uint64_t begin = min(total, lane * slice);
   const uint64_t end = min(total, begin + slice);
   uint32_t r = 0;
   uint64_t k = begin;
-#pragma unroll 4
   for (; k + 16 <= end; k += 16) {
-    const uint4 q = *reinterpret_cast<const uint4*>(out + k);
-    const uint32_t part[4] = {q.x, q.y, q.z, q.w};
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const uint32_t w = r ^ part[j];
-      r = crc_tab[3 * 256 + (w & 0xff)] ^ crc_tab[2 * 256 + ((w >> 8) & 0xff)] ^
-          crc_tab[1 * 256 + ((w >> 16) & 0xff)] ^ crc_tab[w >> 24];
-    }
+    const uint4 q = *reinterpret_cast<const uint4*>(rest + k);
+    r = crc_word(base, r, q.x);
+    r = crc_word(base, r, q.y);
+    r = crc_word(base, r, q.z);
+    r = crc_word(base, r, q.w);
   }
-  for (; k < end; ++k) r = (r >> 8) ^ crc_tab[(r ^ out[k]) & 0xff];
+  for (; k < end; ++k) r = (r >> 8) ^ crc_tab[(r ^ rest[k]) & 0xff];
   if (end < total && r != 0) r = multmodp(shift_bytes(*consts, total - end), r);
 #pragma unroll
-  for (int d2 = 16; d2 > 0; d2 >>= 1) r ^= __shfl_xor_sync(0xffffffffu, r, d2);
-  if (lane == 0) seg_crc[seg_index] = r;
+  for (int d2 = 16; d2 > 0; d2 >>= 1) {
+    r ^= __shfl_xor_sync(0xffffffffu, r, d2);
+    r_staged ^= __shfl_xor_sync(0xffffffffu, r_staged, d2);
+  }
+  if (total && r_staged) r_staged = multmodp(shift_bytes(*consts, total), r_staged);
+  if (lane == 0) seg_crc[seg_index] = r_staged ^ r;
+}
+
+// Shared memory of a block, in bytes: the CRC and shift tables, max_tables decode tables, a
+// staging block per warp, and the word rings (max_rans per warp) with slack to align them to
+// their size.
+__host__ __device__ constexpr size_t block_smem_bytes(uint32_t max_tables, uint32_t max_rans) {
+  return 2 * 1024 * sizeof(uint32_t) + size_t{max_tables} * kTableEntries * sizeof(uint32_t) +
+         size_t{kWarpsPerBlock} * kBlockBytes + (size_t{kWarpsPerBlock} * max_rans + 1) * kRingWords * sizeof(uint16_t);
 }
 
 // Blocks of segments of one itemsize (NP planes): the plan groups them, so each launch carries
@@ -484,26 +592,29 @@ decode_blocks_kernel(const DevBlock* __restrict__ blocks, const DevSegment* __re
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const DevBlock block = blocks[blockIdx.x];
-  // g_smem layout (32-bit words): CRC table (1024), max_tables decode tables (4096 each), then
-  // the word rings, max_rans per warp (kRingWords uint16 each)
-  const uint32_t tables_off = 4 * 256;
+  // g_smem layout (32-bit words): CRC tables (1024), shift tables (1024), max_tables decode
+  // tables (4096 each), the warps' staging blocks, then the word rings
+  const uint32_t tables_off = 2 * 1024;
+  const uint32_t base = smem_addr(g_smem);
+  const uint32_t stages = base + 4 * (tables_off + kTableEntries * max_tables);
   // the rings start at a multiple of their size in the shared window (the launch has that
   // much slack): WordStream::fetch wraps with an OR
-  const uint32_t base = smem_addr(g_smem);
   const uint32_t ring_bytes = 2 * kRingWords;
-  const uint32_t rings_at = base + 4 * (tables_off + kTableEntries * max_tables);
+  const uint32_t rings_at = stages + kWarpsPerBlock * kBlockBytes;
   const uint32_t rings_off = ((rings_at + ring_bytes - 1) / ring_bytes * ring_bytes - base) / 2;
   if (verify) {
-    for (int i = threadIdx.x; i < 4 * 256; i += blockDim.x) smem_u32()[i] = (&consts->crc_table[0][0])[i];
+    for (int i = threadIdx.x; i < 2 * 1024; i += blockDim.x) {
+      smem_u32()[i] = i < 1024 ? (&consts->crc_table[0][0])[i] : (&consts->shift_table[0][0])[i - 1024];
+    }
   }
-  for (uint32_t t = warp; t < block.table_count; t += kWarpsPerBlock) {
-    build_table(tables[block.table_first + t], tables_off + kTableEntries * t, lane);
+  for (uint32_t t = 0; t < block.table_count; ++t) {
+    build_table(tables[block.table_first + t], tables_off + kTableEntries * t, warp, lane);
   }
   __syncthreads();
   if (static_cast<uint32_t>(warp) >= block.count) return;
   const uint32_t seg_index = block.first_segment + warp;
-  decode_segment<NP>(segments[seg_index], seg_index, tables_off,
-                     rings_off + warp * max_rans * kRingWords, consts, seg_crc, status, verify, lane);
+  decode_segment<NP>(segments[seg_index], seg_index, tables_off, rings_off + warp * max_rans * kRingWords,
+                     stages + warp * kBlockBytes, consts, seg_crc, status, verify, lane);
 }
 
 // One thread per chunk: R = shift(~0, nbytes) ^ joined segment registers; crc = ~R.
