@@ -41,8 +41,8 @@ from zarr.core.sync import sync
 from ._native import core
 from .documents import ArraySpec, Target, make_targets, root_document, write_documents
 from .dtypes import dtype_code, is_supported
-from .safetensors_file import Header, TensorEntry, read_header, read_region
-from .shard_writer import encode_object, object_key
+from .safetensors_file import Header, TensorEntry, read_header, read_into, read_region
+from .shard_writer import encode_object_parts, object_key
 from .storage import filesystem, local_path, local_root, open_store
 from .weights import quantize_rows
 
@@ -309,7 +309,7 @@ def read_block(
     for n, index in enumerate(np.ndindex(*lengths[:k])):
         start = sum((region[d][0] + i) * strides[d] for d, i in enumerate(index))
         start += region[k][0] * strides[k]
-        out[n * run : (n + 1) * run] = read_region(file, offset + start, run)
+        read_into(file, offset + start, out[n * run : (n + 1) * run])
     return out.view(dtype).reshape(lengths)
 
 
@@ -327,7 +327,7 @@ class Region:
     """A task's output, ready to store: objects encoded here (``shard_writer``) and array
     regions left to zarr (arrays whose codecs ``shard_writer`` does not write)."""
 
-    objects: list[tuple[Target, str, bytes]]  # target, object key, bytes
+    objects: list[tuple[Target, str, list[bytes]]]  # target, object key, its bytes in parts
     through_zarr: list[tuple[Target, tuple[slice, ...], np.ndarray]]
     bound: float | None  # entropy bound in bytes (None if not a wcodec dtype)
     stored: int = 0  # bytes of objects already written to local stores
@@ -356,7 +356,7 @@ def _store_or_encode(
         return entropy_bound(data)
     counts = target.layout.plane_counts()
     key = object_key(target.layout, region)
-    out.objects.append((target, key, encode_object(target.layout, data, counts)))
+    out.objects.append((target, key, encode_object_parts(target.layout, data, counts)))
     return _bound(counts)
 
 
@@ -382,10 +382,10 @@ def _write_local(region: Region) -> None:
     store would (a plain file per key): the hops to zarr's event loop and its file thread cost
     more than the write. The checkpoint is complete only once its root document is written."""
     remote = []
-    for target, key, obj in region.objects:
+    for target, key, parts in region.objects:
         root = local_root(target.store)
         if root is None:
-            remote.append((target, key, obj))
+            remote.append((target, key, parts))
             continue
         path = os.path.join(root, target.path, key)
         try:
@@ -394,8 +394,8 @@ def _write_local(region: Region) -> None:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             f = open(path, "wb")  # noqa: SIM115
         with f:
-            f.write(obj)
-        region.stored += len(obj)
+            f.writelines(parts)
+        region.stored += sum(len(part) for part in parts)
     region.objects = remote
 
 
@@ -403,15 +403,16 @@ async def _commit(region: Region) -> Written:
     prototype = default_buffer_prototype()
     await asyncio.gather(
         *(
-            target.store.set(f"{target.path}/{key}", prototype.buffer.from_bytes(obj))
-            for target, key, obj in region.objects
+            target.store.set(f"{target.path}/{key}", prototype.buffer.from_bytes(b"".join(parts)))
+            for target, key, parts in region.objects
         ),
         *(
             target.array()._async_array.setitem(selection, data)
             for target, selection, data in region.through_zarr
         ),
     )
-    return Written(region.bound, region.stored + sum(len(obj) for _, _, obj in region.objects))
+    remote = sum(len(part) for _, _, parts in region.objects for part in parts)
+    return Written(region.bound, region.stored + remote)
 
 
 def write_region(task: RegionTask) -> Written:
@@ -707,7 +708,7 @@ def _write(
         stored_of[owner] = stored_of.get(owner, 0) + written.nbytes
     # arrays written through zarr: their objects' sizes from the store
     through_zarr = [s.path for pair in specs for s in pair if target_of[s.path].layout is None]
-    listed = sync(_data_sizes(store, [f"{path}/" for path in through_zarr]))
+    listed = sync(_data_sizes(store, [f"{path}/" for path in through_zarr])) if through_zarr else []
     for path, size in zip(through_zarr, listed, strict=True):
         owner = path.removeprefix(f"{SCALES_GROUP}/")
         stored_of[owner] = stored_of.get(owner, 0) + size
@@ -735,5 +736,9 @@ def _write(
     }
     # written once and last: the checkpoint is complete only when this is there
     root = root_document(targets, {MANIFEST_KEY: manifest})
-    sync(store.set("zarr.json", default_buffer_prototype().buffer.from_bytes(root)))
+    folder = local_root(store)
+    if folder is not None:
+        (folder / "zarr.json").write_bytes(root)  # the build folder is renamed into place later
+    else:
+        sync(store.set("zarr.json", default_buffer_prototype().buffer.from_bytes(root)))
     return manifest

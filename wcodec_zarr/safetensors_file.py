@@ -181,12 +181,17 @@ def read_header(file: IO[bytes], size: int, where: str) -> Header:
 def read_region(file: IO[bytes], start: int, nbytes: int) -> np.ndarray:
     """``nbytes`` bytes from ``start`` of an open file, as a fresh uint8 array."""
     out = np.empty(nbytes, np.uint8)
+    read_into(file, start, out)
+    return out
+
+
+def read_into(file: IO[bytes], start: int, out: np.ndarray) -> None:
+    """Fills the contiguous uint8 array ``out`` with the bytes from ``start`` of an open file."""
     file.seek(start)
     view = out.data
     done = 0
-    while done < nbytes:
+    while done < out.size:
         got = file.readinto(view[done:])  # type: ignore[attr-defined]
         if not got:
             raise ValueError(f"unexpected end of file at byte {start + done}")
         done += got
-    return out

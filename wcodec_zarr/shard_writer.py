@@ -119,6 +119,14 @@ def encode_object(
     block's origin and may be smaller than the block at the array's edge). With ``counts``
     (from ``layout.plane_counts()``), the byte-plane symbol counts of ``data`` (padding
     excluded) are added to it."""
+    return b"".join(encode_object_parts(layout, data, counts))
+
+
+def encode_object_parts(
+    layout: DirectLayout, data: np.ndarray, counts: np.ndarray | None = None
+) -> list[bytes]:
+    """``encode_object`` as the pieces whose concatenation is the object (a file takes them
+    without joining them first)."""
     codec = layout.codec
     if data.dtype.byteorder == ">":
         raise ValueError("encode_object takes native little-endian data")
@@ -129,7 +137,7 @@ def encode_object(
         encoded = _encode(block, codec, counts)
         if counts is not None and padding:
             _padding_counts(layout, padding, counts)
-        return encoded
+        return [encoded]
     inner = layout.inner
     grid = tuple(b // c for b, c in zip(layout.block, inner, strict=True))
     index = np.full((*grid, 2), EMPTY, dtype="<u8")
@@ -154,7 +162,7 @@ def encode_object(
     table = index.tobytes()
     parts.append(table)
     parts.append(google_crc32c.value(table).to_bytes(4, "little"))
-    return b"".join(parts)
+    return parts
 
 
 def object_key(layout: DirectLayout, region: tuple[tuple[int, int], ...]) -> str:
