@@ -362,10 +362,15 @@ def _store_or_encode(
 
 def encode_task(task: RegionTask) -> Region:
     """A task's region read from its file, quantized when the tensor is, and encoded."""
-    fs, path = filesystem(task.src, task.storage_options)
     dtype = np.dtype(task.dtype)  # ml_dtypes (imported by .dtypes) registers bfloat16, float8
-    with fs.open(path, "rb") as f:
-        data = read_block(f, task.offset, dtype, task.shape, task.region)
+    local = local_path(task.src)
+    if local is not None:  # a plain file: fsspec's wrapper costs more than a small read
+        with open(local, "rb") as f:
+            data = read_block(f, task.offset, dtype, task.shape, task.region)
+    else:
+        fs, path = filesystem(task.src, task.storage_options)
+        with fs.open(path, "rb") as f:
+            data = read_block(f, task.offset, dtype, task.shape, task.region)
     scales = None
     if task.scales is not None:
         data, scales = quantize_rows(data)

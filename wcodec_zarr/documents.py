@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -73,50 +74,53 @@ def _codecs(spec: ArraySpec) -> dict[str, Any]:
     return {"compressors": ZstdCodec(level=3)}
 
 
-class Templates:
-    """One zarr-made document (and direct layout) per kind of array."""
+Kind = tuple[str, str, bool, int]  # dtype, codec, unsharded, ndim
+# One zarr-made document (and direct layout) per kind of array, kept for the process: zarr
+# makes them on its event loop, a round trip that costs more than a small tensor's encoding.
+_templates: dict[Kind, tuple[dict[str, Any], DirectLayout | None]] = {}
+_templates_lock = threading.Lock()
 
-    def __init__(self) -> None:
-        self._made: dict[tuple[Any, ...], tuple[dict[str, Any], DirectLayout | None]] = {}
 
-    async def _make(self, spec: ArraySpec) -> tuple[dict[str, Any], DirectLayout | None]:
-        ones = (1,) * len(spec.shape)
-        store = MemoryStore()
-        array = await zarr.api.asynchronous.create_array(
-            store,
-            shape=ones,
-            dtype=spec.dtype,
-            chunks=ones,
-            shards=None if spec.shards is None else ones,
-            fill_value=0,
-            config=ARRAY_CONFIG,
-            chunk_key_encoding=CHUNK_KEYS,
-            **_codecs(spec),
+def _kind(spec: ArraySpec) -> Kind:
+    return (str(spec.dtype), spec.codec, spec.shards is None, len(spec.shape))
+
+
+async def _make(spec: ArraySpec) -> tuple[dict[str, Any], DirectLayout | None]:
+    ones = (1,) * len(spec.shape)
+    store = MemoryStore()
+    array = await zarr.api.asynchronous.create_array(
+        store,
+        shape=ones,
+        dtype=spec.dtype,
+        chunks=ones,
+        shards=None if spec.shards is None else ones,
+        fill_value=0,
+        config=ARRAY_CONFIG,
+        chunk_key_encoding=CHUNK_KEYS,
+        **_codecs(spec),
+    )
+    buffer = await store.get("zarr.json", default_buffer_prototype())
+    assert buffer is not None
+    return json.loads(buffer.to_bytes()), direct_layout(array.metadata)
+
+
+def _target(store: Store, spec: ArraySpec) -> Target:
+    template, layout = _templates[_kind(spec)]
+    document = json.loads(json.dumps(template))
+    document["shape"] = list(spec.shape)
+    document["chunk_grid"]["configuration"]["chunk_shape"] = list(spec.shards or spec.chunks)
+    if spec.shards is not None:
+        document["codecs"][0]["configuration"]["chunk_shape"] = list(spec.chunks)
+    document["attributes"] = spec.attributes
+    if 0 in spec.shape:
+        layout = None  # nothing is stored for an empty array; zarr knows
+    elif layout is not None:
+        layout = replace(
+            layout,
+            block=spec.shards or spec.chunks,
+            inner=None if spec.shards is None else spec.chunks,
         )
-        buffer = await store.get("zarr.json", default_buffer_prototype())
-        assert buffer is not None
-        return json.loads(buffer.to_bytes()), direct_layout(array.metadata)
-
-    async def target(self, store: Store, spec: ArraySpec) -> Target:
-        kind = (str(spec.dtype), spec.codec, spec.shards is None, len(spec.shape))
-        if kind not in self._made:
-            self._made[kind] = await self._make(spec)
-        template, layout = self._made[kind]
-        document = json.loads(json.dumps(template))
-        document["shape"] = list(spec.shape)
-        document["chunk_grid"]["configuration"]["chunk_shape"] = list(spec.shards or spec.chunks)
-        if spec.shards is not None:
-            document["codecs"][0]["configuration"]["chunk_shape"] = list(spec.chunks)
-        document["attributes"] = spec.attributes
-        if 0 in spec.shape:
-            layout = None  # nothing is stored for an empty array; zarr knows
-        elif layout is not None:
-            layout = replace(
-                layout,
-                block=spec.shards or spec.chunks,
-                inner=None if spec.shards is None else spec.chunks,
-            )
-        return Target(store, spec.path, document, layout)
+    return Target(store, spec.path, document, layout)
 
 
 def _group(consolidated: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -186,9 +190,12 @@ def root_document(targets: list[Target], attributes: dict[str, Any]) -> bytes:
 
 
 def make_targets(store: Store, specs: list[ArraySpec]) -> list[Target]:
-    templates = Templates()
+    with _templates_lock:
+        missing = {_kind(spec): spec for spec in specs if _kind(spec) not in _templates}
+        if missing:
 
-    async def make() -> list[Target]:
-        return [await templates.target(store, spec) for spec in specs]
+            async def make() -> list[tuple[dict[str, Any], DirectLayout | None]]:
+                return [await _make(spec) for spec in missing.values()]
 
-    return sync(make())
+            _templates.update(zip(missing, sync(make()), strict=True))
+    return [_target(store, spec) for spec in specs]
