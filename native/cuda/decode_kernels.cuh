@@ -428,17 +428,21 @@ __device__ uint32_t decode_steps(SegmentDecoder<NP>& d, const DevSegment& seg, c
   // column of this lane's element within its row (only tracked for the delta predictor)
   uint64_t col = Delta ? (seg.first_elem + lane) % seg.row : 0;
   const uint64_t row = seg.row;
+  // a step with every lane active: element 32 s + lane of every plane, merged
+  auto whole_step = [&](uint32_t s) {
+    const uint32_t i = 32 * s + lane;
+    const uint32_t word = d.template step<true, Delta, Modes>(delta, s, true, Delta && (i == 0 || col == 0), lanemask_lt, lane);
+    if (Delta) {
+      col += 32;
+      while (col >= row) col -= row;
+    }
+    return word;
+  };
   uint32_t s = 0;
   for (uint32_t b = 0; b < blocks; ++b) {
 #pragma unroll
     for (uint32_t j = 0; j < kSteps; ++j, ++s) {
-      const uint32_t i = 32 * s + lane;
-      const uint32_t word = d.template step<true, Delta, Modes>(delta, s, true, Delta && (i == 0 || col == 0), lanemask_lt, lane);
-      stage_element<NP>(stage + NP * (32 * j + lane), word, rotate);
-      if (Delta) {
-        col += 32;
-        while (col >= row) col -= row;
-      }
+      stage_element<NP>(stage + NP * (32 * j + lane), whole_step(s), rotate);
       if (j & 1) refill_all<NP>(d);
     }
     __syncwarp();
@@ -448,13 +452,7 @@ __device__ uint32_t decode_steps(SegmentDecoder<NP>& d, const DevSegment& seg, c
     if (verify) acc = crc_piece(crc, acc, q);
   }
   for (; s < full_steps; ++s) {
-    const uint32_t i = 32 * s + lane;
-    const uint32_t word = d.template step<true, Delta, Modes>(delta, s, true, Delta && (i == 0 || col == 0), lanemask_lt, lane);
-    store_element<NP>(out, i, word, rotate);
-    if (Delta) {
-      col += 32;
-      while (col >= row) col -= row;
-    }
+    store_element<NP>(out, 32 * s + lane, whole_step(s), rotate);
     if (s & 1) refill_all<NP>(d);
   }
   refill_all<NP>(d);
