@@ -125,6 +125,16 @@ def test_dlpack_into_torch() -> None:
     assert tensor.view(torch.int16).cpu().numpy().tobytes() == array.tobytes()
 
 
+def test_checksum_of_an_empty_chunk_is_checked() -> None:
+    # an empty chunk has no segment whose warp could compare its checksum: the plan does
+    encoded = bytearray(wc.encode(np.zeros((5, 0), np.int8)))
+    encoded[12] ^= 0x01  # the header's CRC32C of the decoded bytes (0 for no bytes)
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        wc.decode(bytes(encoded))
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        wc.decode_batch([wc.encode(np.ones(10, np.int8)), bytes(encoded)], device="cuda")
+
+
 def test_unaligned_output_is_refused() -> None:
     import cupy as cp
 

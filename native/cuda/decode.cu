@@ -1,5 +1,6 @@
 // Host side of the GPU batch decoder: plan (parse on the host, lay out descriptors) and enqueue.
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <string>
 
@@ -16,6 +17,25 @@ namespace {
 
 size_t align256(size_t v) { return (v + 255) & ~size_t{255}; }
 
+// x^(8 * len) modulo the CRC polynomial, as shift_bytes on the device: multiplying a register by
+// it appends len zero bytes.
+uint32_t xpow8(uint64_t len) {
+  static const std::array<uint32_t, 64> x2n = [] {
+    std::array<uint32_t, 64> t{};
+    uint32_t v = 1u << 30;  // x^1
+    for (uint32_t& e : t) {
+      e = v;
+      v = multmodp(v, v);
+    }
+    return t;
+  }();
+  uint32_t r = 1u << 31;
+  for (int k = 3; len; len >>= 1, ++k) {
+    if (len & 1) r = multmodp(x2n[k & 63], r);
+  }
+  return r;
+}
+
 void fill_constants(DevConstants* c) {
   for (uint32_t i = 0; i < 256; ++i) {
     uint32_t r = i;
@@ -30,25 +50,17 @@ void fill_constants(DevConstants* c) {
     c->x2n[k] = v;
     v = multmodp(v, v);
   }
-  // x^(8 * len) modulo the polynomial, as shift_bytes on the device
-  auto shift = [c](uint64_t len) {
-    uint32_t r = 1u << 31;
-    for (int k = 3; len; len >>= 1, ++k) {
-      if (len & 1) r = multmodp(c->x2n[k & 63], r);
-    }
-    return r;
-  };
-  const uint32_t piece_gap = shift(kBlockBytes - 16);
+  const uint32_t piece_gap = xpow8(kBlockBytes - 16);
   for (uint32_t j = 0; j < 4; ++j) {
     for (uint32_t b = 0; b < 256; ++b) c->shift_table[j][b] = multmodp(piece_gap, b << (8 * j));
   }
-  for (uint32_t lane = 0; lane < 32; ++lane) c->lane_shift[lane] = shift(kBlockBytes - 16 - 16 * lane);
+  for (uint32_t lane = 0; lane < 32; ++lane) c->lane_shift[lane] = xpow8(kBlockBytes - 16 - 16 * lane);
 }
 
 }  // namespace
 
 struct DecodePlan::Impl {
-  std::vector<unsigned char> blob;  // the workspace image up to (not including) seg_crc
+  std::vector<unsigned char> blob;  // the workspace image up to (not including) the chunk sums
   size_t chunks_off = 0, segments_off = 0, tables_off = 0, crc_off = 0, total = 0;
   uint32_t num_chunks = 0, num_segments = 0;
   int max_rans_planes = 1;
@@ -115,13 +127,14 @@ DecodePlan plan_decode(const ChunkRef* refs, size_t count) {
       throw ChunkError(k, prefix(k), "output buffer has " + std::to_string(r.out_len) +
                                          " bytes, the chunk decodes to " + std::to_string(info.nbytes));
     }
+    // an empty chunk has no segment to check its checksum: the CRC32C of nothing is 0
+    if (info.nseg == 0 && info.has_checksum && info.checksum != 0) {
+      throw ChunkError(k, prefix(k), status_message(kChecksumMismatch));
+    }
     DevChunk& c = chunks[k];
-    c.first_segment = static_cast<uint32_t>(segments.size());
     c.num_segments = static_cast<uint32_t>(info.nseg);
-    c.segment_bytes = uint64_t{info.seg_elems} * info.nplanes;
-    c.nbytes = info.nbytes;
-    c.expected_crc = info.checksum;
     c.has_crc = info.has_checksum;
+    c.expected_sum = ~info.checksum ^ multmodp(xpow8(info.nbytes), 0xffffffffu);
     // one table per (plane, predictor) present, shared by the chunk's segments; indices are
     // relative to the chunk's first table
     const uint32_t table_first = static_cast<uint32_t>(tables.size());
@@ -147,8 +160,18 @@ DecodePlan plan_decode(const ChunkRef* refs, size_t count) {
                         static_cast<uint32_t>(std::min<uint64_t>(kWarpsPerBlock, info.nseg - j)), table_first,
                         table_count});
     }
+    // each segment's register shifted over the segments after it: one multiplication each,
+    // from the last segment (which may be shorter) back
+    const size_t first_segment = segments.size();
+    segments.resize(first_segment + info.nseg);
+    const uint32_t segment_shift = xpow8(uint64_t{info.seg_elems} * info.nplanes);
+    uint32_t after = 1u << 31;  // x^0
+    for (uint64_t j = info.nseg; j-- > 0;) {
+      segments[first_segment + j].crc_shift = after;
+      after = j + 1 == info.nseg ? xpow8(info.seg_len(j) * info.nplanes) : multmodp(segment_shift, after);
+    }
     for (uint64_t j = 0; j < info.nseg; ++j) {
-      DevSegment s{};
+      DevSegment& s = segments[first_segment + j];
       s.first_elem = info.seg_begin(j);
       s.out = r.out_dev + s.first_elem * info.nplanes;
       s.row = info.row;
@@ -183,7 +206,6 @@ DecodePlan plan_decode(const ChunkRef* refs, size_t count) {
           }
         }
       }
-      segments.push_back(s);
     }
     block_group_end[info.nplanes == 1 ? 0 : info.nplanes == 2 ? 1 : 2] = static_cast<uint32_t>(blocks.size());
   }
@@ -202,7 +224,7 @@ DecodePlan plan_decode(const ChunkRef* refs, size_t count) {
   P.tables_off = align256(P.segments_off + segments.size() * sizeof(DevSegment));
   P.blocks_off = align256(P.tables_off + tables.size() * sizeof(DevTable));
   P.crc_off = align256(P.blocks_off + blocks.size() * sizeof(DevBlock));
-  P.total = align256(P.crc_off + segments.size() * sizeof(uint32_t));
+  P.total = align256(P.crc_off + chunks.size() * sizeof(ChunkCrc));
   P.blob.assign(P.crc_off, 0);
   fill_constants(reinterpret_cast<DevConstants*>(P.blob.data()));
   if (!chunks.empty()) std::memcpy(P.blob.data() + P.chunks_off, chunks.data(), chunks.size() * sizeof(DevChunk));
@@ -220,11 +242,16 @@ cudaError_t enqueue_decode(const DecodePlan& plan, void* workspace_dev, size_t w
   if (P.num_chunks == 0) return cudaSuccess;
   cudaError_t err = cudaMemsetAsync(status_dev, 0, P.num_chunks * sizeof(int32_t), stream);
   if (err != cudaSuccess) return err;
+  auto* chunk_crc = reinterpret_cast<ChunkCrc*>(ws + P.crc_off);
+  if (verify_checksum) {
+    err = cudaMemsetAsync(chunk_crc, 0, P.num_chunks * sizeof(ChunkCrc), stream);
+    if (err != cudaSuccess) return err;
+  }
   const auto* consts = reinterpret_cast<const DevConstants*>(ws);
   const size_t smem = block_smem_bytes(P.max_tables, static_cast<uint32_t>(P.max_rans_planes));
-  void (*kernels[3])(const DevBlock*, const DevSegment*, const DevTable*, const DevConstants*, uint32_t*,
-                     int32_t*, int, int, bool) = {decode_blocks_kernel<1>, decode_blocks_kernel<2>,
-                                                  decode_blocks_kernel<4>};
+  void (*kernels[3])(const DevBlock*, const DevSegment*, const DevTable*, const DevConstants*, const DevChunk*,
+                     ChunkCrc*, int32_t*, int, int, bool) = {decode_blocks_kernel<1>, decode_blocks_kernel<2>,
+                                                             decode_blocks_kernel<4>};
   const auto* blocks = reinterpret_cast<const DevBlock*>(ws + P.blocks_off);
   uint32_t first = 0;
   for (int g = 0; g < 3; ++g) {
@@ -234,17 +261,12 @@ cudaError_t enqueue_decode(const DecodePlan& plan, void* workspace_dev, size_t w
     if (err != cudaSuccess) return err;
     kernels[g]<<<count, kWarpsPerBlock * 32, smem, stream>>>(
         blocks + first, reinterpret_cast<const DevSegment*>(ws + P.segments_off),
-        reinterpret_cast<const DevTable*>(ws + P.tables_off), consts, reinterpret_cast<uint32_t*>(ws + P.crc_off),
-        status_dev, static_cast<int>(P.max_tables), P.max_rans_planes, verify_checksum);
+        reinterpret_cast<const DevTable*>(ws + P.tables_off), consts,
+        reinterpret_cast<const DevChunk*>(ws + P.chunks_off), chunk_crc, status_dev, static_cast<int>(P.max_tables),
+        P.max_rans_planes, verify_checksum);
     err = cudaGetLastError();
     if (err != cudaSuccess) return err;
     first = P.block_group_end[g];
-  }
-  if (verify_checksum) {
-    combine_crc_kernel<<<(P.num_chunks + 127) / 128, 128, 0, stream>>>(
-        reinterpret_cast<const DevChunk*>(ws + P.chunks_off), P.num_chunks,
-        reinterpret_cast<const uint32_t*>(ws + P.crc_off), consts, status_dev);
-    err = cudaGetLastError();
   }
   return err;
 }

@@ -4,7 +4,8 @@
 // in the same step (fused re-interleaving), with the delta predictor undone by a segmented warp
 // scan. The output passes through a per-warp block in shared memory: every 512 bytes the warp
 // writes it with one 16-byte store per lane and folds it into the lanes' CRC32C registers, which
-// are joined into the segment's register at the end; a per-chunk kernel combines the segments.
+// are joined into the segment's register at the end. Each segment's register, shifted to its
+// chunk's end, is xor-ed into the chunk's; the chunk's last segment to finish checks the sum.
 #pragma once
 
 #include <cstdint>
@@ -35,7 +36,8 @@ struct DevSegment {
   uint32_t chunk;
   uint8_t itemsize;
   uint8_t rotate;
-  uint8_t pad[6];
+  uint8_t pad[2];
+  uint32_t crc_shift;  // x^(8 * bytes after the segment in its chunk) modulo the CRC polynomial
   DevPlane planes[4];
 };
 
@@ -49,12 +51,18 @@ struct DevBlock {
 };
 
 struct DevChunk {
-  uint32_t first_segment;
   uint32_t num_segments;
-  uint64_t segment_bytes;  // output bytes of every segment but the last
-  uint64_t nbytes;
-  uint32_t expected_crc;
   uint32_t has_crc;
+  // the xor of the segments' shifted registers that the stored checksum implies:
+  // ~checksum ^ shift(0xffffffff, nbytes), as the register starts at ~0
+  uint32_t expected_sum;
+};
+
+// Per chunk in the workspace, zeroed before each launch: the xor of its segments' shifted
+// registers and how many segments have added theirs.
+struct ChunkCrc {
+  uint32_t sum;
+  uint32_t done;
 };
 
 struct DevTable {
@@ -468,8 +476,8 @@ __device__ uint32_t decode_steps(SegmentDecoder<NP>& d, const DevSegment& seg, c
 // tables_off: g_smem word offset of the block's tables; rings_off: g_smem uint16 offset of this
 // warp's word rings; stage: shared address of its staging block; the CRC tables are at g_smem 0.
 template <int NP>
-__device__ void decode_segment(const DevSegment& seg, uint32_t seg_index, uint32_t tables_off,
-                               uint32_t rings_off, uint32_t stage, const DevConstants* consts, uint32_t* seg_crc,
+__device__ void decode_segment(const DevSegment& seg, uint32_t tables_off, uint32_t rings_off, uint32_t stage,
+                               const DevConstants* consts, const DevChunk* chunks, ChunkCrc* chunk_crc,
                                int32_t* status, bool verify, int lane) {
   const uint32_t n = seg.n;
   uint8_t* const out = seg.out;
@@ -568,7 +576,16 @@ __device__ void decode_segment(const DevSegment& seg, uint32_t seg_index, uint32
     r_staged ^= __shfl_xor_sync(0xffffffffu, r_staged, d2);
   }
   if (total && r_staged) r_staged = multmodp(shift_bytes(*consts, total), r_staged);
-  if (lane == 0) seg_crc[seg_index] = r_staged ^ r;
+  if (lane != 0) return;
+  ChunkCrc& sum = chunk_crc[chunk];
+  atomicXor(&sum.sum, multmodp(seg.crc_shift, r_staged ^ r));
+  __threadfence();
+  // the last segment sees every other's sum (each added it before counting itself)
+  if (atomicAdd(&sum.done, 1u) + 1 == chunks[chunk].num_segments) {
+    __threadfence();
+    const DevChunk& c = chunks[chunk];
+    if (c.has_crc && atomicXor(&sum.sum, 0u) != c.expected_sum) fail(status, chunk, kChecksumMismatch);
+  }
 }
 
 // Shared memory of a block, in bytes: the CRC and shift tables, max_tables decode tables, a
@@ -585,8 +602,8 @@ template <int NP>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 decode_blocks_kernel(const DevBlock* __restrict__ blocks, const DevSegment* __restrict__ segments,
                      const DevTable* __restrict__ tables, const DevConstants* __restrict__ consts,
-                     uint32_t* __restrict__ seg_crc, int32_t* __restrict__ status, int max_tables,
-                     int max_rans, bool verify) {
+                     const DevChunk* __restrict__ chunks, ChunkCrc* __restrict__ chunk_crc,
+                     int32_t* __restrict__ status, int max_tables, int max_rans, bool verify) {
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const DevBlock block = blocks[blockIdx.x];
@@ -610,27 +627,8 @@ decode_blocks_kernel(const DevBlock* __restrict__ blocks, const DevSegment* __re
   }
   __syncthreads();
   if (static_cast<uint32_t>(warp) >= block.count) return;
-  const uint32_t seg_index = block.first_segment + warp;
-  decode_segment<NP>(segments[seg_index], seg_index, tables_off, rings_off + warp * max_rans * kRingWords,
-                     stages + warp * kBlockBytes, consts, seg_crc, status, verify, lane);
-}
-
-// One thread per chunk: R = shift(~0, nbytes) ^ joined segment registers; crc = ~R.
-__global__ void combine_crc_kernel(const DevChunk* __restrict__ chunks, uint32_t num_chunks,
-                                   const uint32_t* __restrict__ seg_crc,
-                                   const DevConstants* __restrict__ consts, int32_t* __restrict__ status) {
-  const uint32_t c = blockIdx.x * blockDim.x + threadIdx.x;
-  if (c >= num_chunks) return;
-  const DevChunk& ch = chunks[c];
-  if (!ch.has_crc) return;
-  uint32_t acc = 0xffffffffu;
-  const uint32_t step = shift_bytes(*consts, ch.segment_bytes);
-  for (uint32_t s = 0; s < ch.num_segments; ++s) {
-    const bool last = s + 1 == ch.num_segments;
-    const uint64_t len = last ? ch.nbytes - uint64_t(s) * ch.segment_bytes : ch.segment_bytes;
-    acc = multmodp(last ? shift_bytes(*consts, len) : step, acc) ^ seg_crc[ch.first_segment + s];
-  }
-  if (~acc != ch.expected_crc) fail(status, c, kChecksumMismatch);
+  decode_segment<NP>(segments[block.first_segment + warp], tables_off, rings_off + warp * max_rans * kRingWords,
+                     stages + warp * kBlockBytes, consts, chunks, chunk_crc, status, verify, lane);
 }
 
 }  // namespace wcodec::cuda::detail
