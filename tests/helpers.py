@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import ml_dtypes
 import numpy as np
+import pytest
 
 import wcodec_zarr as wc
 
@@ -73,6 +75,18 @@ def parts_read_alike(ckpt: Any, expected: Any, world: int = 4, threads: int = 8)
         return all(pool.map(read, jobs))
 
 
+def server_fixture(server_type: Callable[[], Any]) -> Any:
+    """A module-scoped fixture running a loopback object store (``wcodec_zarr.testing``) for
+    the module's tests: ``server = server_fixture(LoopbackS3)``."""
+
+    @pytest.fixture(scope="module")
+    def server() -> Iterator[Any]:
+        with server_type() as running:
+            yield running
+
+    return server
+
+
 def new_bucket(server: Any) -> str:
     """A bucket of its own on a loopback object store (``wcodec_zarr.testing``), its request
     log cleared."""
@@ -87,3 +101,11 @@ def new_bucket(server: Any) -> str:
 # chunks of 16 KiB in shards of 64 KiB: a small model makes a checkpoint of many objects, as a
 # large one does on object storage
 STORE_LAYOUT = {"chunk_bytes": 16384, "shard_bytes": 65536}
+
+
+def convert_to_store(server: Any, model: Path, url: str) -> dict[str, Any]:
+    """Converts ``model`` to ``url`` on a loopback object store in ``STORE_LAYOUT``; returns
+    the storage options that reach the store."""
+    options: dict[str, Any] = server.storage_options()
+    wc.convert(model, url, storage_options=options, progress=False, **STORE_LAYOUT)
+    return options

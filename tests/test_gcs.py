@@ -5,7 +5,6 @@ bit-exactness on every read."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 # gcsfs's zonal-bucket support probes each bucket over gRPC, which no emulator answers; it is
@@ -13,7 +12,7 @@ from pathlib import Path
 os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
 
 import pytest
-from helpers import STORE_LAYOUT, new_bucket, parts_read_alike
+from helpers import STORE_LAYOUT, convert_to_store, new_bucket, parts_read_alike, server_fixture
 from safetensors_helpers import write_layered_model
 
 import wcodec_zarr as wc
@@ -26,10 +25,7 @@ from wcodec_zarr.testing import LoopbackGCS
 pytestmark = pytest.mark.gcs
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[LoopbackGCS]:
-    with LoopbackGCS() as gcs:
-        yield gcs
+server = server_fixture(LoopbackGCS)
 
 
 @pytest.fixture
@@ -53,8 +49,7 @@ def test_convert_load_and_export_bit_exact(
     server: LoopbackGCS, bucket: str, model: Path, local: Path, tmp_path: Path
 ) -> None:
     url = f"gs://{bucket}/model.zarr"
-    opts = server.storage_options()
-    wc.convert(model, url, storage_options=opts, progress=False, **STORE_LAYOUT)
+    opts = convert_to_store(server, model, url)
     assert wc.verify(model, url, storage_options=opts).ok
     loaded = wc.load_checkpoint(url, storage_options=opts)
     expected = wc.load_checkpoint(local)
@@ -70,7 +65,7 @@ def test_open_and_partial_reads_are_counted(
     """Opening costs one object read; one inner chunk of a shard costs the shard index (a suffix
     range) and one ranged read; the same chunk again costs one read."""
     url = f"gs://{bucket}/model.zarr"
-    wc.convert(model, url, storage_options=server.storage_options(), progress=False, **STORE_LAYOUT)
+    convert_to_store(server, model, url)
     # a new filesystem instance, as a new reader process would have: no listings cached
     opts = server.storage_options(skip_instance_cache=True)
     server.reset_log()
@@ -94,8 +89,7 @@ def test_damaged_object_names_its_key(server: LoopbackGCS, bucket: str, model: P
     import gcsfs
 
     url = f"gs://{bucket}/model.zarr"
-    opts = server.storage_options()
-    wc.convert(model, url, storage_options=opts, progress=False, **STORE_LAYOUT)
+    opts = convert_to_store(server, model, url)
     fs = gcsfs.GCSFileSystem(**opts, skip_instance_cache=True)
     key = f"{bucket}/model.zarr/layers.0.q.weight/c.0.0"
     data = bytearray(fs.cat_file(key))
@@ -119,7 +113,6 @@ def test_concurrent_reads_from_8_threads(
     server: LoopbackGCS, bucket: str, model: Path, local: Path
 ) -> None:
     url = f"gs://{bucket}/model.zarr"
-    opts = server.storage_options()
-    wc.convert(model, url, storage_options=opts, progress=False, **STORE_LAYOUT)
+    opts = convert_to_store(server, model, url)
     ckpt = wc.open_checkpoint(url, storage_options=opts)
     assert parts_read_alike(ckpt, wc.open_checkpoint(local))

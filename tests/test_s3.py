@@ -9,13 +9,19 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from helpers import STORE_LAYOUT, new_bucket, parts_read_alike, weight_like
+from helpers import (
+    STORE_LAYOUT,
+    convert_to_store,
+    new_bucket,
+    parts_read_alike,
+    server_fixture,
+    weight_like,
+)
 from safetensors_helpers import write_layered_model, write_raw
 
 import wcodec_zarr as wc
@@ -29,10 +35,7 @@ from wcodec_zarr.testing import LoopbackS3
 pytestmark = pytest.mark.s3
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[LoopbackS3]:
-    with LoopbackS3() as s3:
-        yield s3
+server = server_fixture(LoopbackS3)
 
 
 @pytest.fixture
@@ -53,8 +56,7 @@ def gets(server: LoopbackS3) -> list[Any]:
 
 def test_convert_to_s3_and_load_bit_exact(server: LoopbackS3, bucket: str, model: Path) -> None:
     url = f"s3://{bucket}/model.zarr"
-    opts = server.storage_options()
-    wc.convert(model, url, storage_options=opts, progress=False, **STORE_LAYOUT)
+    opts = convert_to_store(server, model, url)
     assert wc.verify(model, url, storage_options=opts).ok
     loaded = wc.load_checkpoint(url, storage_options=opts)
     local = wc.load_checkpoint(_local_copy(model, bucket))
@@ -104,8 +106,7 @@ def test_requests_counted_at_the_server(server: LoopbackS3, bucket: str, model: 
     """A new process: opening costs one GET; one inner chunk of a shard costs the shard index
     and one ranged GET; the same chunk again costs one GET (the index is cached)."""
     url = f"s3://{bucket}/model.zarr"
-    opts = server.storage_options()
-    wc.convert(model, url, storage_options=opts, progress=False, **STORE_LAYOUT)
+    opts = convert_to_store(server, model, url)
     ckpt = wc.open_checkpoint(url, storage_options=opts)
     weight = ckpt["layers.1.q.weight"]
     assert (weight.chunks, weight.shards) == ((32, 256), (256, 256))  # 8 chunks per shard
@@ -142,16 +143,14 @@ def test_requests_counted_at_the_server(server: LoopbackS3, bucket: str, model: 
 
 def test_concurrent_reads_from_8_threads(server: LoopbackS3, bucket: str, model: Path) -> None:
     url = f"s3://{bucket}/model.zarr"
-    opts = server.storage_options()
-    wc.convert(model, url, storage_options=opts, progress=False, **STORE_LAYOUT)
+    opts = convert_to_store(server, model, url)
     ckpt = wc.open_checkpoint(url, storage_options=opts)
     assert parts_read_alike(ckpt, wc.open_checkpoint(_local_copy(model, bucket)))
 
 
 def test_transient_faults_are_retried(server: LoopbackS3, bucket: str, model: Path) -> None:
     url = f"s3://{bucket}/model.zarr"
-    opts = server.storage_options()
-    wc.convert(model, url, storage_options=opts, progress=False, **STORE_LAYOUT)
+    opts = convert_to_store(server, model, url)
     local = wc.load_checkpoint(_local_copy(model, bucket))
     server.reset_log()
     server.faults.status_503, server.faults.cut = 0.25, 0.15
@@ -172,7 +171,7 @@ def test_obstore_backend(server: LoopbackS3, bucket: str, model: Path) -> None:
     slices, one GET to open, the shard index and one ranged GET for one inner chunk, transient
     faults retried, a missing checkpoint a FileNotFoundError."""
     url = f"s3://{bucket}/model.zarr"
-    wc.convert(model, url, storage_options=server.storage_options(), progress=False, **STORE_LAYOUT)
+    convert_to_store(server, model, url)
     local = wc.load_checkpoint(_local_copy(model, bucket))
 
     def store(path: str = url) -> Any:
@@ -204,8 +203,7 @@ def test_obstore_backend(server: LoopbackS3, bucket: str, model: Path) -> None:
 
 def test_persistent_faults_fail_clearly(server: LoopbackS3, bucket: str, model: Path) -> None:
     url = f"s3://{bucket}/model.zarr"
-    opts = server.storage_options()
-    wc.convert(model, url, storage_options=opts, progress=False, **STORE_LAYOUT)
+    convert_to_store(server, model, url)
     quick = server.storage_options(config_kwargs={"retries": {"max_attempts": 2}})
     ckpt = wc.open_checkpoint(url, storage_options=quick)
     server.faults.status_503 = 1.0
@@ -238,8 +236,7 @@ def test_damaged_objects_name_their_key(
     server: LoopbackS3, bucket: str, model: Path, change: Any, message: str
 ) -> None:
     url = f"s3://{bucket}/model.zarr"
-    opts = server.storage_options()
-    wc.convert(model, url, storage_options=opts, progress=False, **STORE_LAYOUT)
+    opts = convert_to_store(server, model, url)
     _rewrite(server, bucket, "model.zarr/layers.0.q.weight/c.0.0", change)
     with pytest.raises(ValueError, match=message):
         wc.load_checkpoint(url, storage_options=opts)
