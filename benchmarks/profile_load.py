@@ -26,6 +26,20 @@ def median_ms(fn: Callable[[], Any], repeats: int = 15) -> float:
     return sorted(times)[repeats // 2] * 1e3
 
 
+def stage(tensors: list[Any]) -> np.ndarray:
+    """Every object of the tensors read into one host buffer, as the GPU path stages them."""
+    objects = batch_load.stored_objects(tensors)
+    buffer, _, _ = batch_load.place_objects(
+        objects.sources,
+        objects.sizes,
+        objects.per_shard,
+        objects.nchunks,
+        batch_load.GPU_ALIGN,
+        lambda n: np.empty(n, np.uint8),
+    )
+    return buffer
+
+
 def main() -> None:
     ckpt_url, model = sys.argv[1], sys.argv[2]
     from safetensors.numpy import load_file
@@ -35,23 +49,17 @@ def main() -> None:
     rows = {
         "safetensors.numpy.load_file": median_ms(lambda: load_file(model)),
         "open_checkpoint": median_ms(lambda: wc.open_checkpoint(ckpt_url)),
-        "stage (CPU buffer)": median_ms(
-            lambda: batch_load.stage(tensors, 1, lambda n: np.empty(n, np.uint8))
-        ),
+        "stored_objects": median_ms(lambda: batch_load.stored_objects(tensors)),
+        "stage (CPU buffer)": median_ms(lambda: stage(tensors)),
         "load_to_cpu": median_ms(lambda: batch_load.load_to_cpu(tensors)),
         "load_checkpoint cpu": median_ms(lambda: wc.load_checkpoint(ckpt_url)),
     }
     if wc.gpu_available():
-        import cupy as cp
         from safetensors.torch import load_file as load_torch
-
-        def pinned(n: int) -> np.ndarray:
-            return np.frombuffer(cp.cuda.alloc_pinned_memory(n), np.uint8, n)
 
         rows["safetensors.torch.load_file cuda"] = median_ms(
             cuda_synced(lambda: load_torch(model, device="cuda"))
         )
-        rows["stage (pinned)"] = median_ms(lambda: batch_load.stage(tensors, 16, pinned))
         rows["load_to_gpu"] = median_ms(
             cuda_synced(lambda: batch_load.load_to_gpu(tensors, "cuda", "torch"))
         )

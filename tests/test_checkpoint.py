@@ -405,41 +405,46 @@ def test_convert_memory_stays_bounded(tmp_path: Path) -> None:
 def test_staging_places_every_chunk_in_row_order(
     model: tuple[Path, bytes], tmp_path: Path, align: int
 ) -> None:
-    """The whole-tensor paths' host side: the chunk bytes ``stage`` places (aligned) in one
-    buffer decode to the tensor's rows; tensors it cannot take are left out."""
-    from wcodec_zarr.batch_load import stage
+    """The whole-tensor paths' host side: the objects ``stored_objects`` lists, placed by the
+    native staging (``place_objects``; the GPU path stages the same way) with every chunk at an
+    aligned offset of one buffer, decode to the tensor's rows; tensors the paths cannot take
+    are left out."""
+    from wcodec_zarr.batch_load import place_objects, stored_objects
 
     path, _ = model
     wc.convert(path, tmp_path / "ckpt", progress=False, **SMALL)
     ckpt = wc.open_checkpoint(tmp_path / "ckpt")
-    staged = stage([ckpt[name] for name in ckpt], align, lambda n: np.empty(n, np.uint8))
-    names = [t.tensor.name for t in staged.tensors]
+    objects = stored_objects([ckpt[name] for name in ckpt])
+    buffer, offsets, lens = place_objects(
+        objects.sources,
+        objects.sizes,
+        objects.per_shard,
+        objects.nchunks,
+        align,
+        lambda n: np.empty(n, np.uint8),
+    )
+    names = [t.tensor.name for t in objects.tensors]
     # zstd tensors, the scalar and the empty tensor are left out
     assert not {"layer.11.i64", "layer.10.bool", "layer.3.u16", "layer.5.f16"} & set(names)
     assert {"layer.0.i8", "layer.4.i32", "layer.6.bf16", "special.f32", "packed.f4"} <= set(names)
-    assert (staged.offsets % align == 0).all()
-    for t in staged.tensors:
+    assert (offsets % align == 0).all()
+    for t in objects.tensors:
         chunks = [
-            staged.buffer[int(staged.offsets[k]) : int(staged.offsets[k] + staged.lens[k])]
+            buffer[int(offsets[k]) : int(offsets[k] + lens[k])]
             for k in range(t.first, t.first + t.count)
         ]
         rows = np.concatenate(list(wc.decode_batch(chunks)))[: t.tensor.shape[0]]
         assert rows.tobytes() == t.tensor.numpy().tobytes(), t.tensor.name
 
 
-def test_staging_rejects_a_corrupt_shard_index(tmp_path: Path) -> None:
-    from wcodec_zarr.batch_load import stage
-
+def test_whole_loads_reject_a_corrupt_shard_index(tmp_path: Path) -> None:
     weight = weight_like(np.random.default_rng(6), (1000, 64), np.dtype(np.int8))
     write_raw(tmp_path / "m.safetensors", [("w", "I8", [1000, 64], weight.tobytes())])
     wc.convert(tmp_path / "m.safetensors", tmp_path / "ckpt", progress=False, **SMALL)
-    ckpt = wc.open_checkpoint(tmp_path / "ckpt")
     shard = tmp_path / "ckpt" / "w" / "c.0.0"
     raw = bytearray(shard.read_bytes())
     raw[-10] ^= 0xFF  # inside the index
     shard.write_bytes(bytes(raw))
-    with pytest.raises(ValueError, match=r"w/c\.0\.0: shard index checksum mismatch"):
-        stage([ckpt["w"]], 16, lambda n: np.empty(n, np.uint8))
     with pytest.raises(ValueError, match=r"w/c\.0\.0: shard index checksum mismatch"):
         wc.load_checkpoint(tmp_path / "ckpt")
     shard.write_bytes(bytes(raw[:10]))  # shorter than its index

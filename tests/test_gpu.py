@@ -182,3 +182,58 @@ def test_load_checkpoint_to_torch_on_gpu(tmp_path: Any) -> None:
         assert bits == on_cpu[name].tobytes(), name
     weight = wc.open_checkpoint(tmp_path / "ckpt")["layer.7.f32"]
     assert weight.torch(device="cuda").dtype == torch.float32
+
+
+def waves_model(tmp_path: Any) -> Any:
+    """About 9 MB of weights in shards of 512 KiB: the GPU load stages and uploads them in four
+    waves (a quarter of the batch each, at least 2 MiB)."""
+    from safetensors_helpers import write_raw
+
+    rng = np.random.default_rng(8)
+    tensors = [
+        ("a.i8", "I8", [3000, 1024], weight_like(rng, (3000, 1024), np.dtype(np.int8))),
+        ("b.f32", "F32", [512, 1024], weight_like(rng, (512, 1024), np.dtype(np.float32))),
+        ("c.i8", "I8", [2000, 1024], weight_like(rng, (2000, 1024), np.dtype(np.int8))),
+    ]
+    src = tmp_path / "m.safetensors"
+    write_raw(src, [(n, code, shape, a.tobytes()) for n, code, shape, a in tensors])
+    wc.convert(src, tmp_path / "ckpt", chunk_bytes=128 << 10, shard_bytes=512 << 10, progress=False)
+    return tmp_path / "ckpt"
+
+
+def test_whole_load_in_waves_equals_the_cpu_load(tmp_path: Any) -> None:
+    import cupy as cp
+
+    ckpt = waves_model(tmp_path)
+    on_cpu = wc.load_checkpoint(ckpt)
+    on_gpu = wc.load_checkpoint(ckpt, device="cuda")
+    for name, array in on_cpu.items():
+        assert cp.asnumpy(on_gpu[name]).tobytes() == array.tobytes(), name
+
+
+def test_whole_load_errors_name_the_object_in_any_wave(tmp_path: Any) -> None:
+    """A bad object or chunk in the last wave is reported by its key, whichever step finds it:
+    the staging (shard index), the plan (container) or the kernel (payload)."""
+    ckpt = waves_model(tmp_path)
+    shard = ckpt / "c.i8" / "c.3.0"
+    good = shard.read_bytes()
+
+    def damaged(at: int) -> None:
+        raw = bytearray(good)
+        raw[at] ^= 0xFF
+        shard.write_bytes(bytes(raw))
+
+    damaged(len(good) - 10)  # inside the shard index
+    with pytest.raises(ValueError, match=r"c\.i8/c\.3\.0: shard index checksum mismatch"):
+        wc.load_checkpoint(ckpt, device="cuda")
+    damaged(0)  # the first inner chunk's magic
+    with pytest.raises(ValueError, match=r"c\.i8/c\.3\.0 \(inner chunk 0\).*bad magic"):
+        wc.load_checkpoint(ckpt, device="cuda")
+    damaged(len(good) // 3)  # inside a payload
+    with pytest.raises(ValueError, match=r"c\.i8/c\.3\.0 \(inner chunk \d\)"):
+        wc.load_checkpoint(ckpt, device="cuda")
+    shard.unlink()
+    with pytest.raises(ValueError, match=r"c\.i8/c\.3\.0: object missing from the store"):
+        wc.load_checkpoint(ckpt, device="cuda")
+    shard.write_bytes(good)
+    assert wc.load_checkpoint(ckpt, device="cuda")["c.i8"].shape == (2000, 1024)

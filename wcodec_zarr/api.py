@@ -25,6 +25,11 @@ class ChunkError(ValueError):
         self.reason = message if reason is None else reason
 
 
+class StageError(ChunkError):
+    """A stored object of a staged batch could not be read, or its shard index is bad.
+    ``index``: the object's position in the batch."""
+
+
 core.set_chunk_error_type(ChunkError)
 
 

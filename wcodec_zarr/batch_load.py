@@ -2,8 +2,9 @@
 index is read and checked first (local files by native threads, remote objects fetched
 concurrently). On the CPU, native threads then read runs of chunks into memory they keep and
 decode them there, straight into each destination tensor (``decode_stored``), so reading
-overlaps decoding. For the GPU, ``stage`` puts every object in one pinned buffer: one
-host-to-device copy and one kernel launch.
+overlaps decoding. For the GPU, native threads read every object into one pinned buffer in a few
+waves, each copied to the device as soon as it is read while its chunks are parsed
+(``stage_and_plan``); then one kernel launch decodes the batch.
 
 This applies to wcodec tensors whose chunks span every dimension but the first, so that chunk
 ``i`` is the contiguous run of rows ``[i * rows, (i + 1) * rows)`` (the layout ``convert``
@@ -34,7 +35,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from ._native import core
-from .api import ChunkError, decode_batch
+from .api import ChunkError, StageError, decode_batch
 from .pipeline import CorruptChunkError
 from .storage import local_root
 
@@ -198,20 +199,6 @@ class StagedTensor:
         return self.rows * math.prod(self.tensor.shape[1:]) * self.tensor.dtype.itemsize
 
 
-@dataclass
-class Staged:
-    """Every chunk of a batch of whole tensors in one buffer: chunk ``k`` is
-    ``buffer[offsets[k] : offsets[k] + lens[k]]``, at an ``align``-aligned offset."""
-
-    buffer: np.ndarray
-    offsets: np.ndarray  # uint64
-    lens: np.ndarray  # uint64
-    tensors: list[StagedTensor]
-
-    def where(self, chunk: int) -> str:
-        return chunk_key(self.tensors, chunk)
-
-
 def chunk_key(tensors: list[StagedTensor], chunk: int) -> str:
     """The object key (and inner chunk) of chunk ``chunk`` of a batch, for errors."""
     for t in tensors:
@@ -280,20 +267,6 @@ def stored_objects(tensors: list[LazyTensor]) -> StoredObjects:
     return StoredObjects(staged, keys, sources, sizes, per_shard, nchunks)
 
 
-def stage(tensors: list[LazyTensor], align: int, allocate: Callable[[int], np.ndarray]) -> Staged:
-    """Stages the chunks of every tensor the fast path applies to (``stored_objects``): one
-    native call, on every core, places each object and its chunks in the buffer that
-    ``allocate(nbytes)`` returns and checks every shard index (``wcodec/staging.h``)."""
-    objects = stored_objects(tensors)
-    try:
-        buffer, offsets, lens = place_objects(
-            objects.sources, objects.sizes, objects.per_shard, objects.nchunks, align, allocate
-        )
-    except ChunkError as exc:
-        raise ValueError(f"{objects.keys[exc.index]}: {exc.reason}") from None
-    return Staged(buffer, offsets, lens, objects.tensors)
-
-
 def place_objects(
     sources: list[Any],
     sizes: list[int],
@@ -307,21 +280,18 @@ def place_objects(
     or one plain chunk when 0). Each object gets a slot with room for its chunks at
     ``align``-aligned offsets; the chunks are numbered in object order. Returns the buffer and
     every chunk's offset and length in it; a bad object raises ``ChunkError`` with its index."""
-    size = np.asarray(sizes, np.uint64)
-    count = np.asarray(nchunks, np.uint64)
-    slot_len = (size + count * align + (align - 1)) // align * align
-    slots = np.concatenate([[0], np.cumsum(slot_len)]).astype(np.uint64)
-    buffer = aligned(allocate, max(int(slots[-1]), 1), align)
-    offsets = np.zeros(int(count.sum()), np.uint64)
-    lens = np.zeros(int(count.sum()), np.uint64)
+    slots = ObjectSlots(sizes, nchunks, align)
+    buffer = aligned(allocate, slots.nbytes, align)
+    offsets = np.zeros(slots.nchunks, np.uint64)
+    lens = np.zeros(slots.nchunks, np.uint64)
     core.stage_objects(
         sources,
-        size,
-        slots[:-1].copy(),
-        slot_len,
+        slots.sizes,
+        slots.starts,
+        slots.lens,
         np.asarray(per_shard, np.uint32),
         np.asarray(nchunks, np.uint32),
-        (np.cumsum(count) - count).astype(np.uint64),
+        slots.first,
         buffer,
         align,
         offsets,
@@ -329,6 +299,21 @@ def place_objects(
         0,
     )
     return buffer, offsets, lens
+
+
+class ObjectSlots:
+    """Where objects go in a staging buffer: object ``k`` (``sizes[k]`` bytes, holding
+    ``nchunks[k]`` chunks) gets ``lens[k]`` bytes from ``starts[k]``, room for its chunks at
+    ``align``-aligned offsets; its chunks are numbered from ``first[k]``."""
+
+    def __init__(self, sizes: list[int], nchunks: list[int], align: int) -> None:
+        self.sizes = np.asarray(sizes, np.uint64)
+        count = np.asarray(nchunks, np.uint64)
+        self.lens = (self.sizes + count * align + (align - 1)) // align * align
+        self.starts = (np.cumsum(self.lens) - self.lens).astype(np.uint64)
+        self.first = (np.cumsum(count) - count).astype(np.uint64)
+        self.nchunks = int(count.sum())
+        self.nbytes = max(int(self.lens.sum()), 1)
 
 
 HUGE_PAGE = 2 << 20
@@ -425,42 +410,20 @@ def load_to_gpu(tensors: list[LazyTensor], device: str, framework: str) -> dict[
     views of one device allocation."""
     import cupy as cp
 
-    from .gpu import PreparedBatch, storage_dtype, to_torch, torch_dtype
-
-    def pinned(nbytes: int) -> np.ndarray:
-        return np.frombuffer(cp.cuda.alloc_pinned_memory(nbytes), np.uint8, nbytes)
+    from .gpu import storage_dtype, to_torch, torch_dtype
 
     with cp.cuda.Device(int(device.partition(":")[2] or 0)):
-        staged = stage(tensors, GPU_ALIGN, pinned)
+        objects = stored_objects(tensors)
         results: dict[str, Any] = {}
-        if staged.tensors:
-            starts, total = _block_offsets(staged.tensors)
+        if objects.tensors:
+            starts, total = _block_offsets(objects.tensors)
             block = cp.empty(total, cp.uint8)
-            index, dst_offsets, dst_lens = _destinations(staged.tensors)
-            out_ptrs = block.data.ptr + np.asarray(starts, np.uint64)[index] + dst_offsets
-            # the kernel writes 16-byte aligned outputs: chunks elsewhere decode into a scratch
-            # area and are copied into place
-            apart = np.flatnonzero(out_ptrs % GPU_ALIGN)
-            room = (dst_lens[apart] + BLOCK_ALIGN - 1) // BLOCK_ALIGN * BLOCK_ALIGN
-            scratch = cp.empty(max(int(room.sum()), 1), cp.uint8)
-            places = np.cumsum(room) - room
-            targets = out_ptrs[apart] - block.data.ptr
-            out_ptrs[apart] = scratch.data.ptr + places
-            batch = PreparedBatch.staged(
-                staged.buffer, staged.offsets, staged.lens, out_ptrs, dst_lens
-            )
-            batch.launch()
-            try:
-                batch.check()
-            except ChunkError as exc:
-                raise CorruptChunkError([staged.where(exc.index)], exc.reason) from None
-            for k, place, target in zip(apart, places.tolist(), targets.tolist(), strict=True):
-                n = int(dst_lens[k])
-                block[target : target + n] = scratch[place : place + n]
+            _decode_into(block, starts, objects)
             if framework == "torch":
-                results |= _torch_views(to_torch(block, np.uint8), staged, starts, torch_dtype)
+                base = to_torch(block, np.uint8)
+                results |= _torch_views(base, objects.tensors, starts, torch_dtype)
             else:
-                for t, start in zip(staged.tensors, starts, strict=True):
+                for t, start in zip(objects.tensors, starts, strict=True):
                     dtype = storage_dtype(t.tensor.dtype)
                     memory = block.data + start
                     results[t.tensor.name] = cp.ndarray(t.tensor.shape, dtype, memptr=memory)
@@ -475,8 +438,69 @@ def load_to_gpu(tensors: list[LazyTensor], device: str, framework: str) -> dict[
         return out
 
 
+def _decode_into(block: Any, starts: list[int], objects: StoredObjects) -> None:
+    """Stages, uploads and decodes every chunk of ``objects`` into the device ``block`` (tensor
+    ``i`` from ``starts[i]``): one pinned buffer filled and copied in waves, one launch."""
+    import cupy as cp
+
+    from . import _cuda  # type: ignore[attr-defined]
+    from .gpu import PreparedBatch
+
+    index, dst_offsets, dst_lens = _destinations(objects.tensors)
+    out_ptrs = block.data.ptr + np.asarray(starts, np.uint64)[index] + dst_offsets
+    # the kernel writes 16-byte aligned outputs: chunks elsewhere decode into a scratch area and
+    # are copied into place
+    apart = np.flatnonzero(out_ptrs % GPU_ALIGN)
+    room = (dst_lens[apart] + BLOCK_ALIGN - 1) // BLOCK_ALIGN * BLOCK_ALIGN
+    scratch = cp.empty(max(int(room.sum()), 1), cp.uint8)
+    places = np.cumsum(room) - room
+    targets = out_ptrs[apart] - block.data.ptr
+    out_ptrs[apart] = scratch.data.ptr + places
+    slots = ObjectSlots(objects.sizes, objects.nchunks, GPU_ALIGN)
+    staging = aligned(
+        lambda n: np.frombuffer(cp.cuda.alloc_pinned_memory(n), np.uint8, n),
+        slots.nbytes,
+        GPU_ALIGN,
+    )
+    arena = cp.empty(slots.nbytes, cp.uint8)
+    stream = cp.cuda.get_current_stream()
+    offsets = np.zeros(slots.nchunks, np.uint64)
+    try:
+        plan = _cuda.stage_and_plan(
+            objects.sources,
+            slots.sizes,
+            slots.starts,
+            slots.lens,
+            np.asarray(objects.per_shard, np.uint32),
+            np.asarray(objects.nchunks, np.uint32),
+            slots.first,
+            staging,
+            GPU_ALIGN,
+            arena.data.ptr,
+            out_ptrs,
+            dst_lens,
+            offsets,
+            np.zeros_like(offsets),
+            stream.ptr,
+            0,
+        )
+    except StageError as exc:
+        raise ValueError(f"{objects.keys[exc.index]}: {exc.reason}") from None
+    except ChunkError as exc:
+        raise CorruptChunkError([chunk_key(objects.tensors, exc.index)], exc.reason) from None
+    batch = PreparedBatch.planned(plan, arena, staging, stream)
+    batch.launch()
+    try:
+        batch.check()
+    except ChunkError as exc:
+        raise CorruptChunkError([chunk_key(objects.tensors, exc.index)], exc.reason) from None
+    for k, place, target in zip(apart, places.tolist(), targets.tolist(), strict=True):
+        n = int(dst_lens[k])
+        block[target : target + n] = scratch[place : place + n]
+
+
 def _torch_views(
-    base: Any, staged: Staged, starts: list[int], torch_dtype: Callable[[Any], Any]
+    base: Any, tensors: list[StagedTensor], starts: list[int], torch_dtype: Callable[[Any], Any]
 ) -> dict[str, Any]:
     """Each staged tensor as a view of the batch's device block (one ``as_strided`` each, on a
     view of the block per dtype: a few microseconds a tensor)."""
@@ -484,7 +508,7 @@ def _torch_views(
 
     typed: dict[Any, Any] = {}
     out = {}
-    for t, start in zip(staged.tensors, starts, strict=True):
+    for t, start in zip(tensors, starts, strict=True):
         dtype = t.tensor.dtype
         if dtype not in typed:
             typed[dtype] = base.view(torch_dtype(dtype))

@@ -115,23 +115,16 @@ class PreparedBatch:
         self._setup(staging, offsets, lens, out_ptrs, out_lens, stream)
 
     @classmethod
-    def staged(
-        cls,
-        staging: np.ndarray,
-        offsets: np.ndarray,
-        lens: np.ndarray,
-        out_ptrs: np.ndarray,
-        out_lens: np.ndarray,
-        stream: Any = None,
-    ) -> PreparedBatch:
-        """A batch already laid out in one pinned host buffer (``batch_load.stage``): chunk
-        ``k`` at ``offsets[k]`` (16-byte aligned), decoding into device address
-        ``out_ptrs[k]`` (16-byte aligned, ``out_lens[k]`` bytes). No per-chunk Python."""
-        if not gpu_available():
-            raise RuntimeError(f"GPU decoding is unavailable: {gpu_status()['reason']}")
+    def planned(cls, plan: Any, arena: Any, staging: np.ndarray, stream: Any) -> PreparedBatch:
+        """A batch whose chunks are on their way to ``arena`` on ``stream`` from ``staging``
+        (pinned memory, kept until ``check``) and planned (``_cuda.stage_and_plan``, which
+        ``batch_load`` calls). No per-chunk Python."""
         batch = cls.__new__(cls)
         batch.results = []
-        batch._setup(staging, offsets, lens, out_ptrs, out_lens, stream)
+        batch.stream = stream
+        batch._arena = arena
+        batch._plan = plan
+        batch._prepare(staging)
         return batch
 
     def _setup(
@@ -154,8 +147,15 @@ class PreparedBatch:
             self._plan = _cuda.plan_staged(
                 staging, self._arena.data.ptr, offsets, lens, out_ptrs, out_lens
             )
+        self._prepare(staging)
+
+    def _prepare(self, staging: np.ndarray) -> None:
+        """Workspace and status for the plan, the descriptors uploaded."""
+        import cupy as cp
+
+        with self.stream:
             self._workspace = cp.empty(max(self._plan.workspace_bytes, 1), cp.uint8)
-            self._status = cp.zeros(max(len(offsets), 1), cp.int32)
+            self._status = cp.zeros(max(self._plan.num_chunks, 1), cp.int32)
             # the descriptors go to the start of the workspace once, asynchronously from pinned
             # memory; every launch reuses them
             size = self._plan.descriptor_bytes
@@ -164,7 +164,7 @@ class PreparedBatch:
             desc[:] = self._plan.descriptors
             self._workspace[:size].set(desc, stream=self.stream)
         self._pinned = (staging, desc_pinned)  # the uploads may still be in flight
-        self._count = len(offsets)
+        self._count = self._plan.num_chunks
 
     def launch(self, verify: bool = True) -> None:
         from . import _cuda  # type: ignore[attr-defined]

@@ -8,43 +8,31 @@
 #include "../cuda/device_query.h"
 #include "wcodec/codec.h"
 #include "wcodec/cuda_decode.h"
+#include "objects.h"
 
-namespace nb = nanobind;
 using namespace nb::literals;
 
-using InBuf = nb::ndarray<const uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
-using ConstU64 = nb::ndarray<const uint64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+using OutBuf = nb::ndarray<uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
+using U64 = nb::ndarray<uint64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 
 namespace {
 
-// Raises wcodec_zarr.api.ChunkError, the exception of the CPU path too.
-[[noreturn]] void raise_chunk_error(const wcodec::ChunkError& e) {
-  nb::object type = nb::module_::import_("wcodec_zarr.api").attr("ChunkError");
-  nb::object exc = type(e.what(), e.index, e.reason);
+// Raises wcodec_zarr.api.<type_name>(message, index, reason).
+[[noreturn]] void raise_indexed(const char* type_name, const std::string& message, size_t index,
+                                const std::string& reason) {
+  nb::object type = nb::module_::import_("wcodec_zarr.api").attr(type_name);
+  nb::object exc = type(message, index, reason);
   PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc.ptr())), exc.ptr());
   throw nb::python_error();
 }
 
-void check(cudaError_t err) {
-  if (err != cudaSuccess) throw std::runtime_error(std::string("CUDA error: ") + cudaGetErrorString(err));
+// Raises wcodec_zarr.api.ChunkError, the exception of the CPU path too.
+[[noreturn]] void raise_chunk_error(const wcodec::ChunkError& e) {
+  raise_indexed("ChunkError", e.what(), e.index, e.reason);
 }
 
-wcodec::cuda::DecodePlan plan(const std::vector<InBuf>& host, const std::vector<uintptr_t>& device,
-                              const std::vector<uintptr_t>& outs, const std::vector<size_t>& out_sizes) {
-  if (host.size() != device.size() || host.size() != outs.size() || host.size() != out_sizes.size()) {
-    throw std::invalid_argument("plan: one device buffer and one output per chunk");
-  }
-  std::vector<wcodec::cuda::ChunkRef> refs(host.size());
-  for (size_t k = 0; k < host.size(); ++k) {
-    refs[k] = {host[k].data(), host[k].size(), reinterpret_cast<const uint8_t*>(device[k]),
-               reinterpret_cast<uint8_t*>(outs[k]), out_sizes[k]};
-  }
-  try {
-    nb::gil_scoped_release release;
-    return wcodec::cuda::plan_decode(refs.data(), refs.size());
-  } catch (const wcodec::ChunkError& e) {
-    raise_chunk_error(e);
-  }
+void check(cudaError_t err) {
+  if (err != cudaSuccess) throw std::runtime_error(std::string("CUDA error: ") + cudaGetErrorString(err));
 }
 
 // A batch staged in one host buffer (wcodec_zarr.staging), copied as a whole to `device`:
@@ -69,6 +57,40 @@ wcodec::cuda::DecodePlan plan_staged(InBuf host, uintptr_t device, ConstU64 offs
     return wcodec::cuda::plan_decode(refs.data(), refs.size());
   } catch (const wcodec::ChunkError& e) {
     raise_chunk_error(e);
+  }
+}
+
+// Stored objects (file paths or buffers) staged into `staging` (pinned) and uploaded to
+// `device` in waves, their chunks planned to decode into outs[i] (out_lens[i] bytes); see
+// wcodec::cuda::stage_and_plan. A bad object raises wcodec_zarr.api.StageError with its index,
+// a bad chunk ChunkError with the chunk's.
+wcodec::cuda::DecodePlan stage_and_plan(const nb::list& sources, ConstU64 sizes, ConstU64 slots, ConstU64 slot_lens,
+                                        ConstU32 per_shard, ConstU32 nchunks, ConstU64 first, OutBuf staging,
+                                        uint32_t align, uintptr_t device, ConstU64 outs, ConstU64 out_lens,
+                                        U64 chunk_offset, U64 chunk_len, uintptr_t stream, int threads) {
+  const size_t n = outs.size();
+  if (slots.size() != sources.size() || slot_lens.size() != sources.size() || out_lens.size() != n ||
+      chunk_offset.size() != n || chunk_len.size() != n) {
+    throw std::invalid_argument("stage_and_plan: one entry per object, and per chunk, in every array");
+  }
+  std::vector<std::string> paths;
+  std::vector<wcodec::StageObject> objects =
+      batch_objects("stage_and_plan", sources, sizes, per_shard, nchunks, first, n, &paths);
+  std::vector<wcodec::cuda::StagedOutput> dests(n);
+  for (size_t k = 0; k < objects.size(); ++k) {
+    objects[k].slot = slots(k);
+    objects[k].slot_len = slot_lens(k);
+  }
+  for (size_t i = 0; i < n; ++i) dests[i] = {reinterpret_cast<uint8_t*>(outs(i)), static_cast<size_t>(out_lens(i))};
+  try {
+    nb::gil_scoped_release release;
+    return wcodec::cuda::stage_and_plan(objects.data(), objects.size(), staging.data(), staging.size(), align,
+                                        reinterpret_cast<uint8_t*>(device), dests.data(), n, chunk_offset.data(),
+                                        chunk_len.data(), reinterpret_cast<cudaStream_t>(stream), threads);
+  } catch (const wcodec::ChunkError& e) {
+    raise_chunk_error(e);
+  } catch (const wcodec::StageError& e) {
+    raise_indexed("StageError", "object " + std::to_string(e.index) + ": " + e.what(), e.index, e.what());
   }
 }
 
@@ -107,8 +129,10 @@ NB_MODULE(_cuda, m) {
           nb::rv_policy::reference_internal)
       .def_prop_ro("num_chunks", &wcodec::cuda::DecodePlan::num_chunks)
       .def_prop_ro("num_segments", &wcodec::cuda::DecodePlan::num_segments);
-  m.def("plan", &plan, "host"_a, "device"_a, "outs"_a, "out_sizes"_a);
   m.def("plan_staged", &plan_staged, "host"_a, "device"_a, "offsets"_a, "lens"_a, "outs"_a, "out_lens"_a);
+  m.def("stage_and_plan", &stage_and_plan, "sources"_a, "sizes"_a, "slots"_a, "slot_lens"_a, "per_shard"_a,
+        "nchunks"_a, "first"_a, "staging"_a, "align"_a, "device"_a, "outs"_a, "out_lens"_a, "chunk_offset"_a,
+        "chunk_len"_a, "stream"_a, "threads"_a);
   m.def(
       "enqueue",
       [](const wcodec::cuda::DecodePlan& p, uintptr_t workspace, size_t workspace_bytes, uintptr_t status,

@@ -2,12 +2,15 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
+#include <memory>
+#include <stdexcept>
 #include <string>
 
 #include "decode_kernels.cuh"
 #include "wcodec/codec.h"
 #include "wcodec/parallel.h"
 #include "wcodec/cuda_decode.h"
+#include "wcodec/staging.h"
 
 namespace wcodec::cuda {
 
@@ -17,44 +20,59 @@ namespace {
 
 size_t align256(size_t v) { return (v + 255) & ~size_t{255}; }
 
+// Multiplication modulo the CRC polynomial on the host, without the data-dependent branches of
+// multmodp (which mispredict on about every other bit): a plan makes a dozen per chunk.
+uint32_t mulmod(uint32_t a, uint32_t b) {
+  uint32_t p = 0;
+  for (int i = 0; i < 32; ++i, a <<= 1) {
+    p ^= b & (0u - (a >> 31));
+    b = (b >> 1) ^ (kCrcPoly & (0u - (b & 1u)));
+  }
+  return p;
+}
+
+// x^(2^k) modulo the polynomial, k = 0..63
+const std::array<uint32_t, 64> kX2n = [] {
+  std::array<uint32_t, 64> t{};
+  uint32_t v = 1u << 30;  // x^1
+  for (uint32_t& e : t) {
+    e = v;
+    v = mulmod(v, v);
+  }
+  return t;
+}();
+
 // x^(8 * len) modulo the CRC polynomial, as shift_bytes on the device: multiplying a register by
 // it appends len zero bytes.
 uint32_t xpow8(uint64_t len) {
-  static const std::array<uint32_t, 64> x2n = [] {
-    std::array<uint32_t, 64> t{};
-    uint32_t v = 1u << 30;  // x^1
-    for (uint32_t& e : t) {
-      e = v;
-      v = multmodp(v, v);
-    }
-    return t;
-  }();
   uint32_t r = 1u << 31;
   for (int k = 3; len; len >>= 1, ++k) {
-    if (len & 1) r = multmodp(x2n[k & 63], r);
+    if (len & 1) r = mulmod(kX2n[k & 63], r);
   }
   return r;
 }
 
-void fill_constants(DevConstants* c) {
-  for (uint32_t i = 0; i < 256; ++i) {
-    uint32_t r = i;
-    for (int k = 0; k < 8; ++k) r = (r >> 1) ^ (kCrcPoly & (0u - (r & 1u)));
-    c->crc_table[0][i] = r;
-  }
-  for (uint32_t i = 0; i < 256; ++i) {
-    for (int k = 1; k < 4; ++k) c->crc_table[k][i] = (c->crc_table[k - 1][i] >> 8) ^ c->crc_table[0][c->crc_table[k - 1][i] & 0xff];
-  }
-  uint32_t v = 1u << 30;  // x^1
-  for (int k = 0; k < 64; ++k) {
-    c->x2n[k] = v;
-    v = multmodp(v, v);
-  }
-  const uint32_t piece_gap = xpow8(kBlockBytes - 16);
-  for (uint32_t j = 0; j < 4; ++j) {
-    for (uint32_t b = 0; b < 256; ++b) c->shift_table[j][b] = multmodp(piece_gap, b << (8 * j));
-  }
-  for (uint32_t lane = 0; lane < 32; ++lane) c->lane_shift[lane] = xpow8(kBlockBytes - 16 - 16 * lane);
+// The workspace header is the same for every plan: made once.
+const DevConstants& constants() {
+  static const DevConstants c = [] {
+    DevConstants t{};
+    for (uint32_t i = 0; i < 256; ++i) {
+      uint32_t r = i;
+      for (int k = 0; k < 8; ++k) r = (r >> 1) ^ (kCrcPoly & (0u - (r & 1u)));
+      t.crc_table[0][i] = r;
+    }
+    for (uint32_t i = 0; i < 256; ++i) {
+      for (int k = 1; k < 4; ++k) t.crc_table[k][i] = (t.crc_table[k - 1][i] >> 8) ^ t.crc_table[0][t.crc_table[k - 1][i] & 0xff];
+    }
+    std::copy(kX2n.begin(), kX2n.end(), t.x2n);
+    const uint32_t piece_gap = xpow8(kBlockBytes - 16);
+    for (uint32_t j = 0; j < 4; ++j) {
+      for (uint32_t b = 0; b < 256; ++b) t.shift_table[j][b] = mulmod(piece_gap, b << (8 * j));
+    }
+    for (uint32_t lane = 0; lane < 32; ++lane) t.lane_shift[lane] = xpow8(kBlockBytes - 16 - 16 * lane);
+    return t;
+  }();
+  return c;
 }
 
 }  // namespace
@@ -91,7 +109,27 @@ const char* status_message(int32_t status) {
   return "unknown decoder status";
 }
 
-DecodePlan plan_decode(const ChunkRef* refs, size_t count) {
+namespace {
+
+std::string chunk_prefix(size_t count, size_t k) {
+  return count > 1 ? "chunk " + std::to_string(k) + ": " : std::string();
+}
+
+// Parses and validates the containers of chunks ks[0..n) of a batch of `count`, on every core:
+// validating hundreds of containers costs most of a plan.
+void parse_chunks(const ChunkRef* refs, size_t count, const size_t* ks, size_t n, ChunkInfo* infos) {
+  parallel_for(n, resolve_threads(0), [&](size_t i, int) {
+    const size_t k = ks[i];
+    try {
+      infos[k] = parse_chunk(refs[k].host, refs[k].len);
+    } catch (const FormatError& e) {
+      throw ChunkError(k, chunk_prefix(count, k), e.what());
+    }
+  });
+}
+
+// The plan of chunks whose containers are parsed (infos).
+DecodePlan lay_out(const ChunkRef* refs, const ChunkInfo* infos, size_t count) {
   std::vector<DevChunk> chunks(count);
   std::vector<DevSegment> segments;
   std::vector<DevTable> tables;
@@ -99,16 +137,7 @@ DecodePlan plan_decode(const ChunkRef* refs, size_t count) {
   int max_rans = 1;
   uint32_t max_tables = 1;
   uint32_t block_group_end[3] = {0, 0, 0};
-  auto prefix = [count](size_t k) { return count > 1 ? "chunk " + std::to_string(k) + ": " : std::string(); };
-  std::vector<ChunkInfo> infos(count);
-  // Validating hundreds of containers costs most of the plan: on every core.
-  parallel_for(count, resolve_threads(0), [&](size_t k, int) {
-    try {
-      infos[k] = parse_chunk(refs[k].host, refs[k].len);
-    } catch (const FormatError& e) {
-      throw ChunkError(k, prefix(k), e.what());
-    }
-  });
+  auto prefix = [count](size_t k) { return chunk_prefix(count, k); };
   // Segments are grouped by itemsize (1, 2, 4 planes), each chunk's segments contiguous, so
   // that one kernel instance per plane count decodes a contiguous range.
   std::vector<size_t> order;
@@ -134,7 +163,7 @@ DecodePlan plan_decode(const ChunkRef* refs, size_t count) {
     DevChunk& c = chunks[k];
     c.num_segments = static_cast<uint32_t>(info.nseg);
     c.has_crc = info.has_checksum;
-    c.expected_sum = ~info.checksum ^ multmodp(xpow8(info.nbytes), 0xffffffffu);
+    c.expected_sum = ~info.checksum ^ mulmod(xpow8(info.nbytes), 0xffffffffu);
     // one table per (plane, predictor) present, shared by the chunk's segments; indices are
     // relative to the chunk's first table
     const uint32_t table_first = static_cast<uint32_t>(tables.size());
@@ -168,7 +197,7 @@ DecodePlan plan_decode(const ChunkRef* refs, size_t count) {
     uint32_t after = 1u << 31;  // x^0
     for (uint64_t j = info.nseg; j-- > 0;) {
       segments[first_segment + j].crc_shift = after;
-      after = j + 1 == info.nseg ? xpow8(info.seg_len(j) * info.nplanes) : multmodp(segment_shift, after);
+      after = j + 1 == info.nseg ? xpow8(info.seg_len(j) * info.nplanes) : mulmod(segment_shift, after);
     }
     for (uint64_t j = 0; j < info.nseg; ++j) {
       DevSegment& s = segments[first_segment + j];
@@ -226,12 +255,84 @@ DecodePlan plan_decode(const ChunkRef* refs, size_t count) {
   P.crc_off = align256(P.blocks_off + blocks.size() * sizeof(DevBlock));
   P.total = align256(P.crc_off + chunks.size() * sizeof(ChunkCrc));
   P.blob.assign(P.crc_off, 0);
-  fill_constants(reinterpret_cast<DevConstants*>(P.blob.data()));
+  std::memcpy(P.blob.data(), &constants(), sizeof(DevConstants));
   if (!chunks.empty()) std::memcpy(P.blob.data() + P.chunks_off, chunks.data(), chunks.size() * sizeof(DevChunk));
   if (!segments.empty()) std::memcpy(P.blob.data() + P.segments_off, segments.data(), segments.size() * sizeof(DevSegment));
   if (!tables.empty()) std::memcpy(P.blob.data() + P.tables_off, tables.data(), tables.size() * sizeof(DevTable));
   if (!blocks.empty()) std::memcpy(P.blob.data() + P.blocks_off, blocks.data(), blocks.size() * sizeof(DevBlock));
   return plan;
+}
+
+}  // namespace
+
+DecodePlan plan_decode(const ChunkRef* refs, size_t count) {
+  // default-initialised: a ChunkInfo holds 4 KiB of tables that parsing fills as needed
+  std::unique_ptr<ChunkInfo[]> infos(new ChunkInfo[count]);
+  std::vector<size_t> all(count);
+  for (size_t k = 0; k < count; ++k) all[k] = k;
+  parse_chunks(refs, count, all.data(), count, infos.get());
+  return lay_out(refs, infos.get(), count);
+}
+
+DecodePlan stage_and_plan(const StageObject* objects, size_t count, uint8_t* staging, uint64_t staging_len,
+                          uint32_t align, uint8_t* device_staging, const StagedOutput* outs, size_t nchunks,
+                          uint64_t* chunk_offset, uint64_t* chunk_len, cudaStream_t stream, int threads) {
+  if (align % 16 != 0 || reinterpret_cast<uintptr_t>(device_staging) % align != 0) {
+    throw std::invalid_argument("stage_and_plan: chunks must be 16-byte aligned in both buffers");
+  }
+  // every chunk belongs to exactly one object, and objects lie in order in the buffer
+  std::vector<uint8_t> covered(nchunks, 0);
+  for (size_t k = 0; k < count; ++k) {
+    const StageObject& o = objects[k];
+    if (o.first > nchunks || o.nchunks > nchunks - o.first) {
+      throw std::invalid_argument("stage_and_plan: object " + std::to_string(k) + " has chunks past the batch");
+    }
+    if (k > 0 && o.slot < objects[k - 1].slot + objects[k - 1].slot_len) {
+      throw std::invalid_argument("stage_and_plan: object slots overlap or are out of order");
+    }
+    for (uint64_t i = o.first; i < o.first + o.nchunks; ++i) {
+      if (covered[i]++) throw std::invalid_argument("stage_and_plan: chunk " + std::to_string(i) + " has two objects");
+    }
+  }
+  if (std::find(covered.begin(), covered.end(), 0) != covered.end()) {
+    throw std::invalid_argument("stage_and_plan: a chunk has no object");
+  }
+  std::vector<ChunkRef> refs(nchunks);
+  std::unique_ptr<ChunkInfo[]> infos(new ChunkInfo[nchunks]);
+  const uint64_t total = count ? objects[count - 1].slot + objects[count - 1].slot_len - objects[0].slot : 0;
+  const uint64_t wave_bytes = std::max(total / kStageWaves, kMinWaveBytes);
+  std::vector<size_t> wave_chunks;
+  try {
+    for (size_t a = 0, b = 0; a < count; a = b) {
+      const uint64_t start = objects[a].slot;
+      for (b = a + 1; b < count && objects[b].slot + objects[b].slot_len - start <= wave_bytes; ++b) {
+      }
+      try {
+        stage_objects(objects + a, b - a, staging, staging_len, align, chunk_offset, chunk_len, threads);
+      } catch (const StageError& e) {
+        throw StageError(a + e.index, e.what());  // its index in the wave
+      }
+      const uint64_t end = objects[b - 1].slot + objects[b - 1].slot_len;
+      const cudaError_t err =
+          cudaMemcpyAsync(device_staging + start, staging + start, end - start, cudaMemcpyHostToDevice, stream);
+      if (err != cudaSuccess) throw std::runtime_error(std::string("CUDA error: ") + cudaGetErrorString(err));
+      // the wave's containers are parsed while its copy runs, the bytes still in cache
+      wave_chunks.clear();
+      for (size_t k = a; k < b; ++k) {
+        for (uint64_t i = objects[k].first; i < objects[k].first + objects[k].nchunks; ++i) {
+          refs[i] = {staging + chunk_offset[i], chunk_len[i], device_staging + chunk_offset[i], outs[i].dev,
+                     outs[i].len};
+          wave_chunks.push_back(i);
+        }
+      }
+      parse_chunks(refs.data(), nchunks, wave_chunks.data(), wave_chunks.size(), infos.get());
+    }
+    return lay_out(refs.data(), infos.get(), nchunks);
+  } catch (...) {
+    // the caller may free or reuse the staging buffer once this returns: no copy may still read it
+    cudaStreamSynchronize(stream);
+    throw;
+  }
 }
 
 cudaError_t enqueue_decode(const DecodePlan& plan, void* workspace_dev, size_t workspace_bytes,

@@ -21,6 +21,8 @@
 #include <memory>
 #include <vector>
 
+#include "wcodec/staging.h"
+
 namespace wcodec::cuda {
 
 enum DecodeStatus : int32_t {
@@ -59,6 +61,29 @@ class DecodePlan {
 
 // Throws wcodec::ChunkError (from wcodec/codec.h) for a malformed container or a wrong out_len.
 DecodePlan plan_decode(const ChunkRef* chunks, size_t count);
+
+// Where a staged chunk decodes to (device memory, `len` bytes, 16-byte aligned).
+struct StagedOutput {
+  uint8_t* dev;
+  size_t len;
+};
+
+// The whole-tensor fast path: reads and plans a batch of stored objects (wcodec/staging.h) and
+// uploads them as they are read. Objects are staged into `staging` (pinned host memory, their
+// slots in increasing order) in waves of about a quarter of the batch (at least
+// kMinWaveBytes); each wave is copied to the same offsets of `device_staging` on `stream` as soon
+// as it is read, and its chunks' containers are parsed while that copy runs. Chunk i (numbered by
+// the objects' `first`, each chunk in exactly one object) decodes into outs[i]; chunk_offset[i]
+// and chunk_len[i] receive where it lies in both buffers (`align`, a multiple of 16, aligned).
+// Throws StageError (an object's index) or ChunkError (a chunk's index); before it throws, it
+// waits for the copies already enqueued, so the caller may free the staging buffer at once.
+// The copies are enqueued, not awaited: the staging buffer must stay untouched until the stream
+// has passed them.
+constexpr uint64_t kStageWaves = 4;
+constexpr uint64_t kMinWaveBytes = uint64_t{2} << 20;
+DecodePlan stage_and_plan(const StageObject* objects, size_t count, uint8_t* staging, uint64_t staging_len,
+                          uint32_t align, uint8_t* device_staging, const StagedOutput* outs, size_t nchunks,
+                          uint64_t* chunk_offset, uint64_t* chunk_len, cudaStream_t stream, int threads);
 
 // Enqueues the batch on `stream`, the descriptors being in the workspace already.
 // verify_checksum: compare each chunk's CRC32C on the device.
