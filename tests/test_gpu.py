@@ -184,9 +184,9 @@ def test_load_checkpoint_to_torch_on_gpu(tmp_path: Any) -> None:
     assert weight.torch(device="cuda").dtype == torch.float32
 
 
-def waves_model(tmp_path: Any) -> Any:
-    """About 9 MB of weights in shards of 512 KiB: the GPU load stages and uploads them in four
-    waves (a quarter of the batch each, at least 2 MiB)."""
+def sharded_model(tmp_path: Any) -> Any:
+    """About 6 MB of weights in 14 shards of 4 inner chunks: a GPU whole load reads each chunk
+    in its own piece and parses it on the thread that read it."""
     from safetensors_helpers import write_raw
 
     rng = np.random.default_rng(8)
@@ -201,20 +201,20 @@ def waves_model(tmp_path: Any) -> Any:
     return tmp_path / "ckpt"
 
 
-def test_whole_load_in_waves_equals_the_cpu_load(tmp_path: Any) -> None:
+def test_whole_load_of_many_shards_equals_the_cpu_load(tmp_path: Any) -> None:
     import cupy as cp
 
-    ckpt = waves_model(tmp_path)
+    ckpt = sharded_model(tmp_path)
     on_cpu = wc.load_checkpoint(ckpt)
     on_gpu = wc.load_checkpoint(ckpt, device="cuda")
     for name, array in on_cpu.items():
         assert cp.asnumpy(on_gpu[name]).tobytes() == array.tobytes(), name
 
 
-def test_whole_load_errors_name_the_object_in_any_wave(tmp_path: Any) -> None:
-    """A bad object or chunk in the last wave is reported by its key, whichever step finds it:
-    the staging (shard index), the plan (container) or the kernel (payload)."""
-    ckpt = waves_model(tmp_path)
+def test_whole_load_errors_name_the_object(tmp_path: Any) -> None:
+    """A bad object or chunk (here the last one) is reported by its key, whichever step finds
+    it: the staging (shard index), the plan (container) or the kernel (payload)."""
+    ckpt = sharded_model(tmp_path)
     shard = ckpt / "c.i8" / "c.3.0"
     good = shard.read_bytes()
 

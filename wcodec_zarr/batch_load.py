@@ -2,9 +2,9 @@
 index is read and checked first (local files by native threads, remote objects fetched
 concurrently). On the CPU, native threads then read runs of chunks into memory they keep and
 decode them there, straight into each destination tensor (``decode_stored``), so reading
-overlaps decoding. For the GPU, native threads read every object into one pinned buffer in a few
-waves, each copied to the device as soon as it is read while its chunks are parsed
-(``stage_and_plan``); then one kernel launch decodes the batch.
+overlaps decoding. For the GPU, native threads read every object into one pinned buffer, each
+chunk's container parsed by the thread that read it; one copy to the device, during which the
+plan is laid out (``stage_and_plan``), and one kernel launch decode the batch.
 
 This applies to wcodec tensors whose chunks span every dimension but the first, so that chunk
 ``i`` is the contiguous run of rows ``[i * rows, (i + 1) * rows)`` (the layout ``convert``
@@ -440,7 +440,7 @@ def load_to_gpu(tensors: list[LazyTensor], device: str, framework: str) -> dict[
 
 def _decode_into(block: Any, starts: list[int], objects: StoredObjects) -> None:
     """Stages, uploads and decodes every chunk of ``objects`` into the device ``block`` (tensor
-    ``i`` from ``starts[i]``): one pinned buffer filled and copied in waves, one launch."""
+    ``i`` from ``starts[i]``): one pinned buffer, one copy, one launch."""
     import cupy as cp
 
     from . import _cuda  # type: ignore[attr-defined]

@@ -61,7 +61,7 @@ wcodec::cuda::DecodePlan plan_staged(InBuf host, uintptr_t device, ConstU64 offs
 }
 
 // Stored objects (file paths or buffers) staged into `staging` (pinned) and uploaded to
-// `device` in waves, their chunks planned to decode into outs[i] (out_lens[i] bytes); see
+// `device`, their chunks planned to decode into outs[i] (out_lens[i] bytes); see
 // wcodec::cuda::stage_and_plan. A bad object raises wcodec_zarr.api.StageError with its index,
 // a bad chunk ChunkError with the chunk's.
 wcodec::cuda::DecodePlan stage_and_plan(const nb::list& sources, ConstU64 sizes, ConstU64 slots, ConstU64 slot_lens,

@@ -1,6 +1,7 @@
 // Host side of the GPU batch decoder: plan (parse on the host, lay out descriptors) and enqueue.
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
@@ -115,11 +116,10 @@ std::string chunk_prefix(size_t count, size_t k) {
   return count > 1 ? "chunk " + std::to_string(k) + ": " : std::string();
 }
 
-// Parses and validates the containers of chunks ks[0..n) of a batch of `count`, on every core:
-// validating hundreds of containers costs most of a plan.
-void parse_chunks(const ChunkRef* refs, size_t count, const size_t* ks, size_t n, ChunkInfo* infos) {
-  parallel_for(n, resolve_threads(0), [&](size_t i, int) {
-    const size_t k = ks[i];
+// Parses and validates the containers of a batch's chunks, on every core: validating hundreds
+// of containers costs most of a plan.
+void parse_chunks(const ChunkRef* refs, size_t count, ChunkInfo* infos) {
+  parallel_for(count, resolve_threads(0), [&](size_t k, int) {
     try {
       infos[k] = parse_chunk(refs[k].host, refs[k].len);
     } catch (const FormatError& e) {
@@ -268,9 +268,7 @@ DecodePlan lay_out(const ChunkRef* refs, const ChunkInfo* infos, size_t count) {
 DecodePlan plan_decode(const ChunkRef* refs, size_t count) {
   // default-initialised: a ChunkInfo holds 4 KiB of tables that parsing fills as needed
   std::unique_ptr<ChunkInfo[]> infos(new ChunkInfo[count]);
-  std::vector<size_t> all(count);
-  for (size_t k = 0; k < count; ++k) all[k] = k;
-  parse_chunks(refs, count, all.data(), count, infos.get());
+  parse_chunks(refs, count, infos.get());
   return lay_out(refs, infos.get(), count);
 }
 
@@ -297,36 +295,38 @@ DecodePlan stage_and_plan(const StageObject* objects, size_t count, uint8_t* sta
   if (std::find(covered.begin(), covered.end(), 0) != covered.end()) {
     throw std::invalid_argument("stage_and_plan: a chunk has no object");
   }
+  const std::vector<StagePiece> pieces =
+      plan_staging(objects, count, staging, staging_len, align, chunk_offset, chunk_len, threads);
   std::vector<ChunkRef> refs(nchunks);
   std::unique_ptr<ChunkInfo[]> infos(new ChunkInfo[nchunks]);
-  const uint64_t total = count ? objects[count - 1].slot + objects[count - 1].slot_len - objects[0].slot : 0;
-  const uint64_t wave_bytes = std::max(total / kStageWaves, kMinWaveBytes);
-  std::vector<size_t> wave_chunks;
-  try {
-    for (size_t a = 0, b = 0; a < count; a = b) {
-      const uint64_t start = objects[a].slot;
-      for (b = a + 1; b < count && objects[b].slot + objects[b].slot_len - start <= wave_bytes; ++b) {
-      }
-      try {
-        stage_objects(objects + a, b - a, staging, staging_len, align, chunk_offset, chunk_len, threads);
-      } catch (const StageError& e) {
-        throw StageError(a + e.index, e.what());  // its index in the wave
-      }
-      const uint64_t end = objects[b - 1].slot + objects[b - 1].slot_len;
-      const cudaError_t err =
-          cudaMemcpyAsync(device_staging + start, staging + start, end - start, cudaMemcpyHostToDevice, stream);
-      if (err != cudaSuccess) throw std::runtime_error(std::string("CUDA error: ") + cudaGetErrorString(err));
-      // the wave's containers are parsed while its copy runs, the bytes still in cache
-      wave_chunks.clear();
-      for (size_t k = a; k < b; ++k) {
-        for (uint64_t i = objects[k].first; i < objects[k].first + objects[k].nchunks; ++i) {
-          refs[i] = {staging + chunk_offset[i], chunk_len[i], device_staging + chunk_offset[i], outs[i].dev,
-                     outs[i].len};
-          wave_chunks.push_back(i);
-        }
-      }
-      parse_chunks(refs.data(), nchunks, wave_chunks.data(), wave_chunks.size(), infos.get());
+  // a chunk's container is parsed by the thread that reads its last piece, while it is in cache
+  std::unique_ptr<std::atomic<uint32_t>[]> missing(new std::atomic<uint32_t>[nchunks]);
+  for (size_t i = 0; i < nchunks; ++i) {
+    refs[i] = {staging + chunk_offset[i], chunk_len[i], device_staging + chunk_offset[i], outs[i].dev, outs[i].len};
+    missing[i].store(0, std::memory_order_relaxed);
+  }
+  for (const StagePiece& p : pieces) missing[p.chunk].fetch_add(1, std::memory_order_relaxed);
+  auto parse = [&](size_t k) {
+    try {
+      infos[k] = parse_chunk(refs[k].host, refs[k].len);
+    } catch (const FormatError& e) {
+      throw ChunkError(k, chunk_prefix(nchunks, k), e.what());
     }
+  };
+  for (size_t k = 0; k < nchunks; ++k) {
+    if (missing[k].load(std::memory_order_relaxed) == 0) parse(k);  // an empty chunk: nothing to read
+  }
+  const auto fetched = [&](const StagePiece& p) {
+    if (missing[p.chunk].fetch_sub(1, std::memory_order_acq_rel) == 1) parse(p.chunk);
+  };
+  fetch_pieces(objects, pieces.data(), pieces.size(), staging, threads, fetched);
+  // One copy once everything is read, the layout made while it runs. Copying parts as they are
+  // read was slower (MiniLM on an H100 host, in-process A/B: 2, 4 parts 3-13% slower than one):
+  // the copies contend with the reading threads for host memory bandwidth.
+  const uint64_t total = pieces.empty() ? 0 : pieces.back().dst + pieces.back().len;
+  const cudaError_t err = cudaMemcpyAsync(device_staging, staging, total, cudaMemcpyHostToDevice, stream);
+  if (err != cudaSuccess) throw std::runtime_error(std::string("CUDA error: ") + cudaGetErrorString(err));
+  try {
     return lay_out(refs.data(), infos.get(), nchunks);
   } catch (...) {
     // the caller may free or reuse the staging buffer once this returns: no copy may still read it

@@ -69,13 +69,6 @@ void fetch(size_t index, const StageObject& o, uint64_t offset, uint8_t* dst, ui
   }
 }
 
-// A chunk's bytes: where they are in the object and where they go in the staging buffer.
-struct Piece {
-  uint32_t object;
-  uint64_t src;
-  uint64_t dst;  // absolute offset in the staging buffer
-  uint64_t len;
-};
 
 // Where the object's first nchunks chunks lie in it: the whole object for a plain chunk, else
 // the entries of its shard index (read from its end and checked).
@@ -113,7 +106,7 @@ std::vector<Extent> read_index(size_t index, const StageObject& o) {
 
 // Pass one for one object: its chunks' sources (from the shard index) and aligned places.
 void plan_object(size_t index, const StageObject& o, uint32_t align, uint64_t* chunk_offset, uint64_t* chunk_len,
-                 std::vector<Piece>* pieces) {
+                 std::vector<StagePiece>* pieces) {
   uint64_t end = 0;
   const std::vector<Extent> extents = read_index(index, o);
   for (uint32_t i = 0; i < extents.size(); ++i) {
@@ -124,7 +117,7 @@ void plan_object(size_t index, const StageObject& o, uint32_t align, uint64_t* c
     chunk_offset[o.first + i] = o.slot + dst;
     chunk_len[o.first + i] = len;
     for (uint64_t p = 0; p < len; p += kPiece) {
-      pieces->push_back({static_cast<uint32_t>(index), src + p, o.slot + dst + p, std::min(kPiece, len - p)});
+      pieces->push_back({static_cast<uint32_t>(index), o.first + i, src + p, o.slot + dst + p, std::min(kPiece, len - p)});
     }
   }
 }
@@ -141,8 +134,9 @@ void check_objects(const StageObject* objects, size_t count) {
 
 }  // namespace
 
-void stage_objects(const StageObject* objects, size_t count, uint8_t* staging, uint64_t staging_len,
-                   uint32_t align, uint64_t* chunk_offset, uint64_t* chunk_len, int threads) {
+std::vector<StagePiece> plan_staging(const StageObject* objects, size_t count, const uint8_t* staging,
+                                     uint64_t staging_len, uint32_t align, uint64_t* chunk_offset,
+                                     uint64_t* chunk_len, int threads) {
   if (align == 0 || (align & (align - 1)) != 0) throw std::invalid_argument("align must be a power of two");
   if (reinterpret_cast<uintptr_t>(staging) % align != 0) {
     throw std::invalid_argument("stage_objects: the staging buffer is not aligned");
@@ -154,17 +148,29 @@ void stage_objects(const StageObject* objects, size_t count, uint8_t* staging, u
       throw std::invalid_argument("stage_objects: object " + std::to_string(k) + " is described inconsistently");
     }
   }
-  const int workers = resolve_threads(threads);
-  std::vector<std::vector<Piece>> planned(count);
-  parallel_for(count, workers, [&](size_t k, int) {
+  std::vector<std::vector<StagePiece>> planned(count);
+  parallel_for(count, resolve_threads(threads), [&](size_t k, int) {
     plan_object(k, objects[k], align, chunk_offset, chunk_len, &planned[k]);
   });
-  std::vector<Piece> pieces;
-  for (const std::vector<Piece>& p : planned) pieces.insert(pieces.end(), p.begin(), p.end());
-  parallel_for(pieces.size(), workers, [&](size_t k, int) {
-    const Piece& p = pieces[k];
+  std::vector<StagePiece> pieces;
+  for (const std::vector<StagePiece>& p : planned) pieces.insert(pieces.end(), p.begin(), p.end());
+  return pieces;
+}
+
+void fetch_pieces(const StageObject* objects, const StagePiece* pieces, size_t count, uint8_t* staging, int threads,
+                  const std::function<void(const StagePiece&)>& fetched) {
+  parallel_for(count, resolve_threads(threads), [&](size_t k, int) {
+    const StagePiece& p = pieces[k];
     fetch(p.object, objects[p.object], p.src, staging + p.dst, p.len);
+    if (fetched) fetched(p);
   });
+}
+
+void stage_objects(const StageObject* objects, size_t count, uint8_t* staging, uint64_t staging_len,
+                   uint32_t align, uint64_t* chunk_offset, uint64_t* chunk_len, int threads) {
+  const std::vector<StagePiece> pieces =
+      plan_staging(objects, count, staging, staging_len, align, chunk_offset, chunk_len, threads);
+  fetch_pieces(objects, pieces.data(), pieces.size(), staging, threads, {});
 }
 
 void locate_chunks(const StageObject* objects, size_t count, uint64_t* chunk_src, uint64_t* chunk_len, int threads) {

@@ -68,19 +68,17 @@ struct StagedOutput {
   size_t len;
 };
 
-// The whole-tensor fast path: reads and plans a batch of stored objects (wcodec/staging.h) and
-// uploads them as they are read. Objects are staged into `staging` (pinned host memory, their
-// slots in increasing order) in waves of about a quarter of the batch (at least
-// kMinWaveBytes); each wave is copied to the same offsets of `device_staging` on `stream` as soon
-// as it is read, and its chunks' containers are parsed while that copy runs. Chunk i (numbered by
-// the objects' `first`, each chunk in exactly one object) decodes into outs[i]; chunk_offset[i]
-// and chunk_len[i] receive where it lies in both buffers (`align`, a multiple of 16, aligned).
-// Throws StageError (an object's index) or ChunkError (a chunk's index); before it throws, it
-// waits for the copies already enqueued, so the caller may free the staging buffer at once.
-// The copies are enqueued, not awaited: the staging buffer must stay untouched until the stream
-// has passed them.
-constexpr uint64_t kStageWaves = 4;
-constexpr uint64_t kMinWaveBytes = uint64_t{2} << 20;
+// The whole-tensor fast path: reads and plans a batch of stored objects (wcodec/staging.h) in
+// one pass over them. Objects are staged into `staging` (pinned host memory, their slots in
+// increasing order) on every core; each chunk's container is parsed by the thread that reads
+// its last piece, while it is in cache. Then the buffer is copied to the same offsets of
+// `device_staging` (staging_len bytes) on `stream`, and the plan is laid out while the copy runs.
+// Chunk i (numbered by the objects' `first`, each chunk in exactly one object) decodes into
+// outs[i]; chunk_offset[i] and chunk_len[i] receive where it lies in both buffers (`align`, a
+// multiple of 16, aligned). Throws StageError (an object's index) or ChunkError (a chunk's
+// index); after the copy is enqueued, it waits for it before it throws, so the caller may free
+// the staging buffer at once. The copy is enqueued, not awaited: the staging buffer must stay
+// untouched until the stream has passed it.
 DecodePlan stage_and_plan(const StageObject* objects, size_t count, uint8_t* staging, uint64_t staging_len,
                           uint32_t align, uint8_t* device_staging, const StagedOutput* outs, size_t nchunks,
                           uint64_t* chunk_offset, uint64_t* chunk_len, cudaStream_t stream, int threads);

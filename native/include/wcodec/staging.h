@@ -12,7 +12,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <vector>
 
 #include "wcodec/format.h"
 
@@ -40,6 +42,24 @@ class StageError : public FormatError {
 // an object lies in `staging`. Throws StageError (the lowest failing index is not guaranteed).
 void stage_objects(const StageObject* objects, size_t count, uint8_t* staging, uint64_t staging_len,
                    uint32_t align, uint64_t* chunk_offset, uint64_t* chunk_len, int threads);
+
+// The two passes of stage_objects, for callers that act on pieces as they arrive (the GPU
+// path uploads and parses while later pieces are read). plan_staging: per object, its shard
+// index is read and checked and its chunks get their places (chunk_offset, chunk_len); returns
+// the pieces to read, at most 1 MiB each, in object and chunk order. fetch_pieces reads
+// pieces [0, count) into place; `fetched`, when set, runs on the reading thread after each.
+struct StagePiece {
+  uint32_t object;
+  uint64_t chunk;  // the chunk it belongs to (numbered as chunk_offset)
+  uint64_t src;    // offset in the object
+  uint64_t dst;    // offset in the staging buffer
+  uint64_t len;
+};
+std::vector<StagePiece> plan_staging(const StageObject* objects, size_t count, const uint8_t* staging,
+                                     uint64_t staging_len, uint32_t align, uint64_t* chunk_offset,
+                                     uint64_t* chunk_len, int threads);
+void fetch_pieces(const StageObject* objects, const StagePiece* pieces, size_t count, uint8_t* staging, int threads,
+                  const std::function<void(const StagePiece&)>& fetched);
 
 // Without a staging buffer (a batch decoded on the CPU): where chunk i of every object lies in
 // it, chunk_src[first + i] and chunk_len[first + i], its shard index read and checked as by
