@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 from dataclasses import dataclass, replace
 from typing import Any
@@ -75,9 +76,10 @@ def _codecs(spec: ArraySpec) -> dict[str, Any]:
 
 
 Kind = tuple[str, str, bool, int]  # dtype, codec, unsharded, ndim
-# One zarr-made document (and direct layout) per kind of array, kept for the process: zarr
-# makes them on its event loop, a round trip that costs more than a small tensor's encoding.
-_templates: dict[Kind, tuple[dict[str, Any], DirectLayout | None]] = {}
+# One zarr-made document (as JSON text, each target's copy parsed from it) and direct layout per
+# kind of array, kept for the process: zarr makes them on its event loop, a round trip that
+# costs more than a small tensor's encoding.
+_templates: dict[Kind, tuple[str, DirectLayout | None]] = {}
 _templates_lock = threading.Lock()
 
 
@@ -85,7 +87,7 @@ def _kind(spec: ArraySpec) -> Kind:
     return (str(spec.dtype), spec.codec, spec.shards is None, len(spec.shape))
 
 
-async def _make(spec: ArraySpec) -> tuple[dict[str, Any], DirectLayout | None]:
+async def _make(spec: ArraySpec) -> tuple[str, DirectLayout | None]:
     ones = (1,) * len(spec.shape)
     store = MemoryStore()
     array = await zarr.api.asynchronous.create_array(
@@ -101,12 +103,12 @@ async def _make(spec: ArraySpec) -> tuple[dict[str, Any], DirectLayout | None]:
     )
     buffer = await store.get("zarr.json", default_buffer_prototype())
     assert buffer is not None
-    return json.loads(buffer.to_bytes()), direct_layout(array.metadata)
+    return buffer.to_bytes().decode(), direct_layout(array.metadata)
 
 
 def _target(store: Store, spec: ArraySpec) -> Target:
     template, layout = _templates[_kind(spec)]
-    document = json.loads(json.dumps(template))
+    document = json.loads(template)
     document["shape"] = list(spec.shape)
     document["chunk_grid"]["configuration"]["chunk_shape"] = list(spec.shards or spec.chunks)
     if spec.shards is not None:
@@ -167,10 +169,12 @@ def write_documents(store: Store, targets: list[Target]) -> None:
     if root is None:
         sync(_set_all(store, documents))
         return
+    folder = str(root)
     for key, document in documents.items():
-        path = root / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(document)
+        path = os.path.join(folder, key)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(document)
 
 
 async def _set_all(store: Store, documents: dict[str, bytes]) -> None:
@@ -194,7 +198,7 @@ def make_targets(store: Store, specs: list[ArraySpec]) -> list[Target]:
         missing = {_kind(spec): spec for spec in specs if _kind(spec) not in _templates}
         if missing:
 
-            async def make() -> list[tuple[dict[str, Any], DirectLayout | None]]:
+            async def make() -> list[tuple[str, DirectLayout | None]]:
                 return [await _make(spec) for spec in missing.values()]
 
             _templates.update(zip(missing, sync(make()), strict=True))
