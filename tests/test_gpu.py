@@ -237,3 +237,23 @@ def test_whole_load_errors_name_the_object(tmp_path: Any) -> None:
         wc.load_checkpoint(ckpt, device="cuda")
     shard.write_bytes(good)
     assert wc.load_checkpoint(ckpt, device="cuda")["c.i8"].shape == (2000, 1024)
+
+
+def test_decodes_on_the_callers_device(tmp_path: Any) -> None:
+    """With two GPUs, work goes to the device the caller chose (``cuda:1``, or CuPy's current
+    device), not to the CUDA module's default device."""
+    import cupy as cp
+
+    if cp.cuda.runtime.getDeviceCount() < 2:
+        pytest.skip("needs two GPUs")
+    ckpt = sharded_model(tmp_path)
+    on_cpu = wc.load_checkpoint(ckpt)
+    on_second = wc.load_checkpoint(ckpt, device="cuda:1")
+    for name, array in on_cpu.items():
+        assert on_second[name].device.id == 1, name
+        assert cp.asnumpy(on_second[name]).tobytes() == array.tobytes(), name
+    weights = weight_like(np.random.default_rng(9), (1000, 300), np.dtype(np.int8))
+    with cp.cuda.Device(1):
+        decoded = wc.decode(wc.encode(weights), device="cuda")
+    assert decoded.device.id == 1
+    assert cp.asnumpy(decoded).tobytes() == weights.tobytes()

@@ -481,6 +481,7 @@ def _decode_into(block: Any, starts: list[int], objects: StoredObjects) -> None:
             dst_lens,
             offsets,
             np.zeros_like(offsets),
+            cp.cuda.Device().id,
             stream.ptr,
             0,
         )

@@ -77,7 +77,7 @@ class PreparedBatch:
     host buffer, one copy), the plan made, outputs and workspace allocated. ``launch`` enqueues
     the decode (no synchronisation) and can be repeated; ``check`` waits for the stream and
     raises ``ChunkError`` for a chunk that failed. ``results`` are the output arrays (the
-    outputs of a batch made by ``staged`` belong to its caller)."""
+    outputs of a batch made by ``planned`` belong to its caller)."""
 
     def __init__(
         self, chunks: Sequence[Any], outs: Sequence[Any | None] | None, stream: Any
@@ -88,14 +88,19 @@ class PreparedBatch:
             raise RuntimeError(f"GPU decoding is unavailable: {gpu_status()['reason']}")
         if outs is not None and len(outs) != len(chunks):
             raise ValueError(f"got {len(outs)} output arrays for {len(chunks)} chunks")
+        from .batch_load import place_objects
+
         hosts = [_host_bytes(c) for c in chunks]
-        lens = np.asarray([h.size for h in hosts], np.uint64)
-        slots = (lens + ALIGN - 1) // ALIGN * ALIGN
-        offsets = (np.cumsum(slots) - slots).astype(np.uint64)
-        total = max(int(slots.sum()), 1)
-        staging = np.frombuffer(cp.cuda.alloc_pinned_memory(total), np.uint8, total)
-        for host, offset in zip(hosts, offsets.tolist(), strict=True):
-            staging[offset : offset + host.size] = host
+        count = len(hosts)
+        # every chunk copied into place by native threads
+        staging, offsets, lens = place_objects(
+            hosts,
+            [h.size for h in hosts],
+            [0] * count,
+            [1] * count,
+            ALIGN,
+            lambda n: np.frombuffer(cp.cuda.alloc_pinned_memory(n), np.uint8, n),
+        )
         self.results: list[Any] = []
         for i, host in enumerate(hosts):
             try:
@@ -119,8 +124,11 @@ class PreparedBatch:
         """A batch whose chunks are on their way to ``arena`` on ``stream`` from ``staging``
         (pinned memory, kept until ``check``) and planned (``_cuda.stage_and_plan``, which
         ``batch_load`` calls). No per-chunk Python."""
+        import cupy as cp
+
         batch = cls.__new__(cls)
         batch.results = []
+        batch.device_id = cp.cuda.Device().id
         batch.stream = stream
         batch._arena = arena
         batch._plan = plan
@@ -140,6 +148,7 @@ class PreparedBatch:
 
         from . import _cuda  # type: ignore[attr-defined]
 
+        self.device_id = cp.cuda.Device().id
         self.stream = stream if stream is not None else cp.cuda.get_current_stream()
         with self.stream:
             self._arena = cp.empty(staging.size, cp.uint8)
@@ -175,6 +184,7 @@ class PreparedBatch:
             self._plan.workspace_bytes,
             self._status.data.ptr,
             verify,
+            self.device_id,
             self.stream.ptr,
         )
 

@@ -35,6 +35,11 @@ void check(cudaError_t err) {
   if (err != cudaSuccess) throw std::runtime_error(std::string("CUDA error: ") + cudaGetErrorString(err));
 }
 
+// The CUDA runtime linked into this module keeps its own current device per thread, apart from
+// CuPy's: every call that enqueues work first makes current the device the caller's memory and
+// stream belong to.
+void use_device(int device_id) { check(cudaSetDevice(device_id)); }
+
 // A batch staged in one host buffer (wcodec_zarr.staging), copied as a whole to `device`:
 // chunk k lies at offsets[k] in both, and decodes into outs[k] (out_lens[k] bytes).
 wcodec::cuda::DecodePlan plan_staged(InBuf host, uintptr_t device, ConstU64 offsets, ConstU64 lens,
@@ -61,13 +66,14 @@ wcodec::cuda::DecodePlan plan_staged(InBuf host, uintptr_t device, ConstU64 offs
 }
 
 // Stored objects (file paths or buffers) staged into `staging` (pinned) and uploaded to
-// `device`, their chunks planned to decode into outs[i] (out_lens[i] bytes); see
-// wcodec::cuda::stage_and_plan. A bad object raises wcodec_zarr.api.StageError with its index,
+// `device_staging` (on device `device_id`), their chunks planned to decode into outs[i]
+// (out_lens[i] bytes); see wcodec::cuda::stage_and_plan. A bad object raises wcodec_zarr.api.StageError with its index,
 // a bad chunk ChunkError with the chunk's.
 wcodec::cuda::DecodePlan stage_and_plan(const nb::list& sources, ConstU64 sizes, ConstU64 slots, ConstU64 slot_lens,
                                         ConstU32 per_shard, ConstU32 nchunks, ConstU64 first, OutBuf staging,
-                                        uint32_t align, uintptr_t device, ConstU64 outs, ConstU64 out_lens,
-                                        U64 chunk_offset, U64 chunk_len, uintptr_t stream, int threads) {
+                                        uint32_t align, uintptr_t device_staging, ConstU64 outs,
+                                        ConstU64 out_lens, U64 chunk_offset, U64 chunk_len, int device_id,
+                                        uintptr_t stream, int threads) {
   const size_t n = outs.size();
   if (slots.size() != sources.size() || slot_lens.size() != sources.size() || out_lens.size() != n ||
       chunk_offset.size() != n || chunk_len.size() != n) {
@@ -84,8 +90,9 @@ wcodec::cuda::DecodePlan stage_and_plan(const nb::list& sources, ConstU64 sizes,
   for (size_t i = 0; i < n; ++i) dests[i] = {reinterpret_cast<uint8_t*>(outs(i)), static_cast<size_t>(out_lens(i))};
   try {
     nb::gil_scoped_release release;
+    use_device(device_id);
     return wcodec::cuda::stage_and_plan(objects.data(), objects.size(), staging.data(), staging.size(), align,
-                                        reinterpret_cast<uint8_t*>(device), dests.data(), n, chunk_offset.data(),
+                                        reinterpret_cast<uint8_t*>(device_staging), dests.data(), n, chunk_offset.data(),
                                         chunk_len.data(), reinterpret_cast<cudaStream_t>(stream), threads);
   } catch (const wcodec::ChunkError& e) {
     raise_chunk_error(e);
@@ -131,17 +138,18 @@ NB_MODULE(_cuda, m) {
       .def_prop_ro("num_segments", &wcodec::cuda::DecodePlan::num_segments);
   m.def("plan_staged", &plan_staged, "host"_a, "device"_a, "offsets"_a, "lens"_a, "outs"_a, "out_lens"_a);
   m.def("stage_and_plan", &stage_and_plan, "sources"_a, "sizes"_a, "slots"_a, "slot_lens"_a, "per_shard"_a,
-        "nchunks"_a, "first"_a, "staging"_a, "align"_a, "device"_a, "outs"_a, "out_lens"_a, "chunk_offset"_a,
-        "chunk_len"_a, "stream"_a, "threads"_a);
+        "nchunks"_a, "first"_a, "staging"_a, "align"_a, "device_staging"_a, "outs"_a, "out_lens"_a,
+        "chunk_offset"_a, "chunk_len"_a, "device_id"_a, "stream"_a, "threads"_a);
   m.def(
       "enqueue",
       [](const wcodec::cuda::DecodePlan& p, uintptr_t workspace, size_t workspace_bytes, uintptr_t status,
-         bool verify, uintptr_t stream) {
+         bool verify, int device_id, uintptr_t stream) {
         nb::gil_scoped_release release;
+        use_device(device_id);
         check(wcodec::cuda::enqueue_decode(p, reinterpret_cast<void*>(workspace), workspace_bytes,
                                            reinterpret_cast<int32_t*>(status), verify,
                                            reinterpret_cast<cudaStream_t>(stream)));
       },
-      "plan"_a, "workspace"_a, "workspace_bytes"_a, "status"_a, "verify"_a, "stream"_a);
+      "plan"_a, "workspace"_a, "workspace_bytes"_a, "status"_a, "verify"_a, "device_id"_a, "stream"_a);
   m.def("status_message", &wcodec::cuda::status_message);
 }
