@@ -3,8 +3,9 @@
 ``convert`` writes every tensor one shard (or, unsharded, one chunk) at a time, from a region
 that covers that object exactly. zarr would encode each inner chunk through its codec pipeline
 and event loop, a fixed cost of milliseconds per array write that outweighs the encoding of a
-small tensor. ``encode_object`` produces the same bytes directly: each inner chunk padded with
-the fill value to the chunk shape (inner chunks wholly past the array's edge are not stored),
+small tensor. ``encode_object`` produces the same bytes directly, in one native call per object
+(``wcodec/shard.h``, the inner chunks encoded in parallel): each inner chunk padded with the
+fill value to the chunk shape (inner chunks wholly past the array's edge are not stored),
 encoded with the array's ``WCodec`` settings, laid out in Morton order, then the shard index
 (``offset, nbytes`` as little-endian uint64 per inner chunk, C order of the chunk grid) and its
 CRC32C, as zarr's sharding codec writes them by default. The encoder also counts each byte
@@ -18,9 +19,9 @@ from ``direct_layout`` and are written through zarr.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-import google_crc32c
 import numpy as np
 from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
 from zarr.codecs.sharding import ShardingCodecIndexLocation
@@ -32,8 +33,6 @@ from ._native import core
 from .api import SEGMENT_KIB
 from .codec import WCodec
 from .dtypes import dtype_code
-
-EMPTY = 2**64 - 1  # the index entry of an inner chunk that is not stored
 
 
 @dataclass(frozen=True)
@@ -140,29 +139,31 @@ def encode_object_parts(
         return [encoded]
     inner = layout.inner
     grid = tuple(b // c for b, c in zip(layout.block, inner, strict=True))
-    index = np.full((*grid, 2), EMPTY, dtype="<u8")
-    parts: list[bytes] = []
-    offset = 0
-    for coords in morton_order_iter(grid):
-        selection = tuple(
-            slice(min(i * c, n), min((i + 1) * c, n))
-            for i, c, n in zip(coords, inner, data.shape, strict=True)
-        )
-        if any(s.start == s.stop for s in selection):
-            continue  # wholly outside the array: zarr stores nothing for it
-        part = data[selection]
-        chunk = _padded(part, inner, layout.fill_value)
-        padding += chunk.size - part.size
-        encoded = _encode(chunk, codec, counts)
-        index[coords] = (offset, len(encoded))
-        offset += len(encoded)
-        parts.append(encoded)
+    plane_counts = None if counts is None else counts.reshape(-1)
+    # every inner chunk gathered, padded, encoded and indexed in one native call
+    parts, padding = core.encode_shard(
+        np.ascontiguousarray(data).reshape(-1).view(np.uint8),
+        dtype_code(data.dtype),
+        list(data.shape),
+        list(inner),
+        list(grid),
+        _write_order(grid),
+        np.ascontiguousarray(layout.fill_value).reshape(1).view(np.uint8),
+        0,
+        codec.checksum,
+        codec.predict,
+        SEGMENT_KIB,
+        plane_counts,
+    )
     if counts is not None and padding:
         _padding_counts(layout, padding, counts)
-    table = index.tobytes()
-    parts.append(table)
-    parts.append(google_crc32c.value(table).to_bytes(4, "little"))
-    return parts
+    return list(parts)
+
+
+@cache
+def _write_order(grid: tuple[int, ...]) -> np.ndarray:
+    """The grid coordinates of a shard's inner chunks in zarr's writing (Morton) order."""
+    return np.asarray(list(morton_order_iter(grid)), np.uint32).reshape(-1)
 
 
 def object_key(layout: DirectLayout, region: tuple[tuple[int, int], ...]) -> str:

@@ -10,6 +10,7 @@
 
 #include "../src/segment_decode.h"
 #include "wcodec/codec.h"
+#include "wcodec/shard.h"
 #include "wcodec/staging.h"
 #include "objects.h"
 
@@ -50,6 +51,68 @@ nb::bytes encode(InBuf data, uint8_t dtype, const std::vector<uint64_t>& shape, 
     chunk.write(dst);
   }
   return out;
+}
+
+// One Zarr shard object (wcodec/shard.h) as its parts, each encoded chunk a bytes object made as
+// soon as its group is encoded, then the index: `order` holds the grid coordinates of the
+// inner chunks in writing order, ndim per chunk. Returns the parts and the fill elements encoded.
+nb::tuple encode_shard(InBuf data, uint8_t dtype, const std::vector<uint64_t>& shape,
+                       const std::vector<uint64_t>& inner, const std::vector<uint64_t>& grid, ConstU32 order,
+                       InBuf fill, int threads, bool checksum, bool predict, uint32_t seg_kib,
+                       std::optional<U64> histograms) {
+  wcodec::DTypeLayout layout;
+  if (!wcodec::dtype_layout(dtype, &layout)) throw std::invalid_argument("unknown dtype code");
+  const size_t nd = shape.size();
+  if (inner.size() != nd || grid.size() != nd || nd == 0 || order.size() % nd != 0) {
+    throw std::invalid_argument("encode_shard: shape, inner, grid and order disagree on dimensions");
+  }
+  uint64_t nelem = 1;
+  for (uint64_t n : shape) nelem *= n;
+  if (data.size() != nelem * layout.itemsize || fill.size() != layout.itemsize) {
+    throw std::invalid_argument("encode_shard: data or fill has the wrong size");
+  }
+  if (histograms && histograms->size() != layout.itemsize * 256u) {
+    throw std::invalid_argument("histograms must hold itemsize * 256 counts");
+  }
+  wcodec::ShardSpec spec;
+  spec.data = data.data();
+  spec.dtype = dtype;
+  spec.ndim = static_cast<uint32_t>(nd);
+  spec.shape = shape.data();
+  spec.inner = inner.data();
+  spec.grid = grid.data();
+  spec.order = order.data();
+  spec.norder = order.size() / nd;
+  spec.fill = fill.data();
+  wcodec::EncodeOptions opt;
+  opt.threads = threads;
+  opt.checksum = checksum;
+  opt.predict = predict;
+  opt.seg_kib = seg_kib;
+  opt.histograms = histograms ? histograms->data() : nullptr;
+  nb::list parts;
+  uint64_t padding = 0;
+  std::vector<uint8_t> index;
+  {
+    nb::gil_scoped_release release;
+    index = wcodec::encode_shard(
+        spec, opt,
+        [&](const wcodec::EncodedChunk& chunk) {
+          PyObject* obj;
+          {
+            nb::gil_scoped_acquire acquire;
+            obj = PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(chunk.size()));
+            if (!obj) throw nb::python_error();
+          }
+          // the new object is not shared yet: it is filled without the GIL
+          chunk.write(reinterpret_cast<uint8_t*>(PyBytes_AS_STRING(obj)));
+          nb::gil_scoped_acquire acquire;
+          parts.append(nb::steal(obj));
+        },
+        &padding);
+  }
+  parts.append(nb::bytes(reinterpret_cast<const char*>(index.data()), index.size()));
+  return nb::make_tuple(parts, padding);
 }
 
 // dtype code and shape, after validating the whole container: a caller allocates the output from
@@ -240,6 +303,8 @@ NB_MODULE(_core, m) {
   });
   m.def("encode", &encode, "data"_a, "dtype_code"_a, "shape"_a, "threads"_a, "checksum"_a,
         "predict"_a, "segment_kib"_a, "histograms"_a.none() = nb::none());
+  m.def("encode_shard", &encode_shard, "data"_a, "dtype_code"_a, "shape"_a, "inner"_a, "grid"_a, "order"_a, "fill"_a,
+        "threads"_a, "checksum"_a, "predict"_a, "segment_kib"_a, "histograms"_a.none() = nb::none());
   m.def("header", &header, "data"_a);
   m.def("decode_batch", &decode_batch, "srcs"_a, "dsts"_a, "threads"_a);
   m.def("inspect", &inspect, "data"_a);

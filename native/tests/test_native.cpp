@@ -16,6 +16,7 @@
 #include "wcodec/codec.h"
 #include "wcodec/crc32c.h"
 #include "wcodec/parallel.h"
+#include "wcodec/shard.h"
 
 using namespace wcodec;
 
@@ -142,6 +143,80 @@ static void test_round_trips() {
       CHECK(decode(chunk, 3) == data);
     }
   }
+}
+
+// A 3-D block of uint16 whose data ends inside its last inner chunks: every stored chunk decodes
+// to its part of the data padded with the fill, chunks past the data are not stored, and the
+// index (with its CRC32C) says where each one is.
+static void test_shards() {
+  const uint64_t shape[3] = {6, 9, 5}, inner[3] = {2, 4, 5}, grid[3] = {4, 3, 1};
+  std::vector<uint8_t> data(6 * 9 * 5 * 2);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(i * 7 + (i >> 3));
+  std::vector<uint32_t> order;
+  for (uint32_t a = 0; a < 4; ++a) {
+    for (uint32_t b = 0; b < 3; ++b) order.insert(order.end(), {3 - a, b, 0});
+  }
+  const uint8_t fill[2] = {0x12, 0x34};
+  ShardSpec spec{data.data(), static_cast<uint8_t>(DType::UInt16), 3, shape, inner, grid, order.data(), 12, fill};
+  EncodeOptions opt;
+  opt.threads = 3;
+  std::vector<uint8_t> out;
+  uint64_t encoded_padding = 0;
+  const auto append = [&](const EncodedChunk& c) {
+    const size_t at = out.size();
+    out.resize(at + c.size());
+    c.write(out.data() + at);
+  };
+  const std::vector<uint8_t> index = encode_shard(spec, opt, append, &encoded_padding);
+  out.insert(out.end(), index.begin(), index.end());
+  const size_t cells = 12, index_at = out.size() - cells * 16 - 4;
+  CHECK(crc32c(out.data() + index_at, cells * 16) ==
+        (out[out.size() - 4] | out[out.size() - 3] << 8 | out[out.size() - 2] << 16 | uint32_t{out.back()} << 24));
+  auto u64 = [&](size_t at) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; --i) v = v << 8 | out[at + i];
+    return v;
+  };
+  uint64_t padding = 0, expect_offset = 0;
+  for (size_t k = 0; k < 12; ++k) {  // writing order: offsets grow along it
+    const uint32_t a = order[3 * k], b = order[3 * k + 1];
+    const size_t cell = a * 3 + b;
+    const uint64_t off = u64(index_at + 16 * cell), len = u64(index_at + 16 * cell + 8);
+    if (a * 2 >= 6) {
+      CHECK(off == ~uint64_t{0} && len == ~uint64_t{0});
+      continue;
+    }
+    CHECK(off == expect_offset);
+    expect_offset += len;
+    const std::vector<uint8_t> chunk(out.begin() + off, out.begin() + off + len);
+    const std::vector<uint8_t> got = decode(chunk);
+    CHECK(got.size() == 2 * 4 * 5 * 2);
+    for (uint64_t i = 0; i < 2; ++i) {
+      for (uint64_t j = 0; j < 4; ++j) {
+        for (uint64_t m = 0; m < 5; ++m) {
+          const uint64_t gi = a * 2 + i, gj = b * 4 + j;
+          const size_t at = ((i * 4 + j) * 5 + m) * 2;
+          if (gj < 9) {
+            const size_t src = ((gi * 9 + gj) * 5 + m) * 2;
+            CHECK(got[at] == data[src] && got[at + 1] == data[src + 1]);
+          } else {
+            CHECK(got[at] == fill[0] && got[at + 1] == fill[1]);
+            ++padding;
+          }
+        }
+      }
+    }
+  }
+  CHECK(expect_offset == index_at);
+  CHECK(encoded_padding == padding);
+  order[4] = order[1];  // the second chunk is the first one again
+  bool refused = false;
+  try {
+    encode_shard(spec, opt, append, &encoded_padding);
+  } catch (const std::invalid_argument&) {
+    refused = true;
+  }
+  CHECK(refused);
 }
 
 #if defined(__x86_64__)
@@ -304,6 +379,7 @@ int main() {
   test_crc();
   test_tables();
   test_round_trips();
+  test_shards();
   test_scalar_matches_simd();
   test_encoders_agree();
   test_corruption();
