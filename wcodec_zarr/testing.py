@@ -473,6 +473,7 @@ class LoopbackGCS(_Server):
         class Handler(RequestHandler):  # type: ignore[misc]
             status = 0
             length = 0
+            entry: tuple[str, str, str | None] | None = None  # method, key, range: to be logged
 
             def send_response(self, code: int, message: str | None = None) -> None:
                 self.status = code
@@ -483,18 +484,26 @@ class LoopbackGCS(_Server):
                     self.length = int(value)
                 super().send_header(keyword, value)
 
+            def end_headers(self) -> None:
+                # logged before the body goes out: a client holding its response finds it logged
+                if self.entry is not None:
+                    method, path, byte_range = self.entry
+                    nbytes = self.length if method == "GET" else 0
+                    request = Request(method, path, byte_range, self.status, nbytes)
+                    with owner._lock:
+                        owner.requests.append(request)
+                    self.entry = None
+                super().end_headers()
+
             def _logged(self, method: str, handle: Callable[[], None]) -> None:
                 url = urlsplit(self.path)
                 byte_range = self.headers.get("Range")
+                self.entry = (method, unquote(url.path).lstrip("/"), byte_range)
                 with owner._serial:
                     match = _GCS_OBJECT.match(url.path)
                     if match and byte_range and byte_range.startswith("bytes=-"):
                         self._absolute_range(match["bucket"], unquote(match["object"]), byte_range)
                     handle()
-                nbytes = self.length if method == "GET" else 0
-                path = unquote(url.path).lstrip("/")
-                with owner._lock:
-                    owner.requests.append(Request(method, path, byte_range, self.status, nbytes))
 
             def _absolute_range(self, bucket: str, name: str, suffix: str) -> None:
                 try:
