@@ -1,9 +1,13 @@
 """``shard_writer``: the objects ``convert`` encodes itself are byte-identical to the ones zarr
-writes for the same array, and the plane counts it returns are those of the in-bounds data."""
+writes for the same array, whether returned as bytes or written straight to a file, and the
+plane counts it returns are those of the in-bounds data."""
 
 from __future__ import annotations
 
+import errno
 import itertools
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,7 +20,7 @@ from zarr.storage import MemoryStore
 from wcodec_zarr import WCodec
 from wcodec_zarr._native import core
 from wcodec_zarr.dtypes import dtype_code
-from wcodec_zarr.shard_writer import direct_layout, encode_object, object_key
+from wcodec_zarr.shard_writer import direct_layout, encode_object, object_key, write_object
 
 LAYOUTS = [
     # shape, chunks, shards: partial last shards with inner chunks wholly past the edge,
@@ -61,16 +65,17 @@ def test_objects_equal_zarrs_own(
     chunks: tuple[int, ...],
     shards: tuple[int, ...] | None,
     dtype: np.dtype[Any],
+    tmp_path: Path,
 ) -> None:
-    _check_objects(_array(shape, chunks, shards, dtype), dtype)
+    _check_objects(_array(shape, chunks, shards, dtype), dtype, tmp_path)
 
 
 @pytest.mark.parametrize("dtype", [np.dtype(np.int8), np.dtype(np.float32)], ids=str)
-def test_padding_with_another_fill_value(dtype: np.dtype[Any]) -> None:
-    _check_objects(_array((100, 48), (16, 48), (48, 48), dtype, fill_value=3), dtype)
+def test_padding_with_another_fill_value(dtype: np.dtype[Any], tmp_path: Path) -> None:
+    _check_objects(_array((100, 48), (16, 48), (48, 48), dtype, fill_value=3), dtype, tmp_path)
 
 
-def _check_objects(array: zarr.Array[Any], dtype: np.dtype[Any]) -> None:
+def _check_objects(array: zarr.Array[Any], dtype: np.dtype[Any], folder: Path) -> None:
     shape = array.shape
     data = weight_like(np.random.default_rng(1), shape, dtype)
     array[...] = data
@@ -83,6 +88,12 @@ def _check_objects(array: zarr.Array[Any], dtype: np.dtype[Any]) -> None:
         encoded = encode_object(layout, part, counts)
         key = object_key(layout, region)
         assert encoded == store._store_dict[key].to_bytes(), key  # type: ignore[attr-defined]
+        # written to a file (its folder made on the way): the same bytes and counts
+        path = str(folder / "objects" / key)
+        file_counts = layout.plane_counts()
+        assert write_object(layout, part, path, file_counts) == len(encoded)
+        assert Path(path).read_bytes() == encoded, key
+        assert (file_counts == counts).all()
         # the counts are those of the region's own bytes, padding excluded
         flat = np.ascontiguousarray(part).reshape(-1).view(np.uint8)
         bits = np.asarray(core.plane_entropy(flat, dtype_code(dtype)))
@@ -112,3 +123,14 @@ def test_other_codecs_go_through_zarr() -> None:
     )
     for array in (zstd, start, compressed):
         assert direct_layout(array.metadata) is None  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_a_failed_write_names_the_file() -> None:
+    array = _array((100, 48), (16, 48), (48, 48), np.dtype(np.int8))
+    layout = direct_layout(array.metadata)  # type: ignore[arg-type]
+    assert layout is not None
+    data = weight_like(np.random.default_rng(2), (48, 48), np.dtype(np.int8))
+    with pytest.raises(OSError, match="/dev/full") as caught:
+        write_object(layout, data, "/dev/full")
+    assert caught.value.errno == errno.ENOSPC

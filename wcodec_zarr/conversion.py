@@ -42,7 +42,7 @@ from ._native import core
 from .documents import ArraySpec, Target, make_targets, root_document, write_documents
 from .dtypes import dtype_code, is_supported
 from .safetensors_file import Header, TensorEntry, read_header, read_into, read_region
-from .shard_writer import encode_object_parts, object_key
+from .shard_writer import encode_object_parts, object_key, write_object
 from .storage import filesystem, local_path, local_root, open_store
 from .weights import quantize_rows
 
@@ -324,10 +324,11 @@ def entropy_bound(data: np.ndarray) -> float | None:
 
 @dataclass
 class Region:
-    """A task's output, ready to store: objects encoded here (``shard_writer``) and array
-    regions left to zarr (arrays whose codecs ``shard_writer`` does not write)."""
+    """A task's output: objects encoded here (``shard_writer``), already written to a local
+    store or ready to store, and array regions left to zarr (arrays whose codecs
+    ``shard_writer`` does not write)."""
 
-    objects: list[tuple[Target, str, list[bytes]]]  # target, object key, its bytes in parts
+    objects: list[tuple[Target, str, list[bytes]]]  # remote: target, object key, bytes in parts
     through_zarr: list[tuple[Target, tuple[slice, ...], np.ndarray]]
     bound: float | None  # entropy bound in bytes (None if not a wcodec dtype)
     stored: int = 0  # bytes of objects already written to local stores
@@ -356,7 +357,15 @@ def _store_or_encode(
         return entropy_bound(data)
     counts = target.layout.plane_counts()
     key = object_key(target.layout, region)
-    out.objects.append((target, key, encode_object_parts(target.layout, data, counts)))
+    root = local_root(target.store)
+    if root is None:
+        out.objects.append((target, key, encode_object_parts(target.layout, data, counts)))
+    else:
+        # a plain file per key, as zarr's local store writes, from this thread: the hops to
+        # zarr's event loop and its file thread cost more than the write. The checkpoint is
+        # complete only once its root document is written.
+        path = os.path.join(root, target.path, key)
+        out.stored += write_object(target.layout, data, path, counts)
     return _bound(counts)
 
 
@@ -378,30 +387,7 @@ def encode_task(task: RegionTask) -> Region:
     out.bound = _store_or_encode(task.tensor, task.region, data, out)
     if task.scales is not None and scales is not None:
         _store_or_encode(task.scales, task.region[:1], scales, out)
-    _write_local(out)
     return out
-
-
-def _write_local(region: Region) -> None:
-    """Writes the region's objects bound for local stores from this thread, as zarr's local
-    store would (a plain file per key): the hops to zarr's event loop and its file thread cost
-    more than the write. The checkpoint is complete only once its root document is written."""
-    remote = []
-    for target, key, parts in region.objects:
-        root = local_root(target.store)
-        if root is None:
-            remote.append((target, key, parts))
-            continue
-        path = os.path.join(root, target.path, key)
-        try:
-            f = open(path, "wb")  # noqa: SIM115 (closed below, after the retry)
-        except FileNotFoundError:  # the first object of its folder
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            f = open(path, "wb")  # noqa: SIM115
-        with f:
-            f.writelines(parts)
-        region.stored += sum(len(part) for part in parts)
-    region.objects = remote
 
 
 async def _commit(region: Region) -> Written:
@@ -700,7 +686,7 @@ def _write(
         workers=workers,
         progress=progress,
         desc="convert",
-        # a local destination is written from the encoding threads (_write_local); others
+        # a local destination is written from the encoding threads (_store_or_encode); others
         # overlap their writes on zarr's event loop
         local_fn=None if local_root(store) is not None else write_region_async,
     )

@@ -9,7 +9,8 @@ fill value to the chunk shape (inner chunks wholly past the array's edge are not
 encoded with the array's ``WCodec`` settings, laid out in Morton order, then the shard index
 (``offset, nbytes`` as little-endian uint64 per inner chunk, C order of the chunk grid) and its
 CRC32C, as zarr's sharding codec writes them by default. The encoder also counts each byte
-plane's symbols, which gives the entropy bound without another pass over the data.
+plane's symbols, which gives the entropy bound without another pass over the data. For a local
+store, ``write_object`` writes the object to its file straight from the encoder's memory.
 ``tests/test_shard_writer.py`` checks byte equality with zarr's own writes.
 
 Arrays whose codecs differ from that layout (zstd, another index location, ...) return None
@@ -18,6 +19,7 @@ from ``direct_layout`` and are written through zarr.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -124,24 +126,64 @@ def encode_object(
 def encode_object_parts(
     layout: DirectLayout, data: np.ndarray, counts: np.ndarray | None = None
 ) -> list[bytes]:
-    """``encode_object`` as the pieces whose concatenation is the object (a file takes them
+    """``encode_object`` as the pieces whose concatenation is the object (a store takes them
     without joining them first)."""
-    codec = layout.codec
-    if data.dtype.byteorder == ">":
-        raise ValueError("encode_object takes native little-endian data")
-    padding = 0
+    _check_order(data)
     if layout.inner is None:
         block = _padded(data, layout.block, layout.fill_value)
         padding = block.size - data.size
-        encoded = _encode(block, codec, counts)
+        encoded = _encode(block, layout.codec, counts)
         if counts is not None and padding:
             _padding_counts(layout, padding, counts)
         return [encoded]
-    inner = layout.inner
+    parts, padding = core.encode_shard(*_shard_arguments(layout, layout.inner, data, counts))
+    if counts is not None and padding:
+        _padding_counts(layout, padding, counts)
+    return list(parts)
+
+
+def write_object(
+    layout: DirectLayout, data: np.ndarray, path: str, counts: np.ndarray | None = None
+) -> int:
+    """``encode_object`` written to a new file at ``path`` (its folder made when missing) and
+    returns its size. A shard goes out straight from the encoder's memory, chunk by chunk as it
+    is encoded, with no Python objects and no copy (``core.write_shard``); failed writes raise
+    ``OSError`` naming ``path``."""
+    _check_order(data)
+    try:
+        file = open(path, "wb", buffering=0)  # noqa: SIM115 (closed below, after the retry)
+    except FileNotFoundError:  # the first object of its folder
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        file = open(path, "wb", buffering=0)  # noqa: SIM115
+    with file:
+        if layout.inner is None:
+            encoded = encode_object(layout, data, counts)
+            file.write(encoded)
+            return len(encoded)
+        try:
+            written, padding = core.write_shard(
+                file.fileno(), *_shard_arguments(layout, layout.inner, data, counts)
+            )
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, path) from None
+    if counts is not None and padding:
+        _padding_counts(layout, padding, counts)
+    return int(written)
+
+
+def _check_order(data: np.ndarray) -> None:
+    if data.dtype.byteorder == ">":
+        raise ValueError("encode_object takes native little-endian data")
+
+
+def _shard_arguments(
+    layout: DirectLayout, inner: tuple[int, ...], data: np.ndarray, counts: np.ndarray | None
+) -> tuple[Any, ...]:
+    """The native shard call's arguments after the destination (``inner``: the layout's inner
+    chunk shape): every inner chunk of the block gathered, padded, encoded and indexed in one
+    call."""
     grid = tuple(b // c for b, c in zip(layout.block, inner, strict=True))
-    plane_counts = None if counts is None else counts.reshape(-1)
-    # every inner chunk gathered, padded, encoded and indexed in one native call
-    parts, padding = core.encode_shard(
+    return (
         np.ascontiguousarray(data).reshape(-1).view(np.uint8),
         dtype_code(data.dtype),
         list(data.shape),
@@ -150,14 +192,11 @@ def encode_object_parts(
         _write_order(grid),
         np.ascontiguousarray(layout.fill_value).reshape(1).view(np.uint8),
         0,
-        codec.checksum,
-        codec.predict,
+        layout.codec.checksum,
+        layout.codec.predict,
         SEGMENT_KIB,
-        plane_counts,
+        None if counts is None else counts.reshape(-1),
     )
-    if counts is not None and padding:
-        _padding_counts(layout, padding, counts)
-    return list(parts)
 
 
 @cache

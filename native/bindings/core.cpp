@@ -6,7 +6,9 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <cerrno>
 #include <cmath>
+#include <system_error>
 
 #include "../src/segment_decode.h"
 #include "wcodec/codec.h"
@@ -53,50 +55,60 @@ nb::bytes encode(InBuf data, uint8_t dtype, const std::vector<uint64_t>& shape, 
   return out;
 }
 
-// One Zarr shard object (wcodec/shard.h) as its parts, each encoded chunk a bytes object made as
-// soon as its group is encoded, then the index: `order` holds the grid coordinates of the
-// inner chunks in writing order, ndim per chunk. Returns the parts and the fill elements encoded.
+// A shard object's description (wcodec/shard.h) from the binding arguments, checked: `order`
+// holds the grid coordinates of the inner chunks in writing order, ndim per chunk.
+struct ShardCall {
+  wcodec::ShardSpec spec;
+  wcodec::EncodeOptions options;
+
+  ShardCall(InBuf data, uint8_t dtype, const std::vector<uint64_t>& shape, const std::vector<uint64_t>& inner,
+            const std::vector<uint64_t>& grid, ConstU32 order, InBuf fill, int threads, bool checksum, bool predict,
+            uint32_t seg_kib, std::optional<U64>& histograms) {
+    wcodec::DTypeLayout layout;
+    if (!wcodec::dtype_layout(dtype, &layout)) throw std::invalid_argument("unknown dtype code");
+    const size_t nd = shape.size();
+    if (inner.size() != nd || grid.size() != nd || nd == 0 || order.size() % nd != 0) {
+      throw std::invalid_argument("encode_shard: shape, inner, grid and order disagree on dimensions");
+    }
+    uint64_t nelem = 1;
+    for (uint64_t n : shape) nelem *= n;
+    if (data.size() != nelem * layout.itemsize || fill.size() != layout.itemsize) {
+      throw std::invalid_argument("encode_shard: data or fill has the wrong size");
+    }
+    if (histograms && histograms->size() != layout.itemsize * 256u) {
+      throw std::invalid_argument("histograms must hold itemsize * 256 counts");
+    }
+    spec.data = data.data();
+    spec.dtype = dtype;
+    spec.ndim = static_cast<uint32_t>(nd);
+    spec.shape = shape.data();
+    spec.inner = inner.data();
+    spec.grid = grid.data();
+    spec.order = order.data();
+    spec.norder = order.size() / nd;
+    spec.fill = fill.data();
+    options.threads = threads;
+    options.checksum = checksum;
+    options.predict = predict;
+    options.seg_kib = seg_kib;
+    options.histograms = histograms ? histograms->data() : nullptr;
+  }
+};
+
+// One Zarr shard object as its parts, each encoded chunk a bytes object made as soon as its
+// group is encoded, then the index. Returns the parts and the fill elements encoded.
 nb::tuple encode_shard(InBuf data, uint8_t dtype, const std::vector<uint64_t>& shape,
                        const std::vector<uint64_t>& inner, const std::vector<uint64_t>& grid, ConstU32 order,
                        InBuf fill, int threads, bool checksum, bool predict, uint32_t seg_kib,
                        std::optional<U64> histograms) {
-  wcodec::DTypeLayout layout;
-  if (!wcodec::dtype_layout(dtype, &layout)) throw std::invalid_argument("unknown dtype code");
-  const size_t nd = shape.size();
-  if (inner.size() != nd || grid.size() != nd || nd == 0 || order.size() % nd != 0) {
-    throw std::invalid_argument("encode_shard: shape, inner, grid and order disagree on dimensions");
-  }
-  uint64_t nelem = 1;
-  for (uint64_t n : shape) nelem *= n;
-  if (data.size() != nelem * layout.itemsize || fill.size() != layout.itemsize) {
-    throw std::invalid_argument("encode_shard: data or fill has the wrong size");
-  }
-  if (histograms && histograms->size() != layout.itemsize * 256u) {
-    throw std::invalid_argument("histograms must hold itemsize * 256 counts");
-  }
-  wcodec::ShardSpec spec;
-  spec.data = data.data();
-  spec.dtype = dtype;
-  spec.ndim = static_cast<uint32_t>(nd);
-  spec.shape = shape.data();
-  spec.inner = inner.data();
-  spec.grid = grid.data();
-  spec.order = order.data();
-  spec.norder = order.size() / nd;
-  spec.fill = fill.data();
-  wcodec::EncodeOptions opt;
-  opt.threads = threads;
-  opt.checksum = checksum;
-  opt.predict = predict;
-  opt.seg_kib = seg_kib;
-  opt.histograms = histograms ? histograms->data() : nullptr;
+  const ShardCall call(data, dtype, shape, inner, grid, order, fill, threads, checksum, predict, seg_kib, histograms);
   nb::list parts;
   uint64_t padding = 0;
   std::vector<uint8_t> index;
   {
     nb::gil_scoped_release release;
     index = wcodec::encode_shard(
-        spec, opt,
+        call.spec, call.options,
         [&](const wcodec::EncodedChunk& chunk) {
           PyObject* obj;
           {
@@ -113,6 +125,21 @@ nb::tuple encode_shard(InBuf data, uint8_t dtype, const std::vector<uint64_t>& s
   }
   parts.append(nb::bytes(reinterpret_cast<const char*>(index.data()), index.size()));
   return nb::make_tuple(parts, padding);
+}
+
+// The same object written to the open file descriptor `fd` (wcodec::write_shard), without the
+// GIL and without Python objects. Returns the bytes written and the fill elements encoded.
+nb::tuple write_shard(int fd, InBuf data, uint8_t dtype, const std::vector<uint64_t>& shape,
+                      const std::vector<uint64_t>& inner, const std::vector<uint64_t>& grid, ConstU32 order,
+                      InBuf fill, int threads, bool checksum, bool predict, uint32_t seg_kib,
+                      std::optional<U64> histograms) {
+  const ShardCall call(data, dtype, shape, inner, grid, order, fill, threads, checksum, predict, seg_kib, histograms);
+  uint64_t padding = 0, written = 0;
+  {
+    nb::gil_scoped_release release;
+    written = wcodec::write_shard(fd, call.spec, call.options, &padding);
+  }
+  return nb::make_tuple(written, padding);
 }
 
 // dtype code and shape, after validating the whole container: a caller allocates the output from
@@ -292,6 +319,10 @@ NB_MODULE(_core, m) {
   nb::register_exception_translator([](const std::exception_ptr& p, void*) {
     try {
       std::rethrow_exception(p);
+    } catch (const std::system_error& e) {
+      // OSError(errno, strerror): the caller names the file
+      errno = e.code().value();
+      PyErr_SetFromErrno(PyExc_OSError);
     } catch (const wcodec::ChunkError& e) {
       PyObject* exc = PyObject_CallFunction(chunk_error_type, "sns", e.what(),
                                             static_cast<Py_ssize_t>(e.index), e.reason.c_str());
@@ -305,6 +336,8 @@ NB_MODULE(_core, m) {
         "predict"_a, "segment_kib"_a, "histograms"_a.none() = nb::none());
   m.def("encode_shard", &encode_shard, "data"_a, "dtype_code"_a, "shape"_a, "inner"_a, "grid"_a, "order"_a, "fill"_a,
         "threads"_a, "checksum"_a, "predict"_a, "segment_kib"_a, "histograms"_a.none() = nb::none());
+  m.def("write_shard", &write_shard, "fd"_a, "data"_a, "dtype_code"_a, "shape"_a, "inner"_a, "grid"_a, "order"_a,
+        "fill"_a, "threads"_a, "checksum"_a, "predict"_a, "segment_kib"_a, "histograms"_a.none() = nb::none());
   m.def("header", &header, "data"_a);
   m.def("decode_batch", &decode_batch, "srcs"_a, "dsts"_a, "threads"_a);
   m.def("inspect", &inspect, "data"_a);

@@ -110,37 +110,46 @@ EncodedChunk::EncodedChunk(EncodedChunk&&) noexcept = default;
 EncodedChunk& EncodedChunk::operator=(EncodedChunk&&) noexcept = default;
 size_t EncodedChunk::size() const { return impl->total; }
 
-void EncodedChunk::write(uint8_t* dst) const {
-  std::memcpy(dst, impl->head.data(), impl->head.size());
+void EncodedChunk::pieces(const std::function<void(const uint8_t*, size_t)>& take) const {
+  static constexpr uint8_t kZeros[4] = {};
+  take(impl->head.data(), impl->head.size());
   uint64_t pos = 0;  // relative to the data section
-  uint8_t* data = dst + impl->head.size();
+  // payloads start at multiples of 4 bytes of the data section
+  auto align = [&] {
+    const uint64_t start = align_up(pos, 4);
+    if (start != pos) take(kZeros, start - pos);
+    pos = start;
+  };
   for (const PlanePlan& pp : impl->planes) {
     if (pp.mode == PlaneMode::Constant) continue;
-    const uint64_t start = align_up(pos, 4);
-    std::memset(data + pos, 0, start - pos);
-    pos = start;
+    align();
     if (pp.mode == PlaneMode::Raw) {
-      if (impl->nelem) std::memcpy(data + pos, pp.bytes, impl->nelem);
+      if (impl->nelem) take(pp.bytes, impl->nelem);
       pos += impl->nelem;
       continue;
     }
     const uint64_t seg_elems = impl->seg_elems;
     for (size_t j = 0; j < pp.segs.size(); ++j) {
       const SegmentPlan& sp = pp.segs[j];
-      const uint64_t s = align_up(pos, 4);
-      std::memset(data + pos, 0, s - pos);
-      pos = s;
+      align();
       if (sp.coding == SegCoding::Rans) {
-        std::memcpy(data + pos, sp.payload.data(), sp.payload.size());
+        take(sp.payload.data(), sp.payload.size());
         pos += sp.payload.size();
       } else {
         const uint64_t b = j * seg_elems;
         const uint64_t n = std::min<uint64_t>(seg_elems, impl->nelem - b);
-        std::memcpy(data + pos, pp.bytes + b, n);
+        take(pp.bytes + b, n);
         pos += n;
       }
     }
   }
+}
+
+void EncodedChunk::write(uint8_t* dst) const {
+  pieces([&](const uint8_t* p, size_t n) {
+    if (n) std::memcpy(dst, p, n);
+    dst += n;
+  });
 }
 
 EncodedChunk encode_chunk(const uint8_t* data, uint8_t dtype, const uint64_t* shape, uint32_t ndim,

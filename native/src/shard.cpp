@@ -2,10 +2,16 @@
 // and encoded a group at a time in parallel, handed out in the given order, then the index.
 #include "wcodec/shard.h"
 
+#include <sys/uio.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <climits>
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "wcodec/crc32c.h"
@@ -17,6 +23,27 @@ namespace {
 
 void put_u64(uint8_t* p, uint64_t v) {
   for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+
+// Writes every byte of `pieces` to `fd`, resuming after partial writes and interruptions.
+void write_all(int fd, std::vector<iovec>& pieces) {
+  size_t first = 0;
+  while (first < pieces.size()) {
+    const int count = static_cast<int>(std::min<size_t>(pieces.size() - first, IOV_MAX));
+    const ssize_t wrote = ::writev(fd, pieces.data() + first, count);
+    if (wrote < 0) {
+      if (errno == EINTR) continue;
+      throw std::system_error(errno, std::generic_category(), "write failed");
+    }
+    // skip the pieces written whole, then trim the one written in part
+    size_t left = static_cast<size_t>(wrote);
+    while (first < pieces.size() && left >= pieces[first].iov_len) left -= pieces[first++].iov_len;
+    if (left) {
+      pieces[first].iov_base = static_cast<uint8_t*>(pieces[first].iov_base) + left;
+      pieces[first].iov_len -= left;
+    }
+  }
+  pieces.clear();
 }
 
 }  // namespace
@@ -129,6 +156,25 @@ std::vector<uint8_t> encode_shard(const ShardSpec& s, const EncodeOptions& optio
   for (int b = 0; b < 4; ++b) index[cells * 16 + b] = static_cast<uint8_t>(crc >> (8 * b));
   *padding = pad;
   return index;
+}
+
+uint64_t write_shard(int fd, const ShardSpec& spec, const EncodeOptions& options, uint64_t* padding) {
+  std::vector<iovec> pieces;
+  uint64_t written = 0;
+  const auto take = [&](const uint8_t* p, size_t n) {
+    if (n) pieces.push_back({const_cast<uint8_t*>(p), n});
+    written += n;
+  };
+  std::vector<uint8_t> index = encode_shard(
+      spec, options,
+      [&](const EncodedChunk& chunk) {
+        chunk.pieces(take);
+        write_all(fd, pieces);  // before the chunk, whose memory the pieces are, goes
+      },
+      padding);
+  take(index.data(), index.size());
+  write_all(fd, pieces);
+  return written;
 }
 
 }  // namespace wcodec

@@ -209,6 +209,20 @@ static void test_shards() {
   }
   CHECK(expect_offset == index_at);
   CHECK(encoded_padding == padding);
+  // written to a file descriptor: the same bytes
+  std::FILE* file = std::tmpfile();
+  CHECK(file != nullptr);
+  if (file) {
+    uint64_t file_padding = 0;
+    CHECK(write_shard(fileno(file), spec, opt, &file_padding) == out.size());
+    CHECK(file_padding == padding);
+    std::vector<uint8_t> back(out.size() + 1);
+    std::rewind(file);
+    CHECK(std::fread(back.data(), 1, back.size(), file) == out.size());
+    back.pop_back();
+    CHECK(back == out);
+    std::fclose(file);
+  }
   order[4] = order[1];  // the second chunk is the first one again
   bool refused = false;
   try {

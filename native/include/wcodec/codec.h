@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -31,6 +32,9 @@ class EncodedChunk {
   EncodedChunk& operator=(EncodedChunk&&) noexcept;
   size_t size() const;
   void write(uint8_t* dst) const;  // exactly size() bytes
+  // The same bytes as consecutive pieces of the chunk's own memory (padding from a static zero
+  // block), in order, without copying: a file takes them by writev.
+  void pieces(const std::function<void(const uint8_t*, size_t)>& take) const;
 
   struct Impl;
   std::unique_ptr<Impl> impl;

@@ -38,4 +38,9 @@ struct ShardSpec {
 std::vector<uint8_t> encode_shard(const ShardSpec& spec, const EncodeOptions& options,
                                   const std::function<void(const EncodedChunk&)>& emit, uint64_t* padding);
 
+// encode_shard straight into the open file descriptor `fd`: each chunk's pieces go out by writev
+// from the encoder's own memory as its group finishes, then the index. Returns the bytes
+// written. Throws std::system_error (with errno) when a write fails.
+uint64_t write_shard(int fd, const ShardSpec& spec, const EncodeOptions& options, uint64_t* padding);
+
 }  // namespace wcodec
