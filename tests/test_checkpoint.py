@@ -318,6 +318,25 @@ def test_header_length_and_encoding_are_checked(tmp_path: Path) -> None:
         wc.convert(src, tmp_path / "ckpt", progress=False)
 
 
+@pytest.mark.parametrize(
+    ("text", "duplicate"),
+    [
+        (
+            b'{"a":{"dtype":"I8","shape":[2],"data_offsets":[0,2]},"a":{"dtype":"I8","shape":[2],'
+            b'"data_offsets":[0,2]}}',
+            "a",
+        ),
+        (b'{"a":{"dtype":"I8","dtype":"U8","shape":[2],"data_offsets":[0,2]}}', "dtype"),
+    ],
+)
+def test_duplicate_keys_are_refused(tmp_path: Path, text: bytes, duplicate: str) -> None:
+    src = tmp_path / "bad.safetensors"
+    src.write_bytes(len(text).to_bytes(8, "little") + text + b"\0\0")
+    with pytest.raises(ValueError, match=f"duplicate key '{duplicate}'"):
+        wc.convert(src, tmp_path / "ckpt", progress=False)
+    assert not (tmp_path / "ckpt").exists()
+
+
 def test_existing_destination_needs_overwrite(model: tuple[Path, bytes], tmp_path: Path) -> None:
     path, _ = model
     wc.convert(path, tmp_path / "ckpt", progress=False)

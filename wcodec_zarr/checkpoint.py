@@ -13,6 +13,7 @@ import os
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -239,25 +240,43 @@ class FileInfo:
     header: Header
 
 
+def _sizes(value: Any, low: int) -> bool:
+    """``value`` is a list of ints (bool refused) of at least ``low`` each."""
+    if type(value) is not list:
+        return False
+    # a loop, not all(): no generator per call, and opening a checkpoint checks every tensor
+    for v in value:  # noqa: SIM110
+        if type(v) is not int or v < low:
+            return False
+    return True
+
+
+@cache
+def _readable_dtype(name: str) -> bool:
+    try:
+        np.dtype(name)
+    except TypeError:
+        return False
+    return True
+
+
 def _check_entry(name: str, info: Any) -> None:
     """A manifest tensor entry has the layout readers rely on (sizes they divide by, shapes
     they allocate)."""
-
-    def sizes(value: Any, low: int) -> bool:
-        return isinstance(value, list) and all(type(v) is int and v >= low for v in value)
-
     shape, chunks, shards = info["shape"], info["chunks"], info["shards"]
-    if not (sizes(shape, 0) and sizes(chunks, 1) and len(chunks) == len(shape)):
+    if not (_sizes(shape, 0) and _sizes(chunks, 1) and len(chunks) == len(shape)):
         raise ValueError(f"tensor {name!r}: bad shape {shape!r} or chunks {chunks!r}")
     if shards is not None and not (
-        sizes(shards, 1)
+        _sizes(shards, 1)
         and len(shards) == len(chunks)
         and all(s % c == 0 for s, c in zip(shards, chunks, strict=True))
     ):
         raise ValueError(f"tensor {name!r}: bad shards {shards!r}")
-    if info["codec"] not in ("wcodec", "zstd") or not isinstance(info["nbytes"], int):
+    if info["codec"] not in ("wcodec", "zstd") or type(info["nbytes"]) is not int:
         raise ValueError(f"tensor {name!r}: bad codec or size")
-    np.dtype(info["dtype"])
+    dtype = info["dtype"]
+    if type(dtype) is not str or not _readable_dtype(dtype):
+        raise ValueError(f"tensor {name!r}: data type {dtype!r} not understood")
 
 
 _KEY_ENCODINGS: dict[str, ChunkKeyEncoding] = {}

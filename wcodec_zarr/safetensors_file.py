@@ -78,11 +78,13 @@ class Header:
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r}")
-        out[key] = value
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"duplicate key {key!r}")
+            seen.add(key)
     return out
 
 
@@ -96,14 +98,17 @@ def _expected_nbytes(dtype: str, shape: tuple[int, ...]) -> int:
     return bits // 8
 
 
+_ENTRY_KEYS = frozenset(("dtype", "shape", "data_offsets"))
+
+
 def _entry(name: str, info: Any) -> TensorEntry:
-    if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+    if type(info) is not dict or info.keys() != _ENTRY_KEYS:
         raise ValueError(f"tensor {name!r}: expected keys dtype, shape, data_offsets")
     dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
     if dtype not in NUMPY_DTYPES and dtype not in RAW_DTYPE_BITS:
         raise ValueError(f"tensor {name!r}: unknown dtype {dtype!r}")
     # type(...) is int: JSON gives exact ints, and bool (a subclass) is refused
-    if type(shape) is not list or not all(type(d) is int and d >= 0 for d in shape):
+    if type(shape) is not list or not _naturals(shape):
         raise ValueError(f"tensor {name!r}: shape must be a list of non-negative integers")
     if (
         type(offsets) is not list
@@ -123,6 +128,14 @@ def _entry(name: str, info: Any) -> TensorEntry:
             f"{dtype}{shape} needs {expected}"
         )
     return TensorEntry(name, dtype, tuple(shape), offsets[0], offsets[1])
+
+
+def _naturals(values: list[Any]) -> bool:
+    # a loop, not all(): no generator per call, and a header has an entry per tensor
+    for v in values:  # noqa: SIM110
+        if type(v) is not int or v < 0:
+            return False
+    return True
 
 
 def parse_header(text: str) -> Header:
