@@ -507,3 +507,53 @@ def test_malformed_manifest_is_refused(tmp_path: Path, change: Any, message: str
     root.write_text(json.dumps(document))
     with pytest.raises(IncompleteCheckpointError, match=message):
         wc.open_checkpoint(tmp_path / "ckpt")
+
+
+def test_loads_read_only_the_manifest_of_the_root_document(
+    model: tuple[Path, bytes], tmp_path: Path
+) -> None:
+    """Opening, loading and slicing wcodec tensors of rows parse the manifest, not the
+    consolidated metadata (most of the root document); zarr access parses it, and names it when
+    it is broken."""
+    path, _ = model
+    wc.convert(path, tmp_path / "ckpt", progress=False, **SMALL)
+    ckpt = wc.open_checkpoint(tmp_path / "ckpt")
+    names = [
+        n
+        for n, t in ckpt.items()
+        if t.info["codec"] == "wcodec" and len(t.shape) == 2 and 0 not in t.shape
+    ]
+    expected = wc.load_checkpoint(tmp_path / "ckpt", names=names)
+    root = tmp_path / "ckpt" / "zarr.json"
+    text = root.read_text()
+    assert text.endswith("}}}}")  # the consolidated metadata comes last
+    root.write_text(text[: text.index('"consolidated_metadata":') + 24] + "{broken}")
+    ckpt = wc.open_checkpoint(tmp_path / "ckpt")
+    loaded = wc.load_checkpoint(tmp_path / "ckpt", names=names)
+    assert len(names) == 3 and all(loaded[k].tobytes() == v.tobytes() for k, v in expected.items())
+    name = names[0]
+    assert ckpt[name][1:3].tobytes() == expected[name][1:3].tobytes()
+    with pytest.raises(ValueError, match=r"consolidated metadata in zarr\.json is not valid JSON"):
+        _ = ckpt.group
+
+
+@pytest.mark.parametrize("rewrite", ["indented", "no key encoding in the manifest"])
+def test_root_documents_of_any_layout_open(
+    model: tuple[Path, bytes], tmp_path: Path, rewrite: str
+) -> None:
+    """A root document rewritten by another tool (any key order or spacing), or from before
+    the manifest named the chunk key encoding, opens and loads the same."""
+    path, _ = model
+    wc.convert(path, tmp_path / "ckpt", progress=False, **SMALL)
+    expected = wc.load_checkpoint(tmp_path / "ckpt")
+    root = tmp_path / "ckpt" / "zarr.json"
+    document = json.loads(root.read_text())
+    if rewrite == "indented":
+        document = {"node_type": "group", **document}
+        root.write_text(json.dumps(document, indent=2))
+    else:
+        del document["attributes"]["wcodec_checkpoint"]["chunk_key_encoding"]
+        root.write_text(json.dumps(document, separators=(",", ":")))
+    loaded = wc.load_checkpoint(tmp_path / "ckpt")
+    assert all(loaded[k].tobytes() == v.tobytes() for k, v in expected.items())
+    assert isinstance(wc.open_checkpoint(tmp_path / "ckpt").group, zarr.Group)

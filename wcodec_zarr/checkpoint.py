@@ -300,10 +300,14 @@ class Checkpoint(Mapping[str, LazyTensor]):
     consolidated metadata) is made only when a tensor is read through zarr.
     """
 
-    def __init__(self, store: Store, document: dict[str, Any], url: str) -> None:
+    def __init__(
+        self, store: Store, document: dict[str, Any], url: str, consolidated: str | None = None
+    ) -> None:
         self.url = url
         self.store = store
         self._document = document
+        # the consolidated metadata's JSON text while it is not parsed (see split_root)
+        self._consolidated = consolidated
         self.manifest: dict[str, Any] = document["attributes"][MANIFEST_KEY]
         try:
             self.files = [
@@ -327,9 +331,21 @@ class Checkpoint(Mapping[str, LazyTensor]):
         """The checkpoint as a Zarr group (from the document already read: no request)."""
         if self._group is None:
             self._group = zarr.Group(
-                AsyncGroup.from_dict(StorePath(self.store), dict(self._document))
+                AsyncGroup.from_dict(StorePath(self.store), dict(self._whole_document()))
             )
         return self._group
+
+    def _whole_document(self) -> dict[str, Any]:
+        """The root document with its consolidated metadata, parsed on first use."""
+        if self._consolidated is not None:
+            try:
+                self._document["consolidated_metadata"] = json.loads(self._consolidated)
+            except ValueError as exc:
+                raise ValueError(
+                    f"{self.url}: the consolidated metadata in zarr.json is not valid JSON: {exc}"
+                ) from None
+            self._consolidated = None
+        return self._document
 
     def __getitem__(self, name: str) -> LazyTensor:
         if name not in self._entries:
@@ -338,12 +354,16 @@ class Checkpoint(Mapping[str, LazyTensor]):
 
     def chunk_key(self, path: str, coords: tuple[int, ...]) -> str:
         """The store key of the chunk (or shard) at grid ``coords`` of the array at ``path``,
-        by the array's own chunk key encoding (from the consolidated metadata: no request)."""
+        by the arrays' chunk key encoding that the manifest names or, in a manifest written
+        before it named one, the array's own from the consolidated metadata (no request)."""
         encoding = self._key_encodings.get(path)
         if encoding is None:
             try:
-                node = self._document["consolidated_metadata"]["metadata"][path]
-                encoding = _key_encoding(node["chunk_key_encoding"])
+                config = self.manifest.get("chunk_key_encoding")
+                if config is None:
+                    node = self._whole_document()["consolidated_metadata"]["metadata"][path]
+                    config = node["chunk_key_encoding"]
+                encoding = _key_encoding(config)
             except (KeyError, TypeError, ValueError) as exc:
                 raise ValueError(
                     f"{self.url}: array {path!r} has no valid chunk key encoding ({exc})"
@@ -429,10 +449,12 @@ def open_checkpoint(
     """Opens a checkpoint (a URL or a Zarr store) read-only: one read of the root metadata, no
     tensor data."""
     store = open_store(url, storage_options=storage_options, mode="r")
-    document = _root_document(store)
-    if document is None:
+    found = _root_document(store)
+    if found is None:
         raise FileNotFoundError(f"{url}: no checkpoint there (no Zarr group)")
-    manifest = document.get("attributes", {}).get(MANIFEST_KEY)
+    document, consolidated = found
+    attributes = document.get("attributes")
+    manifest = attributes.get(MANIFEST_KEY) if isinstance(attributes, dict) else None
     if not isinstance(manifest, dict):
         raise IncompleteCheckpointError(
             f"{url} is not a complete wcodec checkpoint: it has no manifest (the conversion did "
@@ -444,13 +466,13 @@ def open_checkpoint(
             f"{url}: checkpoint manifest version {manifest.get('version')!r} is not supported "
             f"(this version reads {readable})"
         )
-    return Checkpoint(store, document, str(url))
+    return Checkpoint(store, document, str(url), consolidated)
 
 
-def _root_document(store: Store) -> dict[str, Any] | None:
-    """The root ``zarr.json`` as JSON, or None when there is none (or not a format 3 group). A
-    local checkpoint's is read from its file (zarr's local reads cost a hop to its event loop
-    and a thread each)."""
+def _root_document(store: Store) -> tuple[dict[str, Any], str | None] | None:
+    """The root ``zarr.json`` as ``split_root`` gives it, or None when there is none (or not a
+    format 3 group). A local checkpoint's is read from its file (zarr's local reads cost a hop
+    to its event loop and a thread each)."""
     root = local_root(store)
     if root is not None:
         try:
@@ -462,12 +484,36 @@ def _root_document(store: Store) -> dict[str, Any] | None:
     if raw is None:
         return None
     try:
-        document = json.loads(raw)
+        document, consolidated = split_root(raw)
     except ValueError as exc:
         raise ValueError(f"zarr.json is not valid JSON: {exc}") from None
     if not isinstance(document, dict) or document.get("node_type") != "group":
         return None
-    return document
+    return document, consolidated
+
+
+_ROOT_HEAD = '{"attributes":'
+_ROOT_TAIL = ',"zarr_format":3,"node_type":"group","consolidated_metadata":'
+
+
+def split_root(raw: bytes) -> tuple[Any, str | None]:
+    """A root document as JSON. Laid out as ``convert`` writes it (compact, the consolidated
+    metadata last), only the attributes are parsed and the consolidated metadata comes back as
+    its text: it is most of the document, and opening a checkpoint or loading it needs only
+    the manifest. Any other document is parsed whole (None for the text)."""
+    text = raw.decode("utf-8")
+    if text.startswith(_ROOT_HEAD) and text.endswith("}"):
+        try:
+            attributes, end = _DECODER.raw_decode(text, len(_ROOT_HEAD))
+        except ValueError:
+            attributes, end = None, 0
+        if end and text.startswith(_ROOT_TAIL, end):
+            head = {"attributes": attributes, "zarr_format": 3, "node_type": "group"}
+            return head, text[end + len(_ROOT_TAIL) : -1]
+    return json.loads(text), None
+
+
+_DECODER = json.JSONDecoder()
 
 
 async def _fetch_root(store: Store) -> bytes | None:

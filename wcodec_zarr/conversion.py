@@ -39,7 +39,14 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from ._native import core
-from .documents import ArraySpec, Target, make_targets, root_document, write_documents
+from .documents import (
+    CHUNK_KEYS,
+    ArraySpec,
+    Target,
+    make_targets,
+    root_document,
+    write_documents,
+)
 from .dtypes import dtype_code, is_supported
 from .safetensors_file import Header, TensorEntry, read_header, read_into, read_region
 from .shard_writer import encode_object_parts, object_key, write_object
@@ -719,6 +726,8 @@ def _write(
         }
     manifest = {
         "version": MANIFEST_VERSION,
+        # every array's, as in its metadata: loads name objects without the consolidated metadata
+        "chunk_key_encoding": CHUNK_KEYS.to_dict(),
         "files": [{"name": f.name, "size": f.size, "header": f.header.text} for f in source.files],
         "index": None
         if source.index is None

@@ -126,14 +126,15 @@ def _target(store: Store, spec: ArraySpec) -> Target:
 
 
 def _group(consolidated: dict[str, Any] | None = None) -> dict[str, Any]:
-    document: dict[str, Any] = {"attributes": {}, "zarr_format": 3}
+    # the consolidated metadata last: a reader that needs only the attributes (the manifest)
+    # parses them and leaves the rest of the text for later (checkpoint.split_root)
+    document: dict[str, Any] = {"attributes": {}, "zarr_format": 3, "node_type": "group"}
     if consolidated is not None:
         document["consolidated_metadata"] = {
             "kind": "inline",
             "must_understand": False,
             "metadata": consolidated,
         }
-    document["node_type"] = "group"
     return document
 
 
