@@ -1,11 +1,14 @@
 // Mutation fuzzer for object staging (wcodec/staging.h), run under ASan/UBSan in CI:
-// wcodec_fuzz_stage [iterations] [seed] builds shard objects of random chunks with valid
-// indexes, then corrupts them (index entries rewritten with their CRC32C fixed up so that they
-// get past the checksum, bit flips, truncation) and stages them from memory and from files.
-// Every input must stage or fail with StageError / invalid_argument, and never touch memory
-// outside the object's slot (the buffer has guard bytes around every slot, checked after).
+// wcodec_fuzz_stage [iterations] [seed] builds shard objects of chunks (random bytes, or
+// encoded random int8 data) with valid indexes, then corrupts them (index entries rewritten
+// with their CRC32C fixed up so that they get past the checksum, bit flips, truncation) and
+// stages them from memory and from files, then decodes them where they lie (locate_chunks and
+// decode_stored, the CPU whole-load path). Every input must stage or fail with StageError /
+// invalid_argument, and never touch memory outside the object's slot or a chunk's output
+// (guard bytes around each, checked after); an intact object decodes to its data.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -13,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "wcodec/codec.h"
 #include "wcodec/crc32c.h"
 #include "wcodec/staging.h"
 
@@ -36,15 +40,29 @@ int main(int argc, char** argv) {
   const long iterations = argc > 1 ? std::atol(argv[1]) : 2000;
   std::mt19937_64 rng(argc > 2 ? std::strtoull(argv[2], nullptr, 10) : 1);
   const std::string path = "wcodec_fuzz_stage." + std::to_string(::getpid());
-  long staged = 0;
+  long staged = 0, decoded = 0;
   constexpr uint8_t kGuard = 0xA5;
+  constexpr size_t kPad = 64;  // guard bytes on each side of a chunk's output
   for (long it = 0; it < iterations; ++it) {
     const uint32_t per_shard = 1 + static_cast<uint32_t>(rng() % 8);
     std::vector<uint8_t> shard;
     std::vector<uint64_t> lens(per_shard);
+    std::vector<std::vector<uint8_t>> values(per_shard);  // an encoded chunk's data
+    std::vector<bool> encoded(per_shard);
     for (uint32_t i = 0; i < per_shard; ++i) {
-      lens[i] = rng() % 3000;
-      for (uint64_t k = 0; k < lens[i]; ++k) shard.push_back(static_cast<uint8_t>(rng()));
+      encoded[i] = rng() % 2 == 0;
+      if (encoded[i]) {
+        values[i].resize(rng() % 3000);
+        for (uint8_t& v : values[i]) v = static_cast<uint8_t>(rng() % 7 + rng() % 5);
+        const uint64_t shape[1] = {values[i].size()};
+        const EncodedChunk chunk = encode_chunk(values[i].data(), static_cast<uint8_t>(DType::Int8), shape, 1, {});
+        lens[i] = chunk.size();
+        shard.resize(shard.size() + lens[i]);
+        chunk.write(shard.data() + shard.size() - lens[i]);
+      } else {
+        lens[i] = rng() % 3000;
+        for (uint64_t k = 0; k < lens[i]; ++k) shard.push_back(static_cast<uint8_t>(rng()));
+      }
     }
     uint64_t offset = 0;
     for (uint32_t i = 0; i < per_shard; ++i) {
@@ -56,7 +74,8 @@ int main(int argc, char** argv) {
     shard.resize(shard.size() + 4);
     seal(shard, per_shard);
     const size_t table = shard.size() - (per_shard * 16 + 4);
-    switch (rng() % 5) {
+    const int mutation = static_cast<int>(rng() % 5);
+    switch (mutation) {
       case 0:  // an entry rewritten (offset or length), the checksum fixed up
         store_u64(shard.data() + table + 16 * (rng() % per_shard) + 8 * (rng() % 2),
                   rng() % 4 == 0 ? ~uint64_t{0} - rng() % 3 : rng() % (2 * shard.size()));
@@ -116,8 +135,47 @@ int main(int argc, char** argv) {
         return 1;
       }
     }
+    // decoded where it lies: each output sized as its chunk's data (or, now and then, not)
+    std::vector<uint64_t> src(o.nchunks), len(o.nchunks);
+    std::vector<std::vector<uint8_t>> outs(o.nchunks);
+    std::vector<StoredChunk> chunks(o.nchunks);
+    bool exact = mutation > 2;  // intact: every chunk that decodes must give its data
+    for (uint32_t i = 0; i < o.nchunks; ++i) {
+      uint64_t want = encoded[i] ? values[i].size() : rng() % 3000;
+      if (rng() % 8 == 0) {
+        want = rng() % 3000;
+        exact = false;
+      }
+      outs[i].assign(want + 2 * kPad, kGuard);
+    }
+    bool ok = false;
+    try {
+      locate_chunks(&o, 1, src.data(), len.data(), 2);
+      for (uint32_t i = 0; i < o.nchunks; ++i) {
+        chunks[i] = {0, src[i], len[i], outs[i].data() + kPad, outs[i].size() - 2 * kPad};
+      }
+      decode_stored(&o, 1, chunks.data(), o.nchunks, 2);
+      ok = true;
+      ++decoded;
+    } catch (const std::invalid_argument&) {
+      // a clean rejection (StageError and ChunkError are invalid_arguments)
+    }
+    for (uint32_t i = 0; i < o.nchunks; ++i) {
+      const std::vector<uint8_t>& out = outs[i];
+      for (size_t k = 0; k < kPad; ++k) {
+        if (out[k] != kGuard || out[out.size() - 1 - k] != kGuard) {
+          std::fprintf(stderr, "iteration %ld: chunk %u wrote outside its output\n", it, i);
+          return 1;
+        }
+      }
+      if (ok && exact && encoded[i] &&
+          !std::equal(values[i].begin(), values[i].end(), out.begin() + kPad)) {
+        std::fprintf(stderr, "iteration %ld: chunk %u decoded to other data\n", it, i);
+        return 1;
+      }
+    }
   }
   std::remove(path.c_str());
-  std::printf("fuzz_stage: %ld inputs, %ld staged\n", iterations, staged);
+  std::printf("fuzz_stage: %ld inputs, %ld staged, %ld decoded where they lie\n", iterations, staged, decoded);
   return 0;
 }
