@@ -126,11 +126,12 @@ def test_other_codecs_go_through_zarr() -> None:
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
-def test_a_failed_write_names_the_file() -> None:
-    array = _array((100, 48), (16, 48), (48, 48), np.dtype(np.int8))
+@pytest.mark.parametrize("shards", [(48, 48), None], ids=["sharded", "unsharded"])
+def test_a_failed_write_names_the_file(shards: tuple[int, int] | None) -> None:
+    array = _array((100, 48), (16, 48), shards, np.dtype(np.int8))
     layout = direct_layout(array.metadata)  # type: ignore[arg-type]
     assert layout is not None
-    data = weight_like(np.random.default_rng(2), (48, 48), np.dtype(np.int8))
+    data = weight_like(np.random.default_rng(2), layout.block, np.dtype(np.int8))
     with pytest.raises(OSError, match="/dev/full") as caught:
         write_object(layout, data, "/dev/full")
     assert caught.value.errno == errno.ENOSPC

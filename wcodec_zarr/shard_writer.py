@@ -151,21 +151,22 @@ def write_object(
     ``OSError`` naming ``path``."""
     _check_order(data)
     try:
-        file = open(path, "wb", buffering=0)  # noqa: SIM115 (closed below, after the retry)
+        file = open(path, "wb")  # noqa: SIM115 (closed below, after the retry)
     except FileNotFoundError:  # the first object of its folder
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        file = open(path, "wb", buffering=0)  # noqa: SIM115
-    with file:
-        if layout.inner is None:
-            encoded = encode_object(layout, data, counts)
-            file.write(encoded)
-            return len(encoded)
-        try:
+        file = open(path, "wb")  # noqa: SIM115
+    try:
+        with file:
+            if layout.inner is None:
+                encoded = encode_object(layout, data, counts)
+                file.write(encoded)
+                return len(encoded)
+            # through the descriptor: nothing is ever in the file object's buffer
             written, padding = core.write_shard(
                 file.fileno(), *_shard_arguments(layout, layout.inner, data, counts)
             )
-        except OSError as exc:
-            raise OSError(exc.errno, exc.strerror, path) from None
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, path) from None
     if counts is not None and padding:
         _padding_counts(layout, padding, counts)
     return int(written)
