@@ -149,9 +149,11 @@ __device__ __forceinline__ uint32_t lds_u16(uint32_t addr) {
   return v;
 }
 
-// A decode table in shared memory: 4096 packed entries, one per slot: the slot's offset from
-// its symbol's cumulative frequency (bits 0-11), the symbol (bits 12-19) and the frequency
-// (bits 20-31), so a decode step is one lookup and x -> (e >> 20) * (x >> 12) + (e & 4095).
+// A decode table in shared memory: 4096 packed entries, one per slot: the symbol (bits 0-7),
+// the slot's offset from its symbol's cumulative frequency (bits 8-19) and the frequency (bits
+// 20-31), so a decode step is one lookup and x -> (e >> 20) * ((x >> 12) - 4096) + (e >> 8)
+// (mod 2^32: e >> 8 is the offset plus freq << 12), and the symbol needs no extracting where
+// its byte is stored alone.
 constexpr uint32_t kTableEntries = 4096;
 
 // Word streams are read into shared-memory rings by asynchronous copies (cp.async, one 4-byte
@@ -192,8 +194,8 @@ __device__ void build_table(const DevTable& t, uint32_t off, int warp, int lane)
   for (int o = 0; o < 32; ++o) {
     const uint32_t s0 = __shfl_sync(0xffffffffu, start, o);
     const uint32_t f0 = __shfl_sync(0xffffffffu, freq, o);
-    const uint32_t entry = ((8 * o + warp) << 12) | (f0 << 20);
-    for (uint32_t i = lane; i < f0; i += 32) table[s0 + i] = entry | i;
+    const uint32_t entry = (8 * o + warp) | (f0 << 20);
+    for (uint32_t i = lane; i < f0; i += 32) table[s0 + i] = entry | (i << 8);
   }
 }
 
@@ -216,8 +218,9 @@ __device__ __forceinline__ void wait_async() {
 // are pending completes it. Words past the stream end read as zeros (never out of bounds).
 struct WordStream {
   const uint16_t* words;
-  const uint16_t* src;  // this lane's two words of the next window to copy
-  int32_t left;         // words from src to the stream end
+  uint32_t next;        // word index of this lane's two words in the next window to copy
+  uint32_t last;        // the stream's last even word index: copies past the end read none there
+  int32_t left;         // bytes from that word to the stream end
   uint32_t dst;         // shared address of this lane's 4 bytes of that window in the ring
   uint32_t ring;        // shared address of kRingWords uint16 entries, aligned to the ring's size
   uint32_t nwords;
@@ -226,17 +229,18 @@ struct WordStream {
 
   // Copies this lane's 4 bytes of the next window and moves on to the window after it.
   __device__ void issue() {
-    const uint32_t have = 2 * static_cast<uint32_t>(min(max(left, 0), 2));  // bytes inside the stream
-    copy4_async(dst, have ? src : words, have);
-    src += kWindowWords;
-    left -= static_cast<int32_t>(kWindowWords);
+    const uint32_t have = static_cast<uint32_t>(min(max(left, 0), 4));  // bytes inside the stream
+    copy4_async(dst, words + min(next, last), have);
+    next += kWindowWords;
+    left -= static_cast<int32_t>(2 * kWindowWords);
     // next slot of the ring, wrapped inside its aligned span
     dst = ((dst + 2 * kWindowWords) & (2 * kRingWords - 1)) | (dst & ~(2 * kRingWords - 1));
   }
   __device__ void open(const uint16_t* w, uint32_t n, uint32_t r, int lane) {
     words = w;
-    src = w + 2 * lane;
-    left = static_cast<int32_t>(n) - 2 * lane;
+    next = 2 * lane;
+    last = n ? (n - 1) & ~1u : 0;
+    left = 2 * (static_cast<int32_t>(n) - 2 * lane);
     dst = r + 4 * lane;
     ring = r;
     nwords = n;
@@ -334,8 +338,10 @@ struct SegmentDecoder {
           uint32_t at;
           asm("{ .reg .b32 t; and.b32 t, %1, 4095; mad.lo.u32 %0, t, 4, %2; }" : "=r"(at) : "r"(x[p]), "r"(table[p]));
           const uint32_t e = lds_u32(at);
-          b = (e >> 12) & 0xffu;
-          x[p] = (e >> 20) * (x[p] >> 12) + (e & 0xfffu);
+          // the symbol is the low byte: a lone int8 plane stores e as it is
+          b = (NP == 1 && !Delta) ? e : (e & 0xffu);
+          // e >> 8 is offset + (freq << 12): freq * ((x >> 12) - 4096) + (e >> 8), mod 2^32
+          x[p] = (e >> 20) * ((x[p] >> 12) - 4096u) + (e >> 8);
           need = x[p] < kStateLow;
         }
         const unsigned mask = __ballot_sync(0xffffffffu, need);
