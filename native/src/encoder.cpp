@@ -1,7 +1,6 @@
 // Chunk encoder: split into byte planes, choose per segment a predictor and a coding, build one
 // frequency table per plane and predictor, rANS-code the segments in parallel, lay out the chunk.
 #include <algorithm>
-#include <cmath>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -35,13 +34,21 @@ struct PlanePlan {
   const uint8_t* bytes = nullptr;  // the plane's nelem bytes
 };
 
+// Bits of n symbols counted in h under their own order-0 model: n log2 n - sum h log2 h.
 double self_bits(const uint32_t* h, uint64_t n) {
-  const double log_n = std::log2(static_cast<double>(n));
-  double bits = 0.0;
+  double sum = 0.0;
   for (int s = 0; s < 256; ++s) {
-    if (h[s]) bits += h[s] * (log_n - std::log2(static_cast<double>(h[s])));
+    if (h[s]) sum += h[s] * log2_count(h[s]);
   }
-  return bits;
+  return static_cast<double>(n) * log2_count(n) - sum;
+}
+
+double self_bits(const uint64_t* h, uint64_t n) {
+  double sum = 0.0;
+  for (int s = 0; s < 256; ++s) {
+    if (h[s]) sum += static_cast<double>(h[s]) * log2_count(h[s]);
+  }
+  return static_cast<double>(n) * log2_count(n) - sum;
 }
 
 // Table for a summed histogram; a histogram with one symbol gets a second one (count 1) so the
@@ -267,17 +274,8 @@ EncodedChunk encode_chunk(const uint8_t* data, uint8_t dtype, const uint64_t* sh
           sampled += H(j, p, 1)[s];
         }
       }
-      double best_bits = 0.0;
-      for (int s = 0; s < 256; ++s) {
-        if (total[s]) best_bits += total[s] * std::log2(static_cast<double>(nelem) / total[s]);
-      }
-      if (sampled) {
-        double delta_bits = 0.0;
-        for (int s = 0; s < 256; ++s) {
-          if (delta_total[s]) delta_bits += delta_total[s] * std::log2(static_cast<double>(sampled) / delta_total[s]);
-        }
-        best_bits = std::min(best_bits, delta_bits * nelem / sampled);
-      }
+      double best_bits = self_bits(total, nelem);
+      if (sampled) best_bits = std::min(best_bits, self_bits(delta_total, sampled) * nelem / sampled);
       if (best_bits / 8 + kStateBytes * nseg >= kMinPlaneSaving * nelem) {
         pp.mode = PlaneMode::Raw;
         continue;

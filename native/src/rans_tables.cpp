@@ -1,33 +1,37 @@
+#include <algorithm>
 #include <cmath>
-#include <queue>
 
 #include "wcodec/rans.h"
 
 namespace wcodec {
 
-namespace {
-
-// log2 of 0..4096, the frequencies a table can hold: normalising and costing tables for every
-// small chunk would otherwise spend most of their time in log2.
-struct Log2Table {
-  double v[kProbScale + 1];
-  Log2Table() {
-    v[0] = 0.0;
-    for (uint32_t f = 1; f <= kProbScale; ++f) v[f] = std::log2(static_cast<double>(f));
-  }
-};
+Log2Table::Log2Table() {
+  v[0] = 0.0;
+  for (uint32_t f = 1; f <= kProbScale; ++f) v[f] = std::log2(static_cast<double>(f));
+}
 const Log2Table kLog2;
-
-}  // namespace
 
 void normalize_freqs(const uint64_t counts[256], FreqTable* table) {
   uint64_t total = 0;
   for (int s = 0; s < 256; ++s) total += counts[s];
+  // Symbols whose share of 4096 is below one slot get one; the rest of the slots go to the
+  // others in proportion, so that rounding leaves only a few units to move (a plain share of
+  // 4096 would leave one to move for nearly every rare symbol).
+  uint64_t rare = 0, rare_mass = 0;
+  for (int s = 0; s < 256; ++s) {
+    if (counts[s] != 0 && counts[s] * kProbScale < total) {
+      ++rare;
+      rare_mass += counts[s];
+    }
+  }
+  const double scale = rare < kProbScale && rare_mass < total
+                           ? static_cast<double>(kProbScale - rare) / static_cast<double>(total - rare_mass)
+                           : static_cast<double>(kProbScale) / static_cast<double>(total);
   int64_t sum = 0;
   for (int s = 0; s < 256; ++s) {
     uint32_t f = 0;
     if (counts[s] != 0) {
-      const double share = static_cast<double>(counts[s]) * kProbScale / static_cast<double>(total);
+      const double share = counts[s] * kProbScale < total ? 1.0 : static_cast<double>(counts[s]) * scale;
       f = static_cast<uint32_t>(share + 0.5);
       if (f < 1) f = 1;
       if (f > kProbScale - 1) f = kProbScale - 1;
@@ -45,26 +49,30 @@ void normalize_freqs(const uint64_t counts[256], FreqTable* table) {
     // bits saved by growing (larger is better) or lost by shrinking (smaller is better)
     return grow ? c * (kLog2.v[f + 1] - kLog2.v[f]) : c * (kLog2.v[f] - kLog2.v[f - 1]);
   };
-  // The best move comes off a heap (moves can number in the hundreds when many rare symbols
-  // were rounded up to 1): largest gain when growing, smallest loss when shrinking, the lower
-  // symbol first among equals.
+  // The best move comes off a heap: largest gain when growing, smallest loss when shrinking,
+  // the lower symbol first among equals.
   struct Move {
     double key;  // the cost, negated when shrinking, so that larger is always better
     int s;
     bool operator<(const Move& o) const { return key < o.key || (key == o.key && s > o.s); }
   };
-  std::priority_queue<Move> heap;
+  Move heap[256];
+  int size = 0;
   for (int s = 0; s < 256; ++s) {
     const double c = move_cost(s);
-    if (c >= 0) heap.push({grow ? c : -c, s});
+    if (c >= 0) heap[size++] = {grow ? c : -c, s};
   }
+  std::make_heap(heap, heap + size);
   while (sum != kProbScale) {
-    const int best = heap.top().s;
-    heap.pop();
+    std::pop_heap(heap, heap + size);
+    const int best = heap[--size].s;
     table->freq[best] = static_cast<uint16_t>(table->freq[best] + (grow ? 1 : -1));
     sum += grow ? 1 : -1;
     const double c = move_cost(best);
-    if (c >= 0) heap.push({grow ? c : -c, best});
+    if (c >= 0) {
+      heap[size++] = {grow ? c : -c, best};
+      std::push_heap(heap, heap + size);
+    }
   }
 }
 

@@ -15,6 +15,7 @@
 //   one word stream, consumed in symbol order (lane 0..31 of step 0, then of step 1, ...).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -22,14 +23,26 @@
 
 namespace wcodec {
 
+// log2 of 0..4096 (0 for 0): the frequencies a table holds, and most counts the encoder weighs
+// (log2 would otherwise take much of a small chunk's encoding time).
+struct Log2Table {
+  double v[kProbScale + 1];
+  Log2Table();
+};
+extern const Log2Table kLog2;
+inline double log2_count(uint64_t c) {
+  return c <= kProbScale ? kLog2.v[c] : std::log2(static_cast<double>(c));
+}
+
 struct FreqTable {
   uint16_t freq[256];  // 0 for absent symbols
 };
 
 // Builds a normalised table from symbol counts (at least two distinct symbols present).
-// Rounds each count to its share of 4096 (at least 1), then moves the remaining units one at a
-// time to whichever symbol gains (or loses) the fewest coded bits, which is optimal for
-// single-unit moves and keeps the table within about 0.01 bit/symbol of the counts' entropy.
+// Symbols with less than a slot's share get 1; the others get their share of the remaining
+// slots, rounded; the units still missing or in excess then move one at a time to whichever
+// symbol gains (or loses) the fewest coded bits, which keeps the table within about 0.01
+// bit/symbol of the counts' entropy.
 void normalize_freqs(const uint64_t counts[256], FreqTable* table);
 
 // Serialised form: 32-byte presence bitmap (bit s & 7 of byte s >> 3), then for each present
