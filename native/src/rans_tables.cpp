@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "wcodec/rans.h"
 
@@ -24,7 +25,7 @@ void normalize_freqs(const uint64_t counts[256], FreqTable* table) {
       rare_mass += counts[s];
     }
   }
-  const double scale = rare < kProbScale && rare_mass < total
+  const double scale = rare_mass < total
                            ? static_cast<double>(kProbScale - rare) / static_cast<double>(total - rare_mass)
                            : static_cast<double>(kProbScale) / static_cast<double>(total);
   int64_t sum = 0;
@@ -49,30 +50,26 @@ void normalize_freqs(const uint64_t counts[256], FreqTable* table) {
     // bits saved by growing (larger is better) or lost by shrinking (smaller is better)
     return grow ? c * (kLog2.v[f + 1] - kLog2.v[f]) : c * (kLog2.v[f] - kLog2.v[f - 1]);
   };
-  // The best move comes off a heap: largest gain when growing, smallest loss when shrinking,
-  // the lower symbol first among equals.
-  struct Move {
-    double key;  // the cost, negated when shrinking, so that larger is always better
-    int s;
-    bool operator<(const Move& o) const { return key < o.key || (key == o.key && s > o.s); }
-  };
-  Move heap[256];
-  int size = 0;
+  // The units to move are few (the rounding's error): each move takes the best by a scan,
+  // largest gain when growing, smallest loss when shrinking, the lower symbol among equals.
+  double key[256];  // the next move's cost, negated when shrinking (larger is better); -inf: none
   for (int s = 0; s < 256; ++s) {
     const double c = move_cost(s);
-    if (c >= 0) heap[size++] = {grow ? c : -c, s};
+    key[s] = c < 0 ? -std::numeric_limits<double>::infinity() : grow ? c : -c;
   }
-  std::make_heap(heap, heap + size);
   while (sum != kProbScale) {
-    std::pop_heap(heap, heap + size);
-    const int best = heap[--size].s;
+    // four running maxima: one would wait on the previous comparison at every symbol
+    double m[4] = {key[0], key[1], key[2], key[3]};
+    for (int s = 4; s < 256; s += 4) {
+      for (int k = 0; k < 4; ++k) m[k] = key[s + k] > m[k] ? key[s + k] : m[k];
+    }
+    const double top = std::max(std::max(m[0], m[1]), std::max(m[2], m[3]));
+    int best = 0;
+    while (key[best] != top) ++best;
     table->freq[best] = static_cast<uint16_t>(table->freq[best] + (grow ? 1 : -1));
     sum += grow ? 1 : -1;
     const double c = move_cost(best);
-    if (c >= 0) {
-      heap[size++] = {grow ? c : -c, best};
-      std::push_heap(heap, heap + size);
-    }
+    key[best] = c < 0 ? -std::numeric_limits<double>::infinity() : grow ? c : -c;
   }
 }
 
