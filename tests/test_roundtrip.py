@@ -138,6 +138,25 @@ def test_delta_predictor_wins_on_smooth_rows_and_never_loses_much() -> None:
         assert len(wc.encode(array)) <= len(wc.encode(array, predict=False)) + segments
 
 
+@pytest.mark.parametrize(
+    ("nelem", "segments", "segment_elements"),
+    [
+        (64 * 1024, 1, 64 * 1024),
+        (18 * 1024, 1, 64 * 1024),
+        (72 * 1024, 2, 36 * 1024),  # not 64 Ki + 8 Ki: segments pair up
+        (64 * 1024 + 1, 2, 33 * 1024),
+        (1908 * 384, 12, 60 * 1024),
+        (3 * 64 * 1024, 3, 64 * 1024),
+    ],
+)
+def test_chunks_split_into_the_fewest_segments_of_one_length(
+    nelem: int, segments: int, segment_elements: int
+) -> None:
+    array = weight_like(np.random.default_rng(nelem), (nelem,), np.dtype(np.int8))
+    info = wc.inspect(assert_round_trip(array))
+    assert (info["segments"], info["segment_elements"]) == (segments, segment_elements)
+
+
 def test_inspect_reports_planes_and_bounds() -> None:
     array = weight_like(np.random.default_rng(10), (512, 512), np.dtype(ml_dtypes.bfloat16))
     info = wc.inspect(wc.encode(array))

@@ -178,7 +178,16 @@ EncodedChunk encode_chunk(const uint8_t* data, uint8_t dtype, const uint64_t* sh
     throw std::invalid_argument("chunk exceeds the 1 TiB size limit");
   }
   const uint32_t nplanes = layout.itemsize;
-  const uint64_t seg_elems = uint64_t{opt.seg_kib} * 1024;
+  // The fewest segments of at most seg_kib KiB elements, all of one length (whole KiB, the
+  // last one shorter by the rounding): segments are coded and decoded side by side in pairs,
+  // where a short last segment would leave its partner running alone.
+  uint32_t seg_kib = opt.seg_kib;
+  if (nelem > uint64_t{opt.seg_kib} * 1024) {
+    const uint64_t count = (nelem + uint64_t{opt.seg_kib} * 1024 - 1) / (uint64_t{opt.seg_kib} * 1024);
+    const uint64_t even_kib = ((nelem + count - 1) / count + 1023) / 1024;
+    seg_kib = static_cast<uint32_t>(std::max<uint64_t>(kMinSegKib, even_kib));
+  }
+  const uint64_t seg_elems = uint64_t{seg_kib} * 1024;
   const uint64_t nseg = (nelem + seg_elems - 1) / seg_elems;
   const uint64_t row = ndim == 0 || shape[ndim - 1] == 0 ? 1 : shape[ndim - 1];
 
@@ -468,7 +477,7 @@ EncodedChunk encode_chunk(const uint8_t* data, uint8_t dtype, const uint64_t* sh
   head[5] = dtype;
   head[6] = static_cast<uint8_t>(ndim);
   head[7] = opt.checksum ? kFlagChecksum : 0;
-  head[8] = static_cast<uint8_t>(opt.seg_kib);
+  head[8] = static_cast<uint8_t>(seg_kib);
   std::memcpy(head.data() + 12, &checksum, 4);
   for (uint32_t d = 0; d < ndim; ++d) put_u64(head.data() + kHeaderBytes + 8 * d, shape[d]);
   for (const PlanePlan& pp : E.planes) {

@@ -16,7 +16,7 @@ struct EncodeOptions {
   int threads = 0;  // 0: all cores; 1: the calling thread only
   bool checksum = true;
   bool predict = true;  // allow the delta predictor where it pays
-  uint32_t seg_kib = kDefaultSegKib;
+  uint32_t seg_kib = kDefaultSegKib;  // the longest segment: a chunk is split into the fewest, of equal length
   // When set, each byte plane's symbol counts are added to histograms[plane * 256 + symbol]
   // (itemsize * 256 entries): the order-0 entropy bound comes free with the encode.
   uint64_t* histograms = nullptr;
