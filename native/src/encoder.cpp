@@ -82,6 +82,7 @@ void delta_residuals(const uint8_t* __restrict x, uint64_t b, uint64_t n, uint64
 }
 
 constexpr uint64_t kSampleBlock = 4096;
+constexpr double kClearlyWorse = 1.05;  // delta residuals sampled at this many plane bits or more
 constexpr double kMinPlaneSaving = 0.995;  // code a plane only if it shrinks below this share
 
 void histogram(const uint8_t* x, uint64_t n, uint32_t* h) {
@@ -225,16 +226,29 @@ EncodedChunk encode_chunk(const uint8_t* data, uint8_t dtype, const uint64_t* sh
       if (predict) {
         // Delta residuals of every fourth 4 KiB block, counted four times: enough to choose
         // the predictor; segments that choose it are counted in full before tables are built.
+        // Every eighth block comes first: where its residuals cost clearly more than the plane
+        // bytes (noise-like weights), the other half of the sample would not change the choice.
         uint32_t* h1 = H(j, p, 1);
         std::fill(h1, h1 + 256, 0u);
-        uint32_t part[256];
-        for (uint64_t o = 0; o < n; o += 4 * kSampleBlock) {
-          const uint64_t len = std::min<uint64_t>(kSampleBlock, n - o);
-          uint8_t* r = kept_scratch<0>(residual_bytes);
-          delta_residuals(dst[p] + o, b + o, len, row, r);
-          histogram(r, len, part);
-          for (int s = 0; s < 256; ++s) h1[s] += 4 * part[s];
+        uint64_t sampled = 0;
+        auto sample = [&](uint64_t first) {
+          uint32_t part[256];
+          for (uint64_t o = first; o < n; o += 8 * kSampleBlock) {
+            const uint64_t len = std::min<uint64_t>(kSampleBlock, n - o);
+            uint8_t* r = kept_scratch<0>(residual_bytes);
+            delta_residuals(dst[p] + o, b + o, len, row, r);
+            histogram(r, len, part);
+            for (int s = 0; s < 256; ++s) h1[s] += part[s];
+            sampled += len;
+          }
+        };
+        sample(0);
+        if (self_bits(h1, sampled) * n < kClearlyWorse * self_bits(H(j, p, 0), n) * sampled) {
+          sample(4 * kSampleBlock);
         }
+        // scaled to the segment, as its plane bytes are counted
+        const uint32_t weight = static_cast<uint32_t>((n + sampled / 2) / sampled);
+        for (int s = 0; s < 256; ++s) h1[s] *= weight;
       }
     }
     if (opt.checksum) seg_crc[j] = crc32c(data + b * nplanes, n * nplanes);
