@@ -73,10 +73,21 @@ def test_root_document_opens_every_node(kind: str, tmp_path: Path) -> None:
     """Documents go through the store, or straight to the files of a local one."""
     store = MemoryStore() if kind == "memory" else LocalStore(tmp_path / "ckpt")
     targets = make_targets(store, SPECS)
-    write_documents(store, targets)
+    arrays = write_documents(store, targets)
     # before the root document: a plain group
     assert dict(zarr.open_group(store, mode="r").attrs) == {}
-    root = root_document(targets, {"manifest": {"version": 1}})
+    root = root_document(arrays, {"manifest": {"version": 1}})
+
+    # the arrays' documents are spliced in as written; the attributes (the manifest) come first
+    def group(metadata: dict[str, Any]) -> dict[str, Any]:
+        inline = {"kind": "inline", "must_understand": False, "metadata": metadata}
+        return {"zarr_format": 3, "node_type": "group", "consolidated_metadata": inline}
+
+    nodes = {g: {"attributes": {}, **group({})} for g in ("deep", "deep/er")}
+    nodes |= {t.path: t.document for t in targets}
+    parsed = json.loads(root)
+    assert parsed == {"attributes": {"manifest": {"version": 1}}, **group(nodes)}
+    assert list(parsed) == ["attributes", "zarr_format", "node_type", "consolidated_metadata"]
     sync(store.set("zarr.json", default_buffer_prototype().buffer.from_bytes(root)))
     group = zarr.open_group(store, mode="r", use_consolidated=True)
     assert group.attrs["manifest"] == {"version": 1}

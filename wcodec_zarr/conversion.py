@@ -105,7 +105,7 @@ class RegionTask:
     storage_options: dict[str, Any] | None
     src: str
     offset: int  # absolute file offset of the tensor's first byte
-    dtype: str  # NumPy dtype string of the source bytes
+    dtype: np.dtype[Any]  # of the source bytes
     shape: tuple[int, ...]
     region: tuple[tuple[int, int], ...]
 
@@ -378,15 +378,14 @@ def _store_or_encode(
 
 def encode_task(task: RegionTask) -> Region:
     """A task's region read from its file, quantized when the tensor is, and encoded."""
-    dtype = np.dtype(task.dtype)  # ml_dtypes (imported by .dtypes) registers bfloat16, float8
     local = local_path(task.src)
     if local is not None:  # a plain file: fsspec's wrapper costs more than a small read
         with open(local, "rb") as f:
-            data = read_block(f, task.offset, dtype, task.shape, task.region)
+            data = read_block(f, task.offset, task.dtype, task.shape, task.region)
     else:
         fs, path = filesystem(task.src, task.storage_options)
         with fs.open(path, "rb") as f:
-            data = read_block(f, task.offset, dtype, task.shape, task.region)
+            data = read_block(f, task.offset, task.dtype, task.shape, task.region)
     scales = None
     if task.scales is not None:
         data, scales = quantize_rows(data)
@@ -663,7 +662,7 @@ def _write(
     store = open_store(dst, storage_options=storage_options, mode="w")
     specs = [_specs(plan) for plan in plans]
     targets = make_targets(store, [spec for pair in specs for spec in pair])
-    write_documents(store, targets)
+    arrays = write_documents(store, targets)
     target_of = {t.path: t for t in targets}
     tasks: list[RegionTask] = []
     weights: list[int] = []
@@ -679,7 +678,7 @@ def _write(
                     storage_options=storage_options,
                     src=plan.file.url,
                     offset=plan.file.header.data_start + plan.entry.begin,
-                    dtype=str(source_dtype),
+                    dtype=source_dtype,
                     shape=plan.shape,
                     region=region,
                 )
@@ -735,7 +734,7 @@ def _write(
         "tensors": tensors,
     }
     # written once and last: the checkpoint is complete only when this is there
-    root = root_document(targets, {MANIFEST_KEY: manifest})
+    root = root_document(arrays, {MANIFEST_KEY: manifest})
     folder = local_root(store)
     if folder is not None:
         (folder / "zarr.json").write_bytes(root)  # the build folder is renamed into place later

@@ -75,7 +75,7 @@ def _codecs(spec: ArraySpec) -> dict[str, Any]:
     return {"compressors": ZstdCodec(level=3)}
 
 
-Kind = tuple[str, str, bool, int]  # dtype, codec, unsharded, ndim
+Kind = tuple[np.dtype[Any], str, bool, int]  # dtype, codec, unsharded, ndim
 # One zarr-made document (as JSON text, each target's copy parsed from it) and direct layout per
 # kind of array, kept for the process: zarr makes them on its event loop, a round trip that
 # costs more than a small tensor's encoding.
@@ -84,7 +84,8 @@ _templates_lock = threading.Lock()
 
 
 def _kind(spec: ArraySpec) -> Kind:
-    return (str(spec.dtype), spec.codec, spec.shards is None, len(spec.shape))
+    # the dtype itself: str() of a NumPy dtype costs microseconds, twice per tensor
+    return (spec.dtype, spec.codec, spec.shards is None, len(spec.shape))
 
 
 async def _make(spec: ArraySpec) -> tuple[str, DirectLayout | None]:
@@ -147,35 +148,37 @@ def _parents(paths: list[str]) -> list[str]:
     return sorted(found)
 
 
-def _encode(document: dict[str, Any]) -> bytes:
+def _encode(document: Any) -> bytes:
     """Compact JSON: Python's indenting encoder is pure Python, and a checkpoint's documents
     are read by programs."""
     return json.dumps(document, separators=(",", ":")).encode()
 
 
-def write_documents(store: Store, targets: list[Target]) -> None:
-    """Every array's document and every group's, all at once. The root's is a plain group
-    until ``root_document`` replaces it: a store stopped half-way opens as a group that is not
-    a complete checkpoint.
+def write_documents(store: Store, targets: list[Target]) -> dict[str, bytes]:
+    """Every array's document and every group's, all at once; returns the arrays' documents
+    by path, for ``root_document``. The root's is a plain group until ``root_document``
+    replaces it: a store stopped half-way opens as a group that is not a complete checkpoint.
 
     A local checkpoint is built in a folder of its own and renamed into place once complete
     (``convert``), so its documents are plain files written from this thread: zarr's local
     store would write each through a temporary name and a hop to its event loop and a thread,
     which costs more than the write."""
-    documents = {f"{t.path}/zarr.json": _encode(t.document) for t in targets}
-    groups = _parents([t.path for t in targets])
+    arrays = {t.path: _encode(t.document) for t in targets}
+    documents = {f"{path}/zarr.json": document for path, document in arrays.items()}
+    groups = _parents(list(arrays))
     documents |= {f"{g}/zarr.json": _encode(_group()) for g in groups}
     documents["zarr.json"] = _encode(_group())
     root = local_root(store)
     if root is None:
         sync(_set_all(store, documents))
-        return
+        return arrays
     folder = str(root)
     for key, document in documents.items():
         path = os.path.join(folder, key)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "wb") as f:
             f.write(document)
+    return arrays
 
 
 async def _set_all(store: Store, documents: dict[str, bytes]) -> None:
@@ -185,13 +188,22 @@ async def _set_all(store: Store, documents: dict[str, bytes]) -> None:
     )
 
 
-def root_document(targets: list[Target], attributes: dict[str, Any]) -> bytes:
-    """The root group's document: ``attributes`` and the consolidated metadata of every node."""
-    metadata: dict[str, Any] = {g: _group({}) for g in _parents([t.path for t in targets])}
-    metadata |= {t.path: t.document for t in targets}
-    root = _group(metadata)
-    root["attributes"] = attributes
-    return _encode(root)
+def root_document(arrays: dict[str, bytes], attributes: dict[str, Any]) -> bytes:
+    """The root group's document: ``attributes`` and the consolidated metadata of every node,
+    the arrays' documents (``write_documents``) spliced in as they were encoded. Key order as
+    ``_group``'s."""
+    nodes = {g: _encode(_group({})) for g in _parents(list(arrays))} | arrays
+    metadata = b",".join(_encode(path) + b":" + document for path, document in nodes.items())
+    return b"".join(
+        (
+            b'{"attributes":',
+            _encode(attributes),
+            b',"zarr_format":3,"node_type":"group","consolidated_metadata":',
+            b'{"kind":"inline","must_understand":false,"metadata":{',
+            metadata,
+            b"}}}",
+        )
+    )
 
 
 def make_targets(store: Store, specs: list[ArraySpec]) -> list[Target]:
