@@ -35,15 +35,8 @@ struct PlanePlan {
 };
 
 // Bits of n symbols counted in h under their own order-0 model: n log2 n - sum h log2 h.
-double self_bits(const uint32_t* h, uint64_t n) {
-  double sum = 0.0;
-  for (int s = 0; s < 256; ++s) {
-    if (h[s]) sum += h[s] * log2_count(h[s]);
-  }
-  return static_cast<double>(n) * log2_count(n) - sum;
-}
-
-double self_bits(const uint64_t* h, uint64_t n) {
+template <typename Count>
+double self_bits(const Count* h, uint64_t n) {
   double sum = 0.0;
   for (int s = 0; s < 256; ++s) {
     if (h[s]) sum += static_cast<double>(h[s]) * log2_count(h[s]);
