@@ -2,6 +2,7 @@
 // failed and the program exits nonzero.
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -91,6 +92,60 @@ static void test_crc() {
         CHECK(crc32c(buf.data() + off, n, init) == crc32c_reference(buf.data() + off, n, init));
       }
     }
+  }
+}
+
+// Coded bits of the counts under a table.
+static double table_bits(const uint64_t* counts, const FreqTable& t) {
+  double bits = 0.0;
+  for (int s = 0; s < 256; ++s) {
+    if (counts[s]) bits += static_cast<double>(counts[s]) * (kProbBits - std::log2(static_cast<double>(t.freq[s])));
+  }
+  return bits;
+}
+
+// normalize_freqs against the exact optimum (one slot per present symbol, then each further
+// slot to the largest gain: optimal, the gains being concave), on skewed histograms with many
+// rare symbols, from a few counts to millions.
+static void test_tables_near_optimal() {
+  std::mt19937_64 rng(11);
+  for (int it = 0; it < 300; ++it) {
+    uint64_t counts[256] = {};
+    const int k = 2 + static_cast<int>(rng() % 255);
+    const uint64_t scale = uint64_t{1} << (rng() % 24);
+    const double skew = 0.5 + static_cast<double>(rng() % 60) / 10.0;
+    uint64_t total = 0;
+    for (int s = 0; s < k; ++s) {
+      counts[s] = static_cast<uint64_t>(static_cast<double>(scale) / std::pow(1.0 + s, skew)) + (rng() % 4 == 0);
+      total += counts[s];
+    }
+    int present = 0;
+    for (int s = 0; s < 256; ++s) present += counts[s] != 0;
+    if (present < 2) continue;
+    FreqTable t;
+    normalize_freqs(counts, &t);
+    uint32_t sum = 0;
+    for (int s = 0; s < 256; ++s) {
+      CHECK((counts[s] == 0) == (t.freq[s] == 0));
+      sum += t.freq[s];
+    }
+    CHECK(sum == kProbScale);
+    FreqTable best{};
+    std::vector<std::pair<double, int>> heap;
+    for (int s = 0; s < 256; ++s) {
+      if (!counts[s]) continue;
+      best.freq[s] = 1;
+      heap.push_back({static_cast<double>(counts[s]), s});  // gain of a second slot: c log2(2/1)
+    }
+    std::make_heap(heap.begin(), heap.end());
+    for (uint32_t used = static_cast<uint32_t>(present); used < kProbScale; ++used) {
+      std::pop_heap(heap.begin(), heap.end());
+      const int s = heap.back().second;
+      const double f = ++best.freq[s];
+      heap.back().first = static_cast<double>(counts[s]) * std::log2((f + 1) / f);
+      std::push_heap(heap.begin(), heap.end());
+    }
+    CHECK(table_bits(counts, t) <= table_bits(counts, best) + 1e-3 * static_cast<double>(total));
   }
 }
 
@@ -392,6 +447,7 @@ static void test_pool() {
 int main() {
   test_crc();
   test_tables();
+  test_tables_near_optimal();
   test_round_trips();
   test_shards();
   test_scalar_matches_simd();
