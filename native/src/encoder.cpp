@@ -75,7 +75,8 @@ void delta_residuals(const uint8_t* __restrict x, uint64_t b, uint64_t n, uint64
 }
 
 constexpr uint64_t kSampleBlock = 4096;
-constexpr double kClearlyWorse = 1.05;  // delta residuals sampled at this many plane bits or more
+// a first delta sample whose residuals cost this many times the plane bytes' bits settles it
+constexpr double kClearlyWorse = 1.05;
 constexpr double kMinPlaneSaving = 0.995;  // code a plane only if it shrinks below this share
 
 void histogram(const uint8_t* x, uint64_t n, uint32_t* h) {
@@ -217,8 +218,9 @@ EncodedChunk encode_chunk(const uint8_t* data, uint8_t dtype, const uint64_t* sh
     for (uint32_t p = 0; p < nplanes; ++p) {
       histogram(dst[p], n, H(j, p, 0));
       if (predict) {
-        // Delta residuals of every fourth 4 KiB block, counted four times: enough to choose
-        // the predictor; segments that choose it are counted in full before tables are built.
+        // Delta residuals of every fourth 4 KiB block, their counts scaled to the segment: enough
+        // to choose the predictor; segments that choose it are counted in full before tables
+        // are built.
         // Every eighth block comes first: where its residuals cost clearly more than the plane
         // bytes (noise-like weights), the other half of the sample would not change the choice.
         uint32_t* h1 = H(j, p, 1);
