@@ -78,14 +78,19 @@ const DevConstants& constants() {
 
 }  // namespace
 
+// Blocks of chunks with the same plane count, rANS planes and tables: one launch, whose shared
+// memory is what they need (one word ring per rANS plane per warp, the tables).
+struct LaunchGroup {
+  uint32_t end;  // the group's blocks end here
+  uint32_t nplanes, rans, tables;
+};
+
 struct DecodePlan::Impl {
   std::vector<unsigned char> blob;  // the workspace image up to (not including) the chunk sums
   size_t chunks_off = 0, segments_off = 0, tables_off = 0, crc_off = 0, total = 0;
   uint32_t num_chunks = 0, num_segments = 0;
-  int max_rans_planes = 1;
-  uint32_t max_tables = 1;
   size_t blocks_off = 0;
-  uint32_t block_group_end[3] = {0, 0, 0};  // blocks of 1, 2 and 4 planes end here
+  std::vector<LaunchGroup> groups;  // one kernel launch each, in block order
 };
 
 DecodePlan::DecodePlan() : impl(std::make_unique<Impl>()) {}
@@ -134,18 +139,24 @@ DecodePlan lay_out(const ChunkRef* refs, const ChunkInfo* infos, size_t count) {
   std::vector<DevSegment> segments;
   std::vector<DevTable> tables;
   std::vector<DevBlock> blocks;
-  int max_rans = 1;
-  uint32_t max_tables = 1;
-  uint32_t block_group_end[3] = {0, 0, 0};
+  std::vector<LaunchGroup> groups;
   auto prefix = [count](size_t k) { return chunk_prefix(count, k); };
-  // Segments are grouped by itemsize (1, 2, 4 planes), each chunk's segments contiguous, so
-  // that one kernel instance per plane count decodes a contiguous range.
-  std::vector<size_t> order;
-  for (uint32_t np : {1u, 2u, 4u}) {
-    for (size_t k = 0; k < count; ++k) {
-      if (infos[k].nplanes == np) order.push_back(k);
+  // Chunks are ordered by plane count, rANS planes and tables, each chunk's segments contiguous,
+  // so that one launch of the kernel for that plane count decodes each run of equal needs.
+  std::vector<LaunchGroup> needs(count);
+  for (size_t k = 0; k < count; ++k) {
+    const ChunkInfo& info = infos[k];
+    needs[k].nplanes = info.nplanes;
+    for (uint32_t p = 0; p < info.nplanes; ++p) {
+      if (info.planes[p].mode != PlaneMode::Rans) continue;
+      ++needs[k].rans;
+      needs[k].tables += static_cast<uint32_t>(__builtin_popcount(info.planes[p].table_mask));
     }
   }
+  auto key = [&needs](size_t k) { return std::array<uint32_t, 3>{needs[k].nplanes, needs[k].rans, needs[k].tables}; };
+  std::vector<size_t> order(count);
+  for (size_t k = 0; k < count; ++k) order[k] = k;
+  std::stable_sort(order.begin(), order.end(), [&key](size_t a, size_t b) { return key(a) < key(b); });
   for (size_t k : order) {
     const ChunkRef& r = refs[k];
     const ChunkInfo& info = infos[k];
@@ -168,11 +179,9 @@ DecodePlan lay_out(const ChunkRef* refs, const ChunkInfo* infos, size_t count) {
     // relative to the chunk's first table
     const uint32_t table_first = static_cast<uint32_t>(tables.size());
     uint32_t table_index[4][kNumPredictors] = {};
-    int rans_planes = 0;
     for (uint32_t p = 0; p < info.nplanes; ++p) {
       const PlaneInfo& pl = info.planes[p];
       if (pl.mode != PlaneMode::Rans) continue;
-      ++rans_planes;
       for (uint32_t q = 0; q < kNumPredictors; ++q) {
         if (!(pl.table_mask & (1u << q))) continue;
         table_index[p][q] = static_cast<uint32_t>(tables.size()) - table_first;
@@ -181,9 +190,7 @@ DecodePlan lay_out(const ChunkRef* refs, const ChunkInfo* infos, size_t count) {
         tables.push_back(t);
       }
     }
-    max_rans = std::max(max_rans, rans_planes);
     const uint32_t table_count = static_cast<uint32_t>(tables.size()) - table_first;
-    max_tables = std::max(max_tables, table_count);
     for (uint64_t j = 0; j < info.nseg; j += kWarpsPerBlock) {
       blocks.push_back({static_cast<uint32_t>(segments.size() + j),
                         static_cast<uint32_t>(std::min<uint64_t>(kWarpsPerBlock, info.nseg - j)), table_first,
@@ -236,18 +243,16 @@ DecodePlan lay_out(const ChunkRef* refs, const ChunkInfo* infos, size_t count) {
         }
       }
     }
-    block_group_end[info.nplanes == 1 ? 0 : info.nplanes == 2 ? 1 : 2] = static_cast<uint32_t>(blocks.size());
+    if (groups.empty() || key(k) != std::array<uint32_t, 3>{groups.back().nplanes, groups.back().rans, groups.back().tables}) {
+      groups.push_back(needs[k]);
+    }
+    groups.back().end = static_cast<uint32_t>(blocks.size());
   }
-  // groups with no chunks end where the previous group ends
-  if (block_group_end[1] < block_group_end[0]) block_group_end[1] = block_group_end[0];
-  if (block_group_end[2] < block_group_end[1]) block_group_end[2] = block_group_end[1];
   DecodePlan plan;
   DecodePlan::Impl& P = *plan.impl;
   P.num_chunks = static_cast<uint32_t>(count);
   P.num_segments = static_cast<uint32_t>(segments.size());
-  P.max_rans_planes = max_rans;
-  P.max_tables = max_tables;
-  std::copy(block_group_end, block_group_end + 3, P.block_group_end);
+  P.groups = std::move(groups);
   P.chunks_off = align256(sizeof(DevConstants));
   P.segments_off = align256(P.chunks_off + chunks.size() * sizeof(DevChunk));
   P.tables_off = align256(P.segments_off + segments.size() * sizeof(DevSegment));
@@ -349,25 +354,28 @@ cudaError_t enqueue_decode(const DecodePlan& plan, void* workspace_dev, size_t w
     if (err != cudaSuccess) return err;
   }
   const auto* consts = reinterpret_cast<const DevConstants*>(ws);
-  const size_t smem = block_smem_bytes(P.max_tables, static_cast<uint32_t>(P.max_rans_planes));
-  void (*kernels[3])(const DevBlock*, const DevSegment*, const DevTable*, const DevConstants*, const DevChunk*,
-                     ChunkCrc*, int32_t*, int, int, bool) = {decode_blocks_kernel<1>, decode_blocks_kernel<2>,
-                                                             decode_blocks_kernel<4>};
   const auto* blocks = reinterpret_cast<const DevBlock*>(ws + P.blocks_off);
   uint32_t first = 0;
-  for (int g = 0; g < 3; ++g) {
-    const uint32_t count = P.block_group_end[g] - first;
+  for (const LaunchGroup& g : P.groups) {
+    const uint32_t count = g.end - first;
     if (count == 0) continue;
-    err = cudaFuncSetAttribute(kernels[g], cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    // a launch gives room for at least one table and one ring
+    const uint32_t tables = std::max(g.tables, 1u), rans = std::max(g.rans, 1u);
+    auto launch = [&](auto kernel, size_t smem) {
+      cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+      if (e != cudaSuccess) return e;
+      kernel<<<count, kWarpsPerBlock * 32, smem, stream>>>(
+          blocks + first, reinterpret_cast<const DevSegment*>(ws + P.segments_off),
+          reinterpret_cast<const DevTable*>(ws + P.tables_off), consts,
+          reinterpret_cast<const DevChunk*>(ws + P.chunks_off), chunk_crc, status_dev, static_cast<int>(tables),
+          static_cast<int>(rans), verify_checksum);
+      return cudaGetLastError();
+    };
+    if (g.nplanes == 1) err = launch(decode_blocks_kernel<1>, block_smem_bytes<1>(tables, rans));
+    else if (g.nplanes == 2) err = launch(decode_blocks_kernel<2>, block_smem_bytes<2>(tables, rans));
+    else err = launch(decode_blocks_kernel<4>, block_smem_bytes<4>(tables, rans));
     if (err != cudaSuccess) return err;
-    kernels[g]<<<count, kWarpsPerBlock * 32, smem, stream>>>(
-        blocks + first, reinterpret_cast<const DevSegment*>(ws + P.segments_off),
-        reinterpret_cast<const DevTable*>(ws + P.tables_off), consts,
-        reinterpret_cast<const DevChunk*>(ws + P.chunks_off), chunk_crc, status_dev, static_cast<int>(P.max_tables),
-        P.max_rans_planes, verify_checksum);
-    err = cudaGetLastError();
-    if (err != cudaSuccess) return err;
-    first = P.block_group_end[g];
+    first = g.end;
   }
   return err;
 }

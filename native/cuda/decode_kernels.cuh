@@ -156,14 +156,22 @@ __device__ __forceinline__ uint32_t lds_u16(uint32_t addr) {
 // its byte is stored alone.
 constexpr uint32_t kTableEntries = 4096;
 
-// Word streams are read into shared-memory rings by asynchronous copies (cp.async, one 4-byte
-// copy per lane makes a 64-word window) kAhead windows ahead of the one being read: six
-// windows are about 25 steps of int8, more than a global load's latency.
-constexpr uint32_t kWindowWords = 64;
-constexpr uint32_t kRingWindows = 8;
-constexpr uint32_t kRingWords = kWindowWords * kRingWindows;  // per rANS plane per warp
-constexpr uint32_t kAhead = 6;
-static_assert(kAhead + 2 <= kRingWindows, "the two windows in use and those in flight fit the ring");
+// Word streams are read into shared-memory rings by asynchronous copies (cp.async), each lane
+// copying kLaneBytes of a window, kAhead windows ahead of the one being read. The fewer planes a
+// segment has, the more shared memory a block can give each stream's ring: int8 copies 16 bytes a
+// lane (a 256-word window, about 18 steps), so the window bookkeeping runs every 8th step and a
+// window's copy is issued about 36 steps before it is read, more than a global load's latency.
+template <int NP>
+struct RingGeometry {
+  static constexpr uint32_t kLaneBytes = NP == 1 ? 16 : NP == 2 ? 8 : 4;
+  static constexpr uint32_t kWindowWords = 32 * kLaneBytes / 2;
+  // steps between refills: a step takes at most 32 words, so these take at most a window's
+  static constexpr uint32_t kRefillSteps = kWindowWords / 32;
+  static constexpr uint32_t kWindows = NP == 4 ? 8 : 4;
+  static constexpr uint32_t kAhead = kWindows - 2;
+  static constexpr uint32_t kRingWords = kWindowWords * kWindows;  // per rANS plane per warp
+  static_assert(kAhead + 2 <= kWindows, "the two windows in use and those in flight fit the ring");
+};
 
 // Builds the table of `t` at g_smem word offset `off` with every warp of the block: each warp
 // scans the frequencies, then fills the slots of every kWarpsPerBlock-th symbol (frequent
@@ -199,73 +207,84 @@ __device__ void build_table(const DevTable& t, uint32_t off, int warp, int lane)
   }
 }
 
-__device__ __forceinline__ void copy4_async(uint32_t smem_addr, const void* src, uint32_t src_bytes) {
-  // bytes past src_bytes (of 4) are zero-filled and not read
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr), "l"(src), "r"(src_bytes)
-               : "memory");
-}
 __device__ __forceinline__ void commit_async() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int N>
 __device__ __forceinline__ void wait_async() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
-// The word stream of one rANS plane in a shared-memory ring of kRingWindows windows. Windows
-// win and win + 1 hold every word two steps can ask for (a step consumes at most 32 words); the
-// copies of windows up to win + kAhead are in flight. Each window's copy is one commit group,
-// so when window win + 1 is needed, kAhead - 1 groups of this stream (and maybe groups of the
-// segment's other streams) have been committed after it: waiting until at most kAhead - 1 groups
-// are pending completes it. Words past the stream end read as zeros (never out of bounds).
+// The word stream of one rANS plane in a shared-memory ring of G::kWindows windows. Windows
+// win and win + 1 hold every word G::kRefillSteps steps can ask for; the copies of windows up
+// to win + kAhead are in flight. Each window's copy is one commit group, so when window win + 1
+// is needed, kAhead - 1 groups of this stream (and maybe groups of the segment's other streams)
+// have been committed after it: waiting until at most kAhead - 1 groups are pending completes
+// it. The copies start at the words' address rounded down to kLaneBytes (cp.async needs aligned
+// addresses; the bytes before the words are the segment's lane states), so the stream's first
+// word sits `skip` bytes into the ring. Words past the stream end read as zeros and are never
+// read from global memory.
+template <int NP>
 struct WordStream {
-  const uint16_t* words;
-  uint32_t next;        // word index of this lane's two words in the next window to copy
-  uint32_t last;        // the stream's last even word index: copies past the end read none there
-  int32_t left;         // bytes from that word to the stream end
-  uint32_t dst;         // shared address of this lane's 4 bytes of that window in the ring
-  uint32_t ring;        // shared address of kRingWords uint16 entries, aligned to the ring's size
+  using G = RingGeometry<NP>;
+  const unsigned char* base;  // the words' address rounded down to kLaneBytes
+  uint32_t next;              // byte offset from base of this lane's piece of the next window to copy
+  uint32_t last;              // the offset of the last piece holding stream bytes: copies past the end read none there
+  uint32_t end;               // byte offset of the stream end from base
+  uint32_t dst;               // shared address of this lane's piece of that window in the ring
+  uint32_t ring;              // shared address of kRingWords uint16 entries, aligned to the ring's size
+  uint32_t skip;              // bytes from base to the first word
   uint32_t nwords;
-  uint32_t pos;       // bytes of words consumed
+  uint32_t pos;       // byte offset from base of the first word not consumed
   uint32_t boundary;  // byte offset of the window after the lowest one still needed
 
-  // Copies this lane's 4 bytes of the next window and moves on to the window after it.
+  // Copies this lane's piece of the next window and moves on to the window after it.
   __device__ void issue() {
-    const uint32_t have = static_cast<uint32_t>(min(max(left, 0), 4));  // bytes inside the stream
-    copy4_async(dst, words + min(next, last), have);
-    next += kWindowWords;
-    left -= static_cast<int32_t>(2 * kWindowWords);
+    constexpr uint32_t L = G::kLaneBytes;
+    // bytes past src_bytes are zero-filled and not read
+    const uint32_t have = next < end ? min(end - next, L) : 0u;
+    const unsigned char* src = base + min(next, last);
+    if (L == 16) {
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(have) : "memory");
+    } else {
+      asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(dst), "l"(src), "n"(L), "r"(have)
+                   : "memory");
+    }
+    next += 2 * G::kWindowWords;
     // next slot of the ring, wrapped inside its aligned span
-    dst = ((dst + 2 * kWindowWords) & (2 * kRingWords - 1)) | (dst & ~(2 * kRingWords - 1));
+    dst = ((dst + 2 * G::kWindowWords) & (2 * G::kRingWords - 1)) | (dst & ~(2 * G::kRingWords - 1));
   }
   __device__ void open(const uint16_t* w, uint32_t n, uint32_t r, int lane) {
-    words = w;
-    next = 2 * lane;
-    last = n ? (n - 1) & ~1u : 0;
-    left = 2 * (static_cast<int32_t>(n) - 2 * lane);
-    dst = r + 4 * lane;
+    const uintptr_t at = reinterpret_cast<uintptr_t>(w);
+    skip = static_cast<uint32_t>(at & (G::kLaneBytes - 1));
+    base = reinterpret_cast<const unsigned char*>(at - skip);
+    end = skip + 2 * n;
+    last = end ? (end - 1) & ~(G::kLaneBytes - 1) : 0;
+    next = G::kLaneBytes * lane;
+    dst = r + G::kLaneBytes * lane;
     ring = r;
     nwords = n;
-    pos = 0;
-    boundary = 2 * kWindowWords;
-    for (uint32_t k = 0; k <= kAhead; ++k) issue();
+    pos = skip;
+    boundary = 2 * G::kWindowWords;
+    for (uint32_t k = 0; k <= G::kAhead; ++k) issue();
     commit_async();
     wait_async<0>();
     __syncwarp();
   }
-  __device__ uint32_t consumed() const { return pos / 2; }
+  __device__ uint32_t consumed() const { return (pos - skip) / 2; }
   // The k-th word after those consumed: the ring is aligned to its size, so the wrapped
   // offset is OR-ed in (one instruction with the mask).
   __device__ uint32_t fetch(uint32_t k) const {
-    return lds_u16(ring | ((pos + 2 * k) & (2 * kRingWords - 1)));
+    return lds_u16(ring | ((pos + 2 * k) & (2 * G::kRingWords - 1)));
   }
   __device__ void take(uint32_t words_taken) { pos += 2 * words_taken; }
-  // Called after at most two steps: they take at most 64 words, so pos crossed at most one
-  // window boundary, and the words of the next two steps lie in the windows then complete.
+  // Called after at most kRefillSteps steps: they take at most a window's words, so pos crossed
+  // at most one window boundary, and the words of the next kRefillSteps steps lie in the
+  // windows then complete.
   __device__ void refill() {
     if (pos >= boundary) {
-      boundary += 2 * kWindowWords;
+      boundary += 2 * G::kWindowWords;
       issue();  // window win + kAhead
       commit_async();
-      wait_async<kAhead - 1>();
+      wait_async<G::kAhead - 1>();
       __syncwarp();
     }
   }
@@ -311,7 +330,7 @@ struct SegmentDecoder {
   uint8_t mode[NP], constant[NP];
   uint32_t x[NP], carry[NP];
   uint32_t table[NP];  // shared address of the plane's table
-  WordStream ws[NP];
+  WordStream<NP> ws[NP];
   RawStream raw[NP];
 
   // Element 32 * step + lane of every plane, merged into one word. Full: every lane is active
@@ -432,7 +451,8 @@ template <int NP, bool Delta, uint32_t Modes>
 __device__ uint32_t decode_steps(SegmentDecoder<NP>& d, const DevSegment& seg, const uint8_t* delta, uint32_t stage,
                                  uint32_t crc, bool verify, uint32_t& acc, int lane) {
   constexpr uint32_t kSteps = kBlockBytes / (32 * NP);
-  static_assert(kSteps % 2 == 0, "refills come every second step");
+  constexpr uint32_t kRefill = RingGeometry<NP>::kRefillSteps;
+  static_assert(kSteps % kRefill == 0, "a block's last step refills");
   const uint32_t n = seg.n;
   uint8_t* const out = seg.out;
   const bool rotate = seg.rotate;
@@ -457,7 +477,7 @@ __device__ uint32_t decode_steps(SegmentDecoder<NP>& d, const DevSegment& seg, c
 #pragma unroll
     for (uint32_t j = 0; j < kSteps; ++j, ++s) {
       stage_element<NP>(stage + NP * (32 * j + lane), whole_step(s), rotate);
-      if (j & 1) refill_all<NP>(d);
+      if (j % kRefill == kRefill - 1) refill_all<NP>(d);
     }
     __syncwarp();
     const uint4 q = lds_u128(stage + 16 * lane);
@@ -467,7 +487,7 @@ __device__ uint32_t decode_steps(SegmentDecoder<NP>& d, const DevSegment& seg, c
   }
   for (; s < full_steps; ++s) {
     store_element<NP>(out, 32 * s + lane, whole_step(s), rotate);
-    if (s & 1) refill_all<NP>(d);
+    if (s % kRefill == kRefill - 1) refill_all<NP>(d);
   }
   refill_all<NP>(d);
   if (n % 32) {
@@ -509,7 +529,7 @@ __device__ void decode_segment(const DevSegment& seg, uint32_t tables_off, uint3
     d.table[p] = base + 4 * (tables_off + kTableEntries * pl.table);
     d.x[p] = reinterpret_cast<const uint32_t*>(pl.payload)[lane];
     d.ws[p].open(reinterpret_cast<const uint16_t*>(pl.payload + 128), (pl.len - 128) / 2,
-                 base + 2 * (rings_off + kRingWords * used++), lane);
+                 base + 2 * (rings_off + RingGeometry<NP>::kRingWords * used++), lane);
     if (__any_sync(0xffffffffu, d.x[p] < kStateLow)) {
       if (lane == 0) fail(status, chunk, kBadInitialState);
       ok = false;
@@ -594,12 +614,14 @@ __device__ void decode_segment(const DevSegment& seg, uint32_t tables_off, uint3
   }
 }
 
-// Shared memory of a block, in bytes: the CRC and shift tables, max_tables decode tables, a
-// staging block per warp, and the word rings (max_rans per warp) with slack to align them to
-// their size.
+// Shared memory of a block of NP-plane segments, in bytes: the CRC and shift tables, max_tables
+// decode tables, a staging block per warp, and the word rings (max_rans per warp) with slack to
+// align them to their size.
+template <int NP>
 __host__ __device__ constexpr size_t block_smem_bytes(uint32_t max_tables, uint32_t max_rans) {
   return 2 * 1024 * sizeof(uint32_t) + size_t{max_tables} * kTableEntries * sizeof(uint32_t) +
-         size_t{kWarpsPerBlock} * kBlockBytes + (size_t{kWarpsPerBlock} * max_rans + 1) * kRingWords * sizeof(uint16_t);
+         size_t{kWarpsPerBlock} * kBlockBytes +
+         (size_t{kWarpsPerBlock} * max_rans + 1) * RingGeometry<NP>::kRingWords * sizeof(uint16_t);
 }
 
 // Blocks of segments of one itemsize (NP planes): the plan groups them, so each launch carries
@@ -620,6 +642,7 @@ decode_blocks_kernel(const DevBlock* __restrict__ blocks, const DevSegment* __re
   const uint32_t stages = base + 4 * (tables_off + kTableEntries * max_tables);
   // the rings start at a multiple of their size in the shared window (the launch has that
   // much slack): WordStream::fetch wraps with an OR
+  constexpr uint32_t kRingWords = RingGeometry<NP>::kRingWords;
   const uint32_t ring_bytes = 2 * kRingWords;
   const uint32_t rings_at = stages + kWarpsPerBlock * kBlockBytes;
   const uint32_t rings_off = ((rings_at + ring_bytes - 1) / ring_bytes * ring_bytes - base) / 2;
