@@ -66,11 +66,50 @@ const DevConstants& constants() {
       for (int k = 1; k < 4; ++k) t.crc_table[k][i] = (t.crc_table[k - 1][i] >> 8) ^ t.crc_table[0][t.crc_table[k - 1][i] & 0xff];
     }
     std::copy(kX2n.begin(), kX2n.end(), t.x2n);
-    const uint32_t piece_gap = xpow8(kBlockBytes - 16);
-    for (uint32_t j = 0; j < 4; ++j) {
-      for (uint32_t b = 0; b < 256; ++b) t.shift_table[j][b] = mulmod(piece_gap, b << (8 * j));
+    // The block matrices (see DevConstants): bit j of a lane's b0 and b1 words for n-tile n is
+    // bit 8n + g (g = lane / 4) of the register of bit j % 8 of the row byte that A's bit k =
+    // 128 half + 32 t + j holds (t = lane % 4): byte 16 t + 8 half + j / 8 of row 15, in block
+    // position pos of a group, shifted to the group's end.
+    constexpr uint32_t kRowBytes = 60;  // a row's bytes lie within 60 bytes of its first
+    std::vector<uint32_t> bit_register(kCrcGroup * kRowBytes * 8);
+    for (uint32_t pos = 0; pos < kCrcGroup; ++pos) {
+      for (uint32_t rel = 0; rel < kRowBytes; ++rel) {
+        const uint32_t after = (kCrcGroup - 1 - pos) * kBlockBytes + kBlockBytes - 1 - kCrcLastRowByte - rel;
+        for (uint32_t bit = 0; bit < 8; ++bit) {
+          bit_register[(pos * kRowBytes + rel) * 8 + bit] = mulmod(xpow8(after), t.crc_table[0][1u << bit]);
+        }
+      }
     }
-    for (uint32_t lane = 0; lane < 32; ++lane) t.lane_shift[lane] = xpow8(kBlockBytes - 16 - 16 * lane);
+    // the group shift: the packed parities (bits 0, 16, 1, 17 of a0..a3; pack_parities) are
+    // register bits 8 n + 2 t + jj, their registers shifted by a group
+    const uint32_t group_gap = xpow8(uint64_t{kCrcGroup} * kBlockBytes);
+    const uint32_t packed_bit[4] = {0, 16, 1, 17};
+    for (uint32_t lane = 0; lane < 32; ++lane) {
+      const uint32_t g = lane / 4, tq = lane % 4;
+      for (uint32_t n = 0; n < 4; ++n) {
+        for (uint32_t half = 0; half < 2; ++half) {
+          for (uint32_t pos = 0; pos < kCrcGroup; ++pos) {
+            uint32_t word = 0;
+            for (uint32_t j = 0; j < 32; ++j) {
+              const uint32_t rel = 16 * tq + 8 * half + j / 8;
+              word |= ((bit_register[(pos * kRowBytes + rel) * 8 + j % 8] >> (8 * n + g)) & 1u) << j;
+            }
+            t.block_matrix[pos][lane][2 * n + half] = word;
+          }
+          uint32_t word = 0;
+          for (uint32_t m = 0; m < 4; ++m) {
+            // packed_bit[m] holds register bit 8 (2 half + m / 2) + 2 tq + m % 2
+            const uint32_t bit = 8 * (2 * half + m / 2) + 2 * tq + m % 2;
+            word |= ((mulmod(group_gap, 1u << bit) >> (8 * n + g)) & 1u) << packed_bit[m];
+          }
+          t.group_shift[lane][2 * n + half] = word;
+        }
+      }
+    }
+    for (uint32_t r = 0; r < 16; ++r) {
+      const uint32_t row_gap = xpow8(kCrcLastRowByte - (64 * (r % 8) + 4 * (r / 8)));
+      for (uint32_t i = 0; i < 32; ++i) t.row_bits[r][i] = mulmod(row_gap, 1u << i);
+    }
     return t;
   }();
   return c;

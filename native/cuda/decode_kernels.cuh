@@ -8,6 +8,7 @@
 // chunk's end, is xor-ed into the chunk's; the chunk's last segment to finish checks the sum.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "wcodec/cuda_decode.h"
@@ -72,12 +73,33 @@ struct DevTable {
 // Output blocks: 512 bytes, 16 per lane.
 constexpr uint32_t kBlockBytes = 512;
 
+// The checksum of the staged blocks is computed on the tensor cores. CRC32C is linear over
+// GF(2): a zero-initialised register over a message is the xor, over the message's set bits,
+// of each bit's register shifted to the message end. A warp's 512-byte block, as lanes hold it
+// for the 16-byte stores, is the A operand of a binary MMA (m16n8k256, AND and popcount): the
+// 16 bytes at 64g + 16t (lane 4g + t) are four words, of which the first and third are row g's
+// and the second and fourth row g + 8's (g < 8), so row g + 8 is row g moved by 4 bytes. The
+// B operand maps a row's 256 bits to their 32-bit register (four n-tiles of 8 bits), with the
+// position of the block in a group of kCrcGroup blocks folded in; a row's bits have the same
+// offsets from the row's first byte in every row, so one matrix serves all 16 rows and each
+// row's sum is its register shifted by its offset from the last row (row 15). The low bit of
+// each accumulator is a register bit. After a group the rows' registers are shifted by the
+// group's length (Horner's rule) by one more MMA whose A operand packs the parities, and at the
+// end each row's register is shifted by its row offset and the lanes' xor-ed.
+constexpr uint32_t kCrcGroup = 8;
+constexpr uint32_t kCrcLastRowByte = 64 * 7 + 4;  // first byte of row 15 in a block
+
 // Workspace header: tables computed on the host once per plan.
 struct DevConstants {
-  uint32_t crc_table[4][256];    // slicing-by-4 CRC32C tables
-  uint32_t shift_table[4][256];  // byte j of a register -> that byte shifted by 496 zero bytes
-  uint32_t x2n[64];              // x^(2^k) modulo the CRC polynomial
-  uint32_t lane_shift[32];       // x^(8 * (496 - 16 * lane)): a lane's piece to its block's end
+  // B fragments of the block matrices, per position in a group and lane: n-tiles 0..3, (b0, b1)
+  uint32_t block_matrix[kCrcGroup][32][8];
+  // B fragments of the group shift: the packed parities (see pack_parities) shifted by
+  // kCrcGroup blocks
+  uint32_t group_shift[32][8];
+  uint32_t crc_table[4][256];  // slicing-by-4 CRC32C tables
+  uint32_t x2n[64];            // x^(2^k) modulo the CRC polynomial
+  // register bit i of row r shifted by the row's offset from row 15
+  uint32_t row_bits[16][32];
 };
 
 constexpr uint32_t kCrcPoly = 0x82F63B78u;
@@ -169,7 +191,8 @@ struct RingGeometry {
   static constexpr uint32_t kRefillSteps = kWindowWords / 32;
   static constexpr uint32_t kWindows = NP == 4 ? 8 : 4;
   static constexpr uint32_t kAhead = kWindows - 2;
-  static constexpr uint32_t kRingWords = kWindowWords * kWindows;  // per rANS plane per warp
+  // per rANS plane per warp: the windows and a copy of the first (see WordStream)
+  static constexpr uint32_t kRingWords = kWindowWords * (kWindows + 1);
   static_assert(kAhead + 2 <= kWindows, "the two windows in use and those in flight fit the ring");
 };
 
@@ -221,20 +244,24 @@ __device__ __forceinline__ void wait_async() {
 // it. The copies start at the words' address rounded down to kLaneBytes (cp.async needs aligned
 // addresses; the bytes before the words are the segment's lane states), so the stream's first
 // word sits `skip` bytes into the ring. Words past the stream end read as zeros and are never
-// read from global memory.
+// read from global memory. The ring's first window is copied after its last too, so that reads
+// run on past the last window without wrapping; the read address wraps at refills.
 template <int NP>
 struct WordStream {
   using G = RingGeometry<NP>;
+  static constexpr uint32_t kWindowBytes = 2 * G::kWindowWords;
+  static constexpr uint32_t kRingBytes = kWindowBytes * G::kWindows;
   const unsigned char* base;  // the words' address rounded down to kLaneBytes
   uint32_t next;              // byte offset from base of this lane's piece of the next window to copy
   uint32_t last;              // the offset of the last piece holding stream bytes: copies past the end read none there
   uint32_t end;               // byte offset of the stream end from base
   uint32_t dst;               // shared address of this lane's piece of that window in the ring
-  uint32_t ring;              // shared address of kRingWords uint16 entries, aligned to the ring's size
+  uint32_t ring;              // shared address of the ring
   uint32_t skip;              // bytes from base to the first word
   uint32_t nwords;
-  uint32_t pos;       // byte offset from base of the first word not consumed
-  uint32_t boundary;  // byte offset of the window after the lowest one still needed
+  uint32_t at;          // shared address of the first word not consumed
+  uint32_t window_end;  // shared address of the end of the window holding it (at the last refill)
+  uint32_t wrapped;     // bytes of the stream the read address has wrapped over
 
   // Copies this lane's piece of the next window and moves on to the window after it.
   __device__ void issue() {
@@ -242,46 +269,55 @@ struct WordStream {
     // bytes past src_bytes are zero-filled and not read
     const uint32_t have = next < end ? min(end - next, L) : 0u;
     const unsigned char* src = base + min(next, last);
-    if (L == 16) {
-      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(have) : "memory");
+    copy(dst, src, have);
+    if (dst - ring < kWindowBytes) copy(dst + kRingBytes, src, have);
+    next += kWindowBytes;
+    dst += kWindowBytes;
+    if (dst - ring >= kRingBytes) dst -= kRingBytes;
+  }
+  __device__ static void copy(uint32_t to, const unsigned char* src, uint32_t have) {
+    if (G::kLaneBytes == 16) {
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(to), "l"(src), "r"(have) : "memory");
     } else {
-      asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(dst), "l"(src), "n"(L), "r"(have)
+      asm volatile("cp.async.ca.shared.global [%0], [%1], %2, %3;\n" ::"r"(to), "l"(src), "n"(G::kLaneBytes),
+                   "r"(have)
                    : "memory");
     }
-    next += 2 * G::kWindowWords;
-    // next slot of the ring, wrapped inside its aligned span
-    dst = ((dst + 2 * G::kWindowWords) & (2 * G::kRingWords - 1)) | (dst & ~(2 * G::kRingWords - 1));
   }
   __device__ void open(const uint16_t* w, uint32_t n, uint32_t r, int lane) {
-    const uintptr_t at = reinterpret_cast<uintptr_t>(w);
-    skip = static_cast<uint32_t>(at & (G::kLaneBytes - 1));
-    base = reinterpret_cast<const unsigned char*>(at - skip);
+    const uintptr_t a = reinterpret_cast<uintptr_t>(w);
+    skip = static_cast<uint32_t>(a & (G::kLaneBytes - 1));
+    base = reinterpret_cast<const unsigned char*>(a - skip);
     end = skip + 2 * n;
     last = end ? (end - 1) & ~(G::kLaneBytes - 1) : 0;
     next = G::kLaneBytes * lane;
     dst = r + G::kLaneBytes * lane;
     ring = r;
     nwords = n;
-    pos = skip;
-    boundary = 2 * G::kWindowWords;
+    at = r + skip;
+    window_end = r + kWindowBytes;
+    wrapped = 0;
     for (uint32_t k = 0; k <= G::kAhead; ++k) issue();
     commit_async();
     wait_async<0>();
     __syncwarp();
   }
-  __device__ uint32_t consumed() const { return (pos - skip) / 2; }
-  // The k-th word after those consumed: the ring is aligned to its size, so the wrapped
-  // offset is OR-ed in (one instruction with the mask).
-  __device__ uint32_t fetch(uint32_t k) const {
-    return lds_u16(ring | ((pos + 2 * k) & (2 * G::kRingWords - 1)));
-  }
-  __device__ void take(uint32_t words_taken) { pos += 2 * words_taken; }
-  // Called after at most kRefillSteps steps: they take at most a window's words, so pos crossed
-  // at most one window boundary, and the words of the next kRefillSteps steps lie in the
-  // windows then complete.
+  __device__ uint32_t consumed() const { return (wrapped + at - ring - skip) / 2; }
+  // The k-th word after those consumed.
+  __device__ uint32_t fetch(uint32_t k) const { return lds_u16(at + 2 * k); }
+  __device__ void take(uint32_t words_taken) { at += 2 * words_taken; }
+  // Called after at most kRefillSteps steps: they take at most a window's words, so the reads
+  // crossed at most one window boundary, and the words of the next kRefillSteps steps lie in
+  // the windows then complete.
   __device__ void refill() {
-    if (pos >= boundary) {
-      boundary += 2 * G::kWindowWords;
+    if (at >= window_end) {
+      if (window_end - ring == kRingBytes) {
+        // reading the copy of the first window: back to the first window itself
+        at -= kRingBytes;
+        wrapped += kRingBytes;
+        window_end = ring;
+      }
+      window_end += kWindowBytes;
       issue();  // window win + kAhead
       commit_async();
       wait_async<G::kAhead - 1>();
@@ -424,32 +460,97 @@ __device__ __forceinline__ void refill_all(SegmentDecoder<NP>& d) {
   }
 }
 
-// Slicing-by-4 step of a CRC register over one little-endian 4-byte word (crc at g_smem 0).
-__device__ __forceinline__ uint32_t crc_word(uint32_t crc, uint32_t r, uint32_t word) {
+// Slicing-by-4 step of a CRC register over one little-endian 4-byte word, tables in global
+// memory (only the bytes after the staged blocks use them).
+__device__ __forceinline__ uint32_t crc_word(const DevConstants& c, uint32_t r, uint32_t word) {
   const uint32_t w = r ^ word;
-  return lds_u32(crc + 4 * (3 * 256 + (w & 0xff))) ^ lds_u32(crc + 4 * (2 * 256 + ((w >> 8) & 0xff))) ^
-         lds_u32(crc + 4 * (256 + ((w >> 16) & 0xff))) ^ lds_u32(crc + 4 * (w >> 24));
+  return __ldg(&c.crc_table[3][w & 0xff]) ^ __ldg(&c.crc_table[2][(w >> 8) & 0xff]) ^
+         __ldg(&c.crc_table[1][(w >> 16) & 0xff]) ^ __ldg(&c.crc_table[0][w >> 24]);
 }
 
-// A lane's register over its 16-byte pieces of the blocks so far, by Horner's rule: shifted by
-// the 496 bytes between its pieces (shift tables after the CRC tables), then run over the piece.
-__device__ __forceinline__ uint32_t crc_piece(uint32_t crc, uint32_t acc, uint4 q) {
-  const uint32_t sh = crc + 4 * 1024;
-  uint32_t r = lds_u32(sh + 4 * (acc & 0xff)) ^ lds_u32(sh + 4 * (256 + ((acc >> 8) & 0xff))) ^
-               lds_u32(sh + 4 * (2 * 256 + ((acc >> 16) & 0xff))) ^ lds_u32(sh + 4 * (3 * 256 + (acc >> 24)));
-  r = crc_word(crc, r, q.x);
-  r = crc_word(crc, r, q.y);
-  r = crc_word(crc, r, q.z);
-  return crc_word(crc, r, q.w);
+// d += popcount(a AND b) over the 256-bit rows of A and columns of B.
+__device__ __forceinline__ void mma_and_popc(uint32_t (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                             uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k256.row.col.s32.b1.b1.s32.and.popc {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
+
+// Four accumulators (counts below 2^16) at bits 0, 16, 1 and 17 of a word, their parities only.
+__device__ __forceinline__ uint32_t pack_parities(uint32_t c0, uint32_t c16, uint32_t c1, uint32_t c17) {
+  return ((c0 + (c16 << 16)) & 0x10001u) + (((c1 + (c17 << 16)) & 0x10001u) << 1);
+}
+
+// The registers of a segment's staged blocks, rows of the accumulators of the MMAs (thread
+// 4g + t holds, in c[n], rows g and g + 8, register bits 8n + 2t and 8n + 2t + 1).
+struct BlockCrc {
+  // A lane's B fragments of one matrix: n-tiles 0 and 1, then 2 and 3.
+  struct Fragments {
+    uint4 lo, hi;
+  };
+  static constexpr uint32_t kMatrixBytes = 32 * 32;  // 32 lanes' fragments
+  uint32_t c[4][4];
+  uint32_t matrices;  // shared address of this lane's fragments of the first block matrix
+  uint32_t at;        // those of the next block's matrix
+
+  // Blocks of a group have positions 0 .. kCrcGroup - 1; the last block ends a group.
+  __device__ void start(uint32_t blocks) {
+#pragma unroll
+    for (int n = 0; n < 4; ++n) c[n][0] = c[n][1] = c[n][2] = c[n][3] = 0;
+    at = matrices + kMatrixBytes * ((kCrcGroup - blocks % kCrcGroup) % kCrcGroup);
+  }
+  // The fragments of the next block's matrix; loaded with the block's bytes, so that their
+  // latencies overlap.
+  __device__ Fragments matrix() const { return {lds_u128(at), lds_u128(at + 16)}; }
+  // Adds block b (this lane's 16 bytes q) of `blocks`, with its matrix's fragments f.
+  __device__ void add(uint4 q, Fragments f, uint32_t b, uint32_t blocks) {
+    mma_and_popc(c[0], q.x, q.y, q.z, q.w, f.lo.x, f.lo.y);
+    mma_and_popc(c[1], q.x, q.y, q.z, q.w, f.lo.z, f.lo.w);
+    mma_and_popc(c[2], q.x, q.y, q.z, q.w, f.hi.x, f.hi.y);
+    mma_and_popc(c[3], q.x, q.y, q.z, q.w, f.hi.z, f.hi.w);
+    at += kMatrixBytes;
+    if (at - matrices == kMatrixBytes * kCrcGroup && b + 1 < blocks) {
+      at = matrices;
+      // Horner's rule: the rows' registers shifted over the next group, the accumulators of it
+      const uint32_t a0 = pack_parities(c[0][0], c[0][1], c[1][0], c[1][1]);
+      const uint32_t a1 = pack_parities(c[0][2], c[0][3], c[1][2], c[1][3]);
+      const uint32_t a2 = pack_parities(c[2][0], c[2][1], c[3][0], c[3][1]);
+      const uint32_t a3 = pack_parities(c[2][2], c[2][3], c[3][2], c[3][3]);
+      const uint32_t m = matrices + kMatrixBytes * kCrcGroup;
+      const uint4 lo = lds_u128(m), hi = lds_u128(m + 16);
+#pragma unroll
+      for (int n = 0; n < 4; ++n) c[n][0] = c[n][1] = c[n][2] = c[n][3] = 0;
+      mma_and_popc(c[0], a0, a1, a2, a3, lo.x, lo.y);
+      mma_and_popc(c[1], a0, a1, a2, a3, lo.z, lo.w);
+      mma_and_popc(c[2], a0, a1, a2, a3, hi.x, hi.y);
+      mma_and_popc(c[3], a0, a1, a2, a3, hi.z, hi.w);
+    }
+  }
+  // This lane's share of the staged bytes' register: its rows' bits shifted by their offsets.
+  __device__ uint32_t finish(const DevConstants& k, int lane) const {
+    const uint32_t g = lane >> 2, t = lane & 3;
+    uint32_t r = 0;
+#pragma unroll
+    for (int n = 0; n < 4; ++n) {
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const uint32_t bit = 8 * n + 2 * t + j;
+        r ^= __ldg(&k.row_bits[g][bit]) & (0u - (c[n][j] & 1u));
+        r ^= __ldg(&k.row_bits[g + 8][bit]) & (0u - (c[n][2 + j] & 1u));
+      }
+    }
+    return r;
+  }
+};
 
 // Decodes a segment. Whole blocks of steps go through the warp's staging block (`stage`, a
 // shared address) and leave as 16-byte stores; the steps after the last whole block store
-// their elements directly. Returns the number of staged output bytes; with `verify`, `acc` is
-// this lane's register over its pieces of them.
+// their elements directly. Returns the number of staged output bytes; with `verify`, `crc`
+// holds their registers.
 template <int NP, bool Delta, uint32_t Modes>
 __device__ uint32_t decode_steps(SegmentDecoder<NP>& d, const DevSegment& seg, const uint8_t* delta, uint32_t stage,
-                                 uint32_t crc, bool verify, uint32_t& acc, int lane) {
+                                 bool verify, BlockCrc& crc, int lane) {
   constexpr uint32_t kSteps = kBlockBytes / (32 * NP);
   constexpr uint32_t kRefill = RingGeometry<NP>::kRefillSteps;
   static_assert(kSteps % kRefill == 0, "a block's last step refills");
@@ -472,6 +573,8 @@ __device__ uint32_t decode_steps(SegmentDecoder<NP>& d, const DevSegment& seg, c
     }
     return word;
   };
+  if (verify) crc.start(blocks);
+  uint4* block_out = reinterpret_cast<uint4*>(out + 16 * lane);
   uint32_t s = 0;
   for (uint32_t b = 0; b < blocks; ++b) {
 #pragma unroll
@@ -479,11 +582,14 @@ __device__ uint32_t decode_steps(SegmentDecoder<NP>& d, const DevSegment& seg, c
       stage_element<NP>(stage + NP * (32 * j + lane), whole_step(s), rotate);
       if (j % kRefill == kRefill - 1) refill_all<NP>(d);
     }
+    BlockCrc::Fragments f;
+    if (verify) f = crc.matrix();
     __syncwarp();
     const uint4 q = lds_u128(stage + 16 * lane);
     __syncwarp();  // the next block's stores come after every lane's load
-    *reinterpret_cast<uint4*>(out + kBlockBytes * b + 16 * lane) = q;
-    if (verify) acc = crc_piece(crc, acc, q);
+    *block_out = q;
+    block_out += kBlockBytes / 16;
+    if (verify) crc.add(q, f, b, blocks);
   }
   for (; s < full_steps; ++s) {
     store_element<NP>(out, 32 * s + lane, whole_step(s), rotate);
@@ -535,7 +641,8 @@ __device__ void decode_segment(const DevSegment& seg, uint32_t tables_off, uint3
       ok = false;
     }
   }
-  uint32_t acc = 0;
+  BlockCrc crc;
+  crc.matrices = base + 32 * lane;  // g_smem 0
   uint32_t staged = 0;
   if (ok) {
     // the common plane layouts get a loop without mode tests: int8 and fp8 (rANS), bf16 and
@@ -544,17 +651,17 @@ __device__ void decode_segment(const DevSegment& seg, uint32_t tables_off, uint3
 #pragma unroll
     for (int p = 0; p < NP; ++p) modes |= uint32_t{d.mode[p]} << (2 * p);
     if (NP == 1 && modes == 2u) {
-      staged = any_delta ? decode_steps<NP, true, 2u>(d, seg, delta, stage, base, verify, acc, lane)
-                         : decode_steps<NP, false, 2u>(d, seg, delta, stage, base, verify, acc, lane);
+      staged = any_delta ? decode_steps<NP, true, 2u>(d, seg, delta, stage, verify, crc, lane)
+                         : decode_steps<NP, false, 2u>(d, seg, delta, stage, verify, crc, lane);
     } else if (NP == 2 && modes == 2u) {
-      staged = any_delta ? decode_steps<NP, true, 2u>(d, seg, delta, stage, base, verify, acc, lane)
-                         : decode_steps<NP, false, 2u>(d, seg, delta, stage, base, verify, acc, lane);
+      staged = any_delta ? decode_steps<NP, true, 2u>(d, seg, delta, stage, verify, crc, lane)
+                         : decode_steps<NP, false, 2u>(d, seg, delta, stage, verify, crc, lane);
     } else if (NP == 2 && modes == 10u) {
-      staged = any_delta ? decode_steps<NP, true, 10u>(d, seg, delta, stage, base, verify, acc, lane)
-                         : decode_steps<NP, false, 10u>(d, seg, delta, stage, base, verify, acc, lane);
+      staged = any_delta ? decode_steps<NP, true, 10u>(d, seg, delta, stage, verify, crc, lane)
+                         : decode_steps<NP, false, 10u>(d, seg, delta, stage, verify, crc, lane);
     } else {
-      staged = any_delta ? decode_steps<NP, true, kAnyModes>(d, seg, delta, stage, base, verify, acc, lane)
-                         : decode_steps<NP, false, kAnyModes>(d, seg, delta, stage, base, verify, acc, lane);
+      staged = any_delta ? decode_steps<NP, true, kAnyModes>(d, seg, delta, stage, verify, crc, lane)
+                         : decode_steps<NP, false, kAnyModes>(d, seg, delta, stage, verify, crc, lane);
     }
 #pragma unroll
     for (int p = 0; p < NP; ++p) {
@@ -574,10 +681,8 @@ __device__ void decode_segment(const DevSegment& seg, uint32_t tables_off, uint3
   }
   if (!verify) return;
   __syncwarp();
-  // The staged bytes: lane l's pieces end 496 - 16 l bytes before their block's end, so its
-  // register shifted by that much is its share of theirs: R(blocks) = xor over the lanes.
-  const uint32_t* crc_tab = smem_u32();
-  uint32_t r_staged = staged ? multmodp(consts->lane_shift[lane], acc) : 0;
+  // the staged bytes' register: the xor of the lanes' shares
+  uint32_t r_staged = staged ? crc.finish(*consts, lane) : 0;
   // The rest: a CRC32C register (initial 0) of each lane's 16-byte-aligned slice of it, then
   // joined: R(A || B) = shift(R(A), len(B)) ^ R(B).
   const uint8_t* rest = out + staged;
@@ -589,12 +694,12 @@ __device__ void decode_segment(const DevSegment& seg, uint32_t tables_off, uint3
   uint64_t k = begin;
   for (; k + 16 <= end; k += 16) {
     const uint4 q = *reinterpret_cast<const uint4*>(rest + k);
-    r = crc_word(base, r, q.x);
-    r = crc_word(base, r, q.y);
-    r = crc_word(base, r, q.z);
-    r = crc_word(base, r, q.w);
+    r = crc_word(*consts, r, q.x);
+    r = crc_word(*consts, r, q.y);
+    r = crc_word(*consts, r, q.z);
+    r = crc_word(*consts, r, q.w);
   }
-  for (; k < end; ++k) r = (r >> 8) ^ crc_tab[(r ^ rest[k]) & 0xff];
+  for (; k < end; ++k) r = (r >> 8) ^ __ldg(&consts->crc_table[0][(r ^ rest[k]) & 0xff]);
   if (end < total && r != 0) r = multmodp(shift_bytes(*consts, total - end), r);
 #pragma unroll
   for (int d2 = 16; d2 > 0; d2 >>= 1) {
@@ -614,20 +719,22 @@ __device__ void decode_segment(const DevSegment& seg, uint32_t tables_off, uint3
   }
 }
 
-// Shared memory of a block of NP-plane segments, in bytes: the CRC and shift tables, max_tables
-// decode tables, a staging block per warp, and the word rings (max_rans per warp) with slack to
-// align them to their size.
+// The block matrices and the group shift at the start of shared memory, in 32-bit words.
+constexpr uint32_t kCrcMatrixWords = (kCrcGroup + 1) * 32 * 8;
+
+// Shared memory of a block of NP-plane segments, in bytes: the CRC matrices, max_tables decode
+// tables, a staging block per warp, and the word rings (max_rans per warp).
 template <int NP>
 __host__ __device__ constexpr size_t block_smem_bytes(uint32_t max_tables, uint32_t max_rans) {
-  return 2 * 1024 * sizeof(uint32_t) + size_t{max_tables} * kTableEntries * sizeof(uint32_t) +
+  return kCrcMatrixWords * sizeof(uint32_t) + size_t{max_tables} * kTableEntries * sizeof(uint32_t) +
          size_t{kWarpsPerBlock} * kBlockBytes +
-         (size_t{kWarpsPerBlock} * max_rans + 1) * RingGeometry<NP>::kRingWords * sizeof(uint16_t);
+         size_t{kWarpsPerBlock} * max_rans * RingGeometry<NP>::kRingWords * sizeof(uint16_t);
 }
 
 // Blocks of segments of one itemsize (NP planes): the plan groups them, so each launch carries
 // only the registers its plane count needs.
 template <int NP>
-__global__ void __launch_bounds__(kWarpsPerBlock * 32)
+__global__ void __launch_bounds__(kWarpsPerBlock * 32, NP == 1 ? 4 : 1)
 decode_blocks_kernel(const DevBlock* __restrict__ blocks, const DevSegment* __restrict__ segments,
                      const DevTable* __restrict__ tables, const DevConstants* __restrict__ consts,
                      const DevChunk* __restrict__ chunks, ChunkCrc* __restrict__ chunk_crc,
@@ -635,20 +742,19 @@ decode_blocks_kernel(const DevBlock* __restrict__ blocks, const DevSegment* __re
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
   const DevBlock block = blocks[blockIdx.x];
-  // g_smem layout (32-bit words): CRC tables (1024), shift tables (1024), max_tables decode
-  // tables (4096 each), the warps' staging blocks, then the word rings
-  const uint32_t tables_off = 2 * 1024;
+  // g_smem layout (32-bit words): CRC matrices, max_tables decode tables (4096 each), the
+  // warps' staging blocks, then the word rings
+  const uint32_t tables_off = kCrcMatrixWords;
   const uint32_t base = smem_addr(g_smem);
   const uint32_t stages = base + 4 * (tables_off + kTableEntries * max_tables);
-  // the rings start at a multiple of their size in the shared window (the launch has that
-  // much slack): WordStream::fetch wraps with an OR
   constexpr uint32_t kRingWords = RingGeometry<NP>::kRingWords;
-  const uint32_t ring_bytes = 2 * kRingWords;
-  const uint32_t rings_at = stages + kWarpsPerBlock * kBlockBytes;
-  const uint32_t rings_off = ((rings_at + ring_bytes - 1) / ring_bytes * ring_bytes - base) / 2;
+  const uint32_t rings_off = (stages + kWarpsPerBlock * kBlockBytes - base) / 2;
   if (verify) {
-    for (int i = threadIdx.x; i < 2 * 1024; i += blockDim.x) {
-      smem_u32()[i] = i < 1024 ? (&consts->crc_table[0][0])[i] : (&consts->shift_table[0][0])[i - 1024];
+    static_assert(offsetof(DevConstants, group_shift) + sizeof(DevConstants::group_shift) ==
+                      kCrcMatrixWords * sizeof(uint32_t),
+                  "the matrices are the constants' first words");
+    for (int i = threadIdx.x; i < static_cast<int>(kCrcMatrixWords); i += blockDim.x) {
+      smem_u32()[i] = (&consts->block_matrix[0][0][0])[i];
     }
   }
   for (uint32_t t = 0; t < block.table_count; ++t) {
