@@ -67,6 +67,30 @@ def test_mixed_batch_and_outs() -> None:
     assert [cp.asnumpy(o).tobytes() for o in outs] == [cpu_bits(e) for e in encoded]
 
 
+def test_a_batch_launched_again_replays_its_graph() -> None:
+    """From the second launch on, a prepared batch replays a recorded CUDA graph: every launch
+    writes every output byte and every status again, with and without checksums."""
+    import cupy as cp
+
+    from wcodec_zarr.gpu import PreparedBatch
+
+    rng = np.random.default_rng(6)
+    arrays = [weight_like(rng, (40, 9000), dt) for dt in DTYPES]
+    encoded = [wc.encode(a) for a in arrays]
+    # an int8 chunk is all rANS payload past its header: a flipped byte fails the decode itself
+    tampered = bytearray(encoded[0])
+    tampered[len(tampered) // 2] ^= 0x5A
+    batch = PreparedBatch([*encoded, bytes(tampered)], None, None)
+    for verify in (True, True, True, False, False, True):
+        for out in batch.results:
+            out.fill(0x2B)
+        batch.launch(verify)
+        with pytest.raises(wc.ChunkError, match=f"^chunk {len(encoded)}:"):
+            batch.check()
+        got = [cp.asnumpy(r).tobytes() for r in batch.results[: len(encoded)]]
+        assert got == [cpu_bits(e) for e in encoded]
+
+
 def test_cupy_input() -> None:
     import cupy as cp
 

@@ -174,10 +174,29 @@ class PreparedBatch:
             self._workspace[:size].set(desc, stream=self.stream)
         self._pinned = (staging, desc_pinned)  # the uploads may still be in flight
         self._count = self._plan.num_chunks
+        self._launched: set[bool] = set()
+        self._graphs: dict[bool, Any] = {}
 
     def launch(self, verify: bool = True) -> None:
+        """Enqueues the decode on the batch's stream. From its second launch with the same
+        ``verify`` on, a batch replays a CUDA graph recorded then: one submission, so that the
+        GPU does not wait out the host's work between the kernels of a launch."""
         from . import _cuda  # type: ignore[attr-defined]
 
+        graph = self._graphs.get(verify)
+        if graph is None and verify in self._launched:
+            graph = self._graphs[verify] = _cuda.DecodeGraph(
+                self._plan,
+                self._workspace.data.ptr,
+                self._plan.workspace_bytes,
+                self._status.data.ptr,
+                verify,
+                self.device_id,
+            )
+        if graph is not None:
+            graph.launch(self.device_id, self.stream.ptr)
+            return
+        self._launched.add(verify)
         _cuda.enqueue(
             self._plan,
             self._workspace.data.ptr,

@@ -151,5 +151,24 @@ NB_MODULE(_cuda, m) {
                                            reinterpret_cast<cudaStream_t>(stream)));
       },
       "plan"_a, "workspace"_a, "workspace_bytes"_a, "status"_a, "verify"_a, "device_id"_a, "stream"_a);
+  nb::class_<wcodec::cuda::DecodeGraph>(m, "DecodeGraph")
+      .def(
+          "__init__",
+          [](wcodec::cuda::DecodeGraph* self, const wcodec::cuda::DecodePlan& p, uintptr_t workspace,
+             size_t workspace_bytes, uintptr_t status, bool verify, int device_id) {
+            nb::gil_scoped_release release;
+            use_device(device_id);
+            new (self) wcodec::cuda::DecodeGraph(p, reinterpret_cast<void*>(workspace), workspace_bytes,
+                                                 reinterpret_cast<int32_t*>(status), verify);
+          },
+          "plan"_a, "workspace"_a, "workspace_bytes"_a, "status"_a, "verify"_a, "device_id"_a)
+      .def(
+          "launch",
+          [](const wcodec::cuda::DecodeGraph& g, int device_id, uintptr_t stream) {
+            nb::gil_scoped_release release;
+            use_device(device_id);
+            check(g.launch(reinterpret_cast<cudaStream_t>(stream)));
+          },
+          "device_id"_a, "stream"_a);
   m.def("status_message", &wcodec::cuda::status_message);
 }

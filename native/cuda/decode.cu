@@ -379,19 +379,43 @@ DecodePlan stage_and_plan(const StageObject* objects, size_t count, uint8_t* sta
   }
 }
 
+namespace {
+
+// Raises a kernel's dynamic shared memory limit on the current device to at least `bytes`. The
+// limits set so far are remembered per device and kernel: setting one is a driver call that
+// would otherwise delay every launch.
+template <typename Kernel>
+cudaError_t allow_shared_memory(Kernel kernel, size_t bytes) {
+  constexpr int kDevices = 64;
+  static std::atomic<size_t> allowed[kDevices];
+  int device = 0;
+  cudaError_t err = cudaGetDevice(&device);
+  if (err != cudaSuccess) return err;
+  std::atomic<size_t>* known = device < kDevices ? &allowed[device] : nullptr;
+  if (known && known->load(std::memory_order_relaxed) >= bytes) return cudaSuccess;
+  err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+  if (err == cudaSuccess && known) {
+    size_t seen = known->load(std::memory_order_relaxed);
+    while (seen < bytes && !known->compare_exchange_weak(seen, bytes, std::memory_order_relaxed)) {
+    }
+  }
+  return err;
+}
+
+}  // namespace
+
 cudaError_t enqueue_decode(const DecodePlan& plan, void* workspace_dev, size_t workspace_bytes,
                            int32_t* status_dev, bool verify_checksum, cudaStream_t stream) {
   const DecodePlan::Impl& P = *plan.impl;
   if (workspace_bytes < P.total) return cudaErrorInvalidValue;
   unsigned char* ws = static_cast<unsigned char*>(workspace_dev);
   if (P.num_chunks == 0) return cudaSuccess;
-  cudaError_t err = cudaMemsetAsync(status_dev, 0, P.num_chunks * sizeof(int32_t), stream);
-  if (err != cudaSuccess) return err;
   auto* chunk_crc = reinterpret_cast<ChunkCrc*>(ws + P.crc_off);
-  if (verify_checksum) {
-    err = cudaMemsetAsync(chunk_crc, 0, P.num_chunks * sizeof(ChunkCrc), stream);
-    if (err != cudaSuccess) return err;
-  }
+  const uint32_t clear_blocks = std::min<uint32_t>((P.num_chunks + 255) / 256, 1024);
+  clear_chunks_kernel<<<clear_blocks, 256, 0, stream>>>(status_dev, verify_checksum ? chunk_crc : nullptr,
+                                                        P.num_chunks);
+  cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) return err;
   const auto* consts = reinterpret_cast<const DevConstants*>(ws);
   const auto* blocks = reinterpret_cast<const DevBlock*>(ws + P.blocks_off);
   uint32_t first = 0;
@@ -401,7 +425,7 @@ cudaError_t enqueue_decode(const DecodePlan& plan, void* workspace_dev, size_t w
     // a launch gives room for at least one table and one ring
     const uint32_t tables = std::max(g.tables, 1u), rans = std::max(g.rans, 1u);
     auto launch = [&](auto kernel, size_t smem) {
-      cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+      cudaError_t e = allow_shared_memory(kernel, smem);
       if (e != cudaSuccess) return e;
       kernel<<<count, kWarpsPerBlock * 32, smem, stream>>>(
           blocks + first, reinterpret_cast<const DevSegment*>(ws + P.segments_off),
@@ -418,5 +442,33 @@ cudaError_t enqueue_decode(const DecodePlan& plan, void* workspace_dev, size_t w
   }
   return err;
 }
+
+DecodeGraph::DecodeGraph(const DecodePlan& plan, void* workspace_dev, size_t workspace_bytes, int32_t* status_dev,
+                         bool verify_checksum) {
+  auto fail = [](const char* what, cudaError_t err) {
+    throw std::runtime_error(std::string("CUDA error ") + what + ": " + cudaGetErrorString(err));
+  };
+  cudaStream_t stream = nullptr;
+  cudaError_t err = cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking);
+  if (err != cudaSuccess) fail("creating a stream", err);
+  cudaGraph_t graph = nullptr;
+  // relaxed: the first launch on a device may set a kernel attribute while recording
+  err = cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed);
+  if (err == cudaSuccess) {
+    const cudaError_t enq = enqueue_decode(plan, workspace_dev, workspace_bytes, status_dev, verify_checksum, stream);
+    err = cudaStreamEndCapture(stream, &graph);
+    if (enq != cudaSuccess) err = enq;
+  }
+  if (err == cudaSuccess) err = cudaGraphInstantiate(&exec_, graph, 0);
+  if (graph) cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+  if (err != cudaSuccess) fail("recording the decode", err);
+}
+
+DecodeGraph::~DecodeGraph() {
+  if (exec_) cudaGraphExecDestroy(exec_);
+}
+
+cudaError_t DecodeGraph::launch(cudaStream_t stream) const { return cudaGraphLaunch(exec_, stream); }
 
 }  // namespace wcodec::cuda

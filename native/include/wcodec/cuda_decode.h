@@ -88,4 +88,23 @@ DecodePlan stage_and_plan(const StageObject* objects, size_t count, uint8_t* sta
 cudaError_t enqueue_decode(const DecodePlan& plan, void* workspace_dev, size_t workspace_bytes,
                            int32_t* status_dev, bool verify_checksum, cudaStream_t stream);
 
+// What enqueue_decode enqueues for one plan, workspace and status array, recorded once as a CUDA
+// graph: each launch() is one submission on the caller's stream instead of several kernel
+// launches, whose host-side work the GPU would otherwise wait out between them. For a batch
+// decoded again and again (the same inputs and outputs). The graph holds copies of the launch
+// parameters: the plan need not outlive it; the workspace, status array and buffers must.
+class DecodeGraph {
+ public:
+  // Records on a private stream of the current device; throws std::runtime_error on a CUDA error.
+  DecodeGraph(const DecodePlan& plan, void* workspace_dev, size_t workspace_bytes, int32_t* status_dev,
+              bool verify_checksum);
+  ~DecodeGraph();
+  DecodeGraph(const DecodeGraph&) = delete;
+  DecodeGraph& operator=(const DecodeGraph&) = delete;
+  cudaError_t launch(cudaStream_t stream) const;
+
+ private:
+  cudaGraphExec_t exec_ = nullptr;
+};
+
 }  // namespace wcodec::cuda
