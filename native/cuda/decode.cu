@@ -402,6 +402,30 @@ cudaError_t allow_shared_memory(Kernel kernel, size_t bytes) {
   return err;
 }
 
+using Kernel = void (*)(const DevBlock*, const DevSegment*, const DevTable*, const DevConstants*, const DevChunk*,
+                       ChunkCrc*, int32_t*, int, int, bool);
+
+// Replaces `kernel` by `other` where `blocks` thread blocks of `smem` bytes of shared memory
+// take fewer waves of the current device's SMs with it.
+cudaError_t fewer_waves(Kernel& kernel, Kernel other, uint32_t blocks, size_t smem) {
+  int device = 0, sms = 0, fit = 0, fit_other = 0;
+  cudaError_t err = cudaGetDevice(&device);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  if (err == cudaSuccess) err = allow_shared_memory(kernel, smem);
+  if (err == cudaSuccess) err = allow_shared_memory(other, smem);
+  if (err == cudaSuccess) err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit, kernel, kWarpsPerBlock * 32, smem);
+  if (err == cudaSuccess) {
+    err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&fit_other, other, kWarpsPerBlock * 32, smem);
+  }
+  if (err != cudaSuccess) return err;
+  auto waves = [&](int per_sm) {
+    const uint64_t at_once = uint64_t(std::max(per_sm, 0)) * uint64_t(std::max(sms, 1));
+    return at_once ? (blocks + at_once - 1) / at_once : UINT64_MAX;
+  };
+  if (waves(fit_other) < waves(fit)) kernel = other;
+  return cudaSuccess;
+}
+
 }  // namespace
 
 cudaError_t enqueue_decode(const DecodePlan& plan, void* workspace_dev, size_t workspace_bytes,
@@ -434,9 +458,18 @@ cudaError_t enqueue_decode(const DecodePlan& plan, void* workspace_dev, size_t w
           static_cast<int>(rans), verify_checksum);
       return cudaGetLastError();
     };
-    if (g.nplanes == 1) err = launch(decode_blocks_kernel<1>, block_smem_bytes<1>(tables, rans));
-    else if (g.nplanes == 2) err = launch(decode_blocks_kernel<2>, block_smem_bytes<2>(tables, rans));
-    else err = launch(decode_blocks_kernel<4>, block_smem_bytes<4>(tables, rans));
+    if (g.nplanes == 1) {
+      err = launch(decode_blocks_kernel<1, 4>, block_smem_bytes<1>(tables, rans));
+    } else if (g.nplanes == 2) {
+      // every register the compiler wants (two blocks an SM), or 80 (three, at the cost of
+      // spills) where that takes fewer waves
+      const size_t smem = block_smem_bytes<2>(tables, rans);
+      Kernel kernel = decode_blocks_kernel<2, 1>;
+      err = fewer_waves(kernel, decode_blocks_kernel<2, 3>, count, smem);
+      if (err == cudaSuccess) err = launch(kernel, smem);
+    } else {
+      err = launch(decode_blocks_kernel<4, 1>, block_smem_bytes<4>(tables, rans));
+    }
     if (err != cudaSuccess) return err;
     first = g.end;
   }

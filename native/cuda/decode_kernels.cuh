@@ -741,9 +741,10 @@ __host__ __device__ constexpr size_t block_smem_bytes(uint32_t max_tables, uint3
 }
 
 // Blocks of segments of one itemsize (NP planes): the plan groups them, so each launch carries
-// only the registers its plane count needs.
-template <int NP>
-__global__ void __launch_bounds__(kWarpsPerBlock * 32, NP == 1 ? 4 : 1)
+// only the registers its plane count needs. MinBlocks thread blocks fit an SM (the compiler
+// holds the registers to that); int8's four keep a batch of 4 MiB chunks in one wave.
+template <int NP, int MinBlocks>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32, MinBlocks)
 decode_blocks_kernel(const DevBlock* __restrict__ blocks, const DevSegment* __restrict__ segments,
                      const DevTable* __restrict__ tables, const DevConstants* __restrict__ consts,
                      const DevChunk* __restrict__ chunks, ChunkCrc* __restrict__ chunk_crc,
