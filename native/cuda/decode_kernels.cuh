@@ -3,9 +3,9 @@
 // bitstream's lane layout), so the planes are merged, un-rotated and written as whole elements
 // in the same step (fused re-interleaving), with the delta predictor undone by a segmented warp
 // scan. The output passes through a per-warp block in shared memory: every 512 bytes the warp
-// writes it with one 16-byte store per lane and folds it into the lanes' CRC32C registers, which
-// are joined into the segment's register at the end. Each segment's register, shifted to its
-// chunk's end, is xor-ed into the chunk's; the chunk's last segment to finish checks the sum.
+// writes it with one 16-byte store per lane and folds it into the segment's CRC32C on the tensor
+// cores (BlockCrc). Each segment's register, shifted to its chunk's end, is xor-ed into the
+// chunk's; the chunk's last segment to finish checks the sum.
 #pragma once
 
 #include <cstddef>
