@@ -91,6 +91,20 @@ def test_a_batch_launched_again_replays_its_graph() -> None:
         assert got == [cpu_bits(e) for e in encoded]
 
 
+def test_a_batch_of_more_thread_blocks_than_the_gpu_holds_at_once() -> None:
+    """A thread block per chunk here: three an SM are more than the bfloat16 kernel with every
+    register it wants holds at once (two), so the batch goes to the one held to fewer registers
+    (three)."""
+    import cupy as cp
+
+    rng = np.random.default_rng(7)
+    sms = cp.cuda.Device().attributes["MultiProcessorCount"]
+    arrays = [weight_like(rng, (5, 1000), np.dtype("bfloat16")) for _ in range(3 * sms)]
+    encoded = [wc.encode(a) for a in arrays]
+    batch = wc.decode_batch(encoded, device="cuda")
+    assert [cp.asnumpy(b).tobytes() for b in batch] == [cpu_bits(e) for e in encoded]
+
+
 def test_cupy_input() -> None:
     import cupy as cp
 

@@ -183,29 +183,22 @@ class PreparedBatch:
         GPU does not wait out the host's work between the kernels of a launch."""
         from . import _cuda  # type: ignore[attr-defined]
 
-        graph = self._graphs.get(verify)
-        if graph is None and verify in self._launched:
-            graph = self._graphs[verify] = _cuda.DecodeGraph(
-                self._plan,
-                self._workspace.data.ptr,
-                self._plan.workspace_bytes,
-                self._status.data.ptr,
-                verify,
-                self.device_id,
-            )
-        if graph is not None:
-            graph.launch(self.device_id, self.stream.ptr)
-            return
-        self._launched.add(verify)
-        _cuda.enqueue(
+        work = (
             self._plan,
             self._workspace.data.ptr,
             self._plan.workspace_bytes,
             self._status.data.ptr,
             verify,
             self.device_id,
-            self.stream.ptr,
         )
+        graph = self._graphs.get(verify)
+        if graph is None and verify in self._launched:
+            graph = self._graphs[verify] = _cuda.DecodeGraph(*work)
+        if graph is not None:
+            graph.launch(self.device_id, self.stream.ptr)
+            return
+        self._launched.add(verify)
+        _cuda.enqueue(*work, self.stream.ptr)
 
     def check(self) -> None:
         from . import _cuda  # type: ignore[attr-defined]
