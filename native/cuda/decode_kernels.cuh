@@ -763,8 +763,18 @@ decode_blocks_kernel(const DevBlock* __restrict__ blocks, const DevSegment* __re
     static_assert(offsetof(DevConstants, group_shift) + sizeof(DevConstants::group_shift) ==
                       kCrcMatrixWords * sizeof(uint32_t),
                   "the matrices are the constants' first words");
-    for (int i = threadIdx.x; i < static_cast<int>(kCrcMatrixWords); i += blockDim.x) {
-      smem_u32()[i] = (&consts->block_matrix[0][0][0])[i];
+    // a fixed stride, so that every thread's loads are issued before its first store waits
+    constexpr uint32_t kQuads = kCrcMatrixWords / 4, kThreads = kWarpsPerBlock * 32;
+    static_assert(kCrcMatrixWords % 4 == 0, "the matrices copy in 16-byte pieces");
+    const uint4* from = reinterpret_cast<const uint4*>(&consts->block_matrix[0][0][0]);
+    uint4 quads[(kQuads + kThreads - 1) / kThreads];
+#pragma unroll
+    for (uint32_t k = 0; k * kThreads < kQuads; ++k) {
+      if (k * kThreads + threadIdx.x < kQuads) quads[k] = __ldg(from + k * kThreads + threadIdx.x);
+    }
+#pragma unroll
+    for (uint32_t k = 0; k * kThreads < kQuads; ++k) {
+      if (k * kThreads + threadIdx.x < kQuads) reinterpret_cast<uint4*>(g_smem)[k * kThreads + threadIdx.x] = quads[k];
     }
   }
   for (uint32_t t = 0; t < block.table_count; ++t) {
