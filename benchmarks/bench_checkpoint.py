@@ -2,7 +2,8 @@
 tensors as uncompressed safetensors, measured in the same run on the same machine.
 
 Models: MiniLM as shipped (fp32), its bf16 view and its int8 per-row quantized view (see
-wcodec_zarr.weights), each written as a safetensors file first; or --model FILE (repeatable).
+wcodec_zarr.testing.weights), each written as a safetensors file first; or --model FILE
+(repeatable).
 
 - convert MB/s (of safetensors bytes) into a new destination (removing the last one is not
   timed): pinned to 1 CPU (the median over 3 processes), with every CPU, and as Dask tasks on a
@@ -36,7 +37,7 @@ import numpy as np
 from report import cpu_name, cuda_synced, median_time, write_report
 
 import wcodec_zarr as wc
-from wcodec_zarr.weights import minilm_views
+from wcodec_zarr.testing.weights import minilm_views
 
 
 def write_models(folder: Path) -> list[Path]:

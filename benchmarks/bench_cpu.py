@@ -1,5 +1,6 @@
 """CPU benchmark: wcodec against zstd -3, zstd -19, Blosc(zstd, byte shuffle), lz4 and the
-order-0 entropy bound on real weights (MINILM_INT8 and MINILM_BF16, see wcodec_zarr.weights).
+order-0 entropy bound on real weights (MINILM_INT8 and MINILM_BF16, see
+wcodec_zarr.testing.weights).
 
 Every codec compresses each tensor separately (as a Zarr chunk would). Speeds are MB/s of
 uncompressed bytes, the median of --repeats rounds that time every codec once each (encoders
@@ -37,8 +38,8 @@ from numcodecs import Blosc
 from report import cpu_name, write_report
 
 import wcodec_zarr as wc
-from wcodec_zarr._native import core
-from wcodec_zarr.weights import minilm_views
+from wcodec_zarr.codec.native import core
+from wcodec_zarr.testing.weights import minilm_views
 
 Encode = Callable[[np.ndarray], bytes]
 Decode = Callable[[bytes, np.ndarray], Any]

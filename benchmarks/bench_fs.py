@@ -23,7 +23,7 @@ from report import cpu_name, median_time, write_report
 import wcodec_zarr as wc
 from wcodec_zarr.fs import WcodecFileSystem
 from wcodec_zarr.testing import ProcessS3
-from wcodec_zarr.weights import minilm_views
+from wcodec_zarr.testing.weights import minilm_views
 
 
 def read_all(fs: Any, path: str, block: int) -> int:

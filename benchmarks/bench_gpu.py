@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 import wcodec_zarr as wc
-from wcodec_zarr.gpu import PreparedBatch, storage_dtype
-from wcodec_zarr.weights import as_rows, minilm_views
+from wcodec_zarr.codec.gpu import PreparedBatch, storage_dtype
+from wcodec_zarr.testing.weights import as_rows, minilm_views
 
 try:  # --export runs where there is no GPU
     import cupy as cp

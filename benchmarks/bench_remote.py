@@ -29,10 +29,10 @@ from report import cpu_name, median_time, write_report
 from zarr.core.sync import sync
 
 import wcodec_zarr as wc
-from wcodec_zarr.safetensors_file import read_header
+from wcodec_zarr.checkpoint.safetensors_file import read_header
 from wcodec_zarr.storage import READER_CONFIG, open_store
 from wcodec_zarr.testing import ProcessS3
-from wcodec_zarr.weights import minilm_views
+from wcodec_zarr.testing.weights import minilm_views
 
 
 def upload_raw_zarr(ckpt: wc.Checkpoint, url: str, opts: dict[str, Any]) -> None:

@@ -28,7 +28,7 @@ from zarr.codecs import BloscCodec, BloscShuffle, ZstdCodec
 from zarr.storage import LocalStore
 
 import wcodec_zarr as wc
-from wcodec_zarr.weights import as_rows, minilm_views
+from wcodec_zarr.testing.weights import as_rows, minilm_views
 
 CHUNK_BYTES = 1 << 20
 SHARD_CHUNKS = 16

@@ -14,7 +14,8 @@ import numpy as np
 from report import cuda_synced
 
 import wcodec_zarr as wc
-from wcodec_zarr import batch_load
+from wcodec_zarr.checkpoint import batch, objects
+from wcodec_zarr.codec import staging
 
 
 def median_ms(fn: Callable[[], Any], repeats: int = 15) -> float:
@@ -28,13 +29,13 @@ def median_ms(fn: Callable[[], Any], repeats: int = 15) -> float:
 
 def stage(tensors: list[Any]) -> np.ndarray:
     """Every object of the tensors read into one host buffer, as the GPU path stages them."""
-    objects = batch_load.stored_objects(tensors)
-    buffer, _, _ = batch_load.place_objects(
-        objects.sources,
-        objects.sizes,
-        objects.per_shard,
-        objects.nchunks,
-        batch_load.GPU_ALIGN,
+    stored = objects.stored_objects(tensors)
+    buffer, _, _ = staging.place_objects(
+        stored.sources,
+        stored.sizes,
+        stored.per_shard,
+        stored.nchunks,
+        batch.GPU_ALIGN,
         lambda n: np.empty(n, np.uint8),
     )
     return buffer
@@ -49,9 +50,9 @@ def main() -> None:
     rows = {
         "safetensors.numpy.load_file": median_ms(lambda: load_file(model)),
         "open_checkpoint": median_ms(lambda: wc.open_checkpoint(ckpt_url)),
-        "stored_objects": median_ms(lambda: batch_load.stored_objects(tensors)),
+        "stored_objects": median_ms(lambda: objects.stored_objects(tensors)),
         "stage (CPU buffer)": median_ms(lambda: stage(tensors)),
-        "load_to_cpu": median_ms(lambda: batch_load.load_to_cpu(tensors)),
+        "load_to_cpu": median_ms(lambda: batch.load_to_cpu(tensors)),
         "load_checkpoint cpu": median_ms(lambda: wc.load_checkpoint(ckpt_url)),
     }
     if wc.gpu_available():
@@ -61,7 +62,7 @@ def main() -> None:
             cuda_synced(lambda: load_torch(model, device="cuda"))
         )
         rows["load_to_gpu"] = median_ms(
-            cuda_synced(lambda: batch_load.load_to_gpu(tensors, "cuda", "torch"))
+            cuda_synced(lambda: batch.load_to_gpu(tensors, "cuda", "torch"))
         )
         rows["load_checkpoint cuda"] = median_ms(
             cuda_synced(lambda: wc.load_checkpoint(ckpt_url, device="cuda", framework="torch"))

@@ -14,13 +14,13 @@ WCODEC_CUDA=ON timeout 300 python3 -m pip install -q --no-build-isolation --no-d
   || { tail -30 "$out/build.log"; exit 1; }
 repo=$PWD
 cd "$out" || exit 1
-timeout 200 python3 -m pytest -q -p no:cacheprovider -m gpu "$repo/tests/test_gpu.py" 2>&1 | tee pytest-gpu.log | tail -4
-timeout 200 python3 -m pytest -q -p no:cacheprovider "$repo/tests/test_checkpoint.py" 2>&1 | tee pytest-checkpoint.log | tail -4
+timeout 200 python3 -m pytest -q -p no:cacheprovider -m gpu "$repo/tests" 2>&1 | tee pytest-gpu.log | tail -4
+timeout 200 python3 -m pytest -q -p no:cacheprovider "$repo/tests/checkpoint/test_checkpoint.py" 2>&1 | tee pytest-checkpoint.log | tail -4
 int8=$out/$(basename "$model" .safetensors)-int8.safetensors
 python3 -c "
 import sys, numpy as np
 from safetensors.numpy import load_file, save_file
-from wcodec_zarr.weights import quantize_int8_per_row
+from wcodec_zarr.testing.weights import quantize_int8_per_row
 t = load_file(sys.argv[1])
 save_file({k: quantize_int8_per_row(v.astype(np.float32)) for k, v in t.items() if v.ndim == 2}, sys.argv[2])
 " "$model" "$int8"

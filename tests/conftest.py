@@ -12,7 +12,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 @pytest.fixture(scope="session")
 def minilm() -> dict[str, dict[str, object]]:
-    from wcodec_zarr.weights import ModelNotFoundError, minilm_views
+    from wcodec_zarr.testing.weights import ModelNotFoundError, minilm_views
 
     try:
         return minilm_views()  # type: ignore[return-value]

@@ -1,29 +1,46 @@
-"""wcodec-zarr: a lossless entropy codec for neural-network weight tensors."""
+"""wcodec-zarr: a lossless entropy codec for neural-network weight tensors.
+
+The package is layered; each layer imports only those below it (``docs/ARCHITECTURE.md``):
+``cli`` -> ``fs`` -> ``checkpoint`` -> ``zarr`` -> ``codec``, with ``storage`` beside them.
+This module only gathers the public names.
+"""
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import pipeline as _pipeline
-from .api import FORMAT_VERSION, ChunkError, decode, decode_batch, encode, inspect
 from .checkpoint import (
     Checkpoint,
     IncompleteCheckpointError,
     LazyTensor,
+    convert,
     export_safetensors,
     load_checkpoint,
     open_checkpoint,
     verify,
 )
-from .codec import WCodec
-from .conversion import convert
-from .dtypes import SUPPORTED_DTYPES
-from .gpu import gpu_available, gpu_status
-from .numcodec import WCodecNumcodec
-from .pipeline import CorruptChunkError
+from .codec import (
+    FORMAT_VERSION,
+    SUPPORTED_DTYPES,
+    ChunkError,
+    decode,
+    decode_batch,
+    encode,
+    gpu_available,
+    gpu_status,
+    inspect,
+)
 from .storage import open_store
-from .zarr_dtypes import BFloat16, Float8E4M3FN, Float8E5M2
-from .zarr_dtypes import register as _register_dtypes
+from .zarr import (
+    BFloat16,
+    CorruptChunkError,
+    Float8E4M3FN,
+    Float8E5M2,
+    WCodec,
+    WCodecNumcodec,
+)
+from .zarr.dtypes import register as _register_dtypes
+from .zarr.pipeline import install as _install_pipeline
 
-_pipeline.install()
+_install_pipeline()
 _register_dtypes()
 
 try:

@@ -1,5 +1,5 @@
 // nanobind glue for the CPU codec: buffers in, buffers out, the GIL released around native work.
-// Argument checking beyond buffer shapes lives in wcodec_zarr/api.py.
+// Argument checking beyond buffer shapes lives in wcodec_zarr/codec/chunks.py.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/optional.h>
@@ -310,7 +310,7 @@ std::vector<double> plane_entropy(InBuf decoded, uint8_t dtype) {
 NB_MODULE(_core, m) {
   m.doc() = "wcodec CPU codec (native core)";
   // wcodec::ChunkError becomes the Python class registered with set_chunk_error_type
-  // (wcodec_zarr.api.ChunkError, a ValueError with .index and .reason).
+  // (wcodec_zarr.codec.errors.ChunkError, a ValueError with .index and .reason).
   static PyObject* chunk_error_type = PyExc_ValueError;
   m.def("set_chunk_error_type", [](nb::handle type) {
     Py_INCREF(type.ptr());

@@ -17,16 +17,16 @@ using U64 = nb::ndarray<uint64_t, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 
 namespace {
 
-// Raises wcodec_zarr.api.<type_name>(message, index, reason).
+// Raises wcodec_zarr.codec.errors.<type_name>(message, index, reason).
 [[noreturn]] void raise_indexed(const char* type_name, const std::string& message, size_t index,
                                 const std::string& reason) {
-  nb::object type = nb::module_::import_("wcodec_zarr.api").attr(type_name);
+  nb::object type = nb::module_::import_("wcodec_zarr.codec.errors").attr(type_name);
   nb::object exc = type(message, index, reason);
   PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc.ptr())), exc.ptr());
   throw nb::python_error();
 }
 
-// Raises wcodec_zarr.api.ChunkError, the exception of the CPU path too.
+// Raises wcodec_zarr.codec.errors.ChunkError, the exception of the CPU path too.
 [[noreturn]] void raise_chunk_error(const wcodec::ChunkError& e) {
   raise_indexed("ChunkError", e.what(), e.index, e.reason);
 }
@@ -40,7 +40,7 @@ void check(cudaError_t err) {
 // stream belong to.
 void use_device(int device_id) { check(cudaSetDevice(device_id)); }
 
-// A batch staged in one host buffer (wcodec_zarr.staging), copied as a whole to `device`:
+// A batch staged in one host buffer (wcodec_zarr.codec.staging), copied as a whole to `device`:
 // chunk k lies at offsets[k] in both, and decodes into outs[k] (out_lens[k] bytes).
 wcodec::cuda::DecodePlan plan_staged(InBuf host, uintptr_t device, ConstU64 offsets, ConstU64 lens,
                                      ConstU64 outs, ConstU64 out_lens) {
@@ -67,8 +67,8 @@ wcodec::cuda::DecodePlan plan_staged(InBuf host, uintptr_t device, ConstU64 offs
 
 // Stored objects (file paths or buffers) staged into `staging` (pinned) and uploaded to
 // `device_staging` (on device `device_id`), their chunks planned to decode into outs[i]
-// (out_lens[i] bytes); see wcodec::cuda::stage_and_plan. A bad object raises wcodec_zarr.api.StageError with its index,
-// a bad chunk ChunkError with the chunk's.
+// (out_lens[i] bytes); see wcodec::cuda::stage_and_plan. A bad object raises
+// wcodec_zarr.codec.errors.StageError with its index, a bad chunk ChunkError with the chunk's.
 wcodec::cuda::DecodePlan stage_and_plan(const nb::list& sources, ConstU64 sizes, ConstU64 slots, ConstU64 slot_lens,
                                         ConstU32 per_shard, ConstU32 nchunks, ConstU64 first, OutBuf staging,
                                         uint32_t align, uintptr_t device_staging, ConstU64 outs,

@@ -16,8 +16,8 @@ import numpy as np
 
 with atheris.instrument_imports():
     import wcodec_zarr as wc
-    from wcodec_zarr._native import core
-    from wcodec_zarr.dtypes import CODE_TO_DTYPE
+    from wcodec_zarr.codec.dtypes import CODE_TO_DTYPE
+    from wcodec_zarr.codec.native import core
 
 LIMIT = 64 << 20
 

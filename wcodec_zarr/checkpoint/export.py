@@ -1,0 +1,67 @@
+"""``export_safetensors``: a checkpoint's original safetensors files written back,
+byte-identical, as plain copies of the files ``presented`` makes of it (streamed: memory stays
+a few bands). Each file is written whole or not at all."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+from fsspec.implementations.local import LocalFileSystem
+from zarr.abc.store import Store
+
+from ..storage import filesystem, local_path
+from .presented import PresentedFiles
+from .reader import open_checkpoint
+
+EXPORT_BLOCK = 16 << 20
+
+
+def _write_atomic(fs: Any, path: str, presented: PresentedFiles, name: str) -> None:
+    """Copies a presented file to ``path`` whole or not at all: a local file through a
+    temporary name and a rename; an object store's upload only appears when it completes."""
+    local = isinstance(fs, LocalFileSystem)
+    target = f"{path}.partial-{uuid.uuid4().hex[:8]}" if local else path
+    size = presented.size(name)
+    with fs.open(target, "wb") as f:
+        for start in range(0, size, EXPORT_BLOCK):
+            f.write(presented.read_range(name, start, min(start + EXPORT_BLOCK, size)))
+    if local:
+        os.replace(target, path)
+
+
+def export_safetensors(
+    url: str | Path | Store,
+    dst: str | Path,
+    *,
+    storage_options: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> list[str]:
+    """Writes the original safetensors files back, byte-identical (streamed: memory stays a few
+    bands); returns their paths.
+
+    A checkpoint of one file goes to ``dst`` when it ends in ``.safetensors``; otherwise
+    ``dst`` is a directory that receives every original file under its name (and the index).
+    A quantized checkpoint cannot be exported: its originals were not kept.
+    """
+    ckpt = open_checkpoint(url, storage_options=storage_options)
+    if ckpt.quantized:
+        raise ValueError(f"{url} was converted with quantization (lossy); it cannot be exported")
+    dst = str(dst)
+    fs, base = filesystem(dst, storage_options if local_path(dst) is None else None)
+    single = len(ckpt.files) == 1 and ckpt.index is None and dst.endswith(".safetensors")
+    targets = [base] if single else [f"{base.rstrip('/')}/{f.name}" for f in ckpt.files]
+    index_target = None if ckpt.index is None else f"{base.rstrip('/')}/{ckpt.index[0]}"
+    for target in [*targets, *([index_target] if index_target else [])]:
+        if fs.exists(target) and not overwrite:
+            raise FileExistsError(f"{target} exists; pass overwrite=True (--overwrite)")
+    if not single:
+        fs.makedirs(base, exist_ok=True)
+    if index_target is not None:
+        targets.append(index_target)
+    with PresentedFiles(ckpt) as presented:
+        for name, target in zip(presented.names(), targets, strict=True):
+            _write_atomic(fs, target, presented, name)
+    return targets

@@ -1,0 +1,295 @@
+"""Where a tensor's chunks are stored, and getting them without zarr. A tensor whose chunks span
+every dimension but the first (the layout ``convert`` writes for 2-D weights) has chunk ``i``
+holding the contiguous run of rows ``[i * rows, (i + 1) * rows)``, so a range of rows is a run
+of whole chunks: ``read_rows`` fetches such a run (the shard index, then one ranged GET per
+shard touched) and decodes it in one native call, and ``stored_objects`` lists every object of
+whole tensors for the batch loads (``batch``).
+
+Shard objects follow the Zarr sharding format with the layout zarr writes by default
+(``layout.index_entries``). The functions here take any object with the attributes of
+``StoredTensor`` (``reader.StoredTensor`` is the one the package passes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import math
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from zarr.abc.store import RangeByteRequest, Store, SuffixByteRequest
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
+
+from ..codec.chunks import decode_batch
+from ..codec.errors import ChunkError
+from ..storage import local_root
+from ..zarr.pipeline import CorruptChunkError
+from .layout import index_entries
+
+
+class StoredCheckpoint(Protocol):
+    """The store a tensor's objects are in and their keys (``reader.Checkpoint``)."""
+
+    @property
+    def store(self) -> Store: ...
+
+    def chunk_key(self, path: str, coords: tuple[int, ...]) -> str: ...
+
+
+class StoredTensor(Protocol):
+    """A tensor (or a region of one) of a checkpoint (``reader.StoredTensor``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def checkpoint(self) -> StoredCheckpoint: ...
+
+    @property
+    def info(self) -> Mapping[str, Any]: ...
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    @property
+    def dtype(self) -> np.dtype[Any]: ...
+
+    @property
+    def chunks(self) -> tuple[int, ...]: ...
+
+    @property
+    def shards(self) -> tuple[int, ...] | None: ...
+
+    @property
+    def is_whole(self) -> bool: ...
+
+    def numpy(self) -> np.ndarray: ...
+
+
+@dataclass
+class RowLayout:
+    rows: int  # rows per chunk
+    per_shard: int  # chunks per shard object (1 when unsharded)
+
+
+def row_layout(tensor: StoredTensor) -> RowLayout | None:
+    """The chunk layout (from the manifest) when chunks are runs of whole rows, else None."""
+    shape, chunks, shards = tensor.shape, tensor.chunks, tensor.shards
+    if tensor.info["codec"] != "wcodec" or not shape or 0 in shape or chunks[1:] != shape[1:]:
+        return None
+    if shards is None:
+        return RowLayout(chunks[0], 1)
+    if shards[1:] != chunks[1:]:
+        return None
+    return RowLayout(chunks[0], shards[0] // chunks[0])
+
+
+def _inner_chunks(key: str, blob: np.ndarray, count: int) -> list[np.ndarray | None]:
+    """The inner chunks of a shard object, in index order (None where not stored)."""
+    size = count * 16 + 4
+    if blob.size < size:
+        raise ValueError(f"{key}: shard of {blob.size} bytes is shorter than its index")
+    out: list[np.ndarray | None] = []
+    for entry in index_entries(key, blob[-size:], count):
+        if entry is None:
+            out.append(None)
+        elif entry[0] + entry[1] > blob.size - size:
+            raise ValueError(f"{key}: shard index entry [{entry[0]}, +{entry[1]}) is out of range")
+        else:
+            out.append(blob[entry[0] : entry[0] + entry[1]])
+    return out
+
+
+async def _shard_chunks(
+    store: Store, key: str, per_shard: int, first: int, stop: int
+) -> list[np.ndarray]:
+    """Inner chunks ``[first, stop)`` of a shard: its index (a suffix request; read-only stores
+    from ``open_store`` cache it), then one ranged GET for the run of chunks, which zarr stores
+    one after another."""
+    prototype = default_buffer_prototype()
+    index = await store.get(key, prototype, SuffixByteRequest(per_shard * 16 + 4))
+    if index is None:
+        raise ValueError(f"{key}: object missing from the store")
+    entries = index_entries(key, index.as_numpy_array(), per_shard)[first:stop]
+    if any(e is None for e in entries):
+        raise ValueError(f"{key}: a chunk is missing from the shard")
+    spans = [e for e in entries if e is not None]
+    if all(a[0] + a[1] == b[0] for a, b in itertools.pairwise(spans)):
+        runs = [(spans[0][0], spans[-1][0] + spans[-1][1])]
+    else:  # not one after another (written by another tool): one GET per chunk
+        runs = [(o, o + n) for o, n in spans]
+    blobs = await asyncio.gather(
+        *(store.get(key, prototype, RangeByteRequest(a, b)) for a, b in runs)
+    )
+    if any(blob is None or len(blob) != b - a for blob, (a, b) in zip(blobs, runs, strict=True)):
+        raise ValueError(f"{key}: shard index entries point past the end of the object")
+    if len(runs) > 1:
+        return [blob.as_numpy_array() for blob in blobs if blob is not None]
+    assert blobs[0] is not None
+    data, start = blobs[0].as_numpy_array(), runs[0][0]
+    return [data[o - start : o - start + n] for o, n in spans]
+
+
+async def _whole_shard(
+    store: Store, key: str, per_shard: int, first: int, stop: int
+) -> list[np.ndarray]:
+    blob = (await fetch(store, [key]))[0]
+    chunks = _inner_chunks(key, blob, per_shard)[first:stop]
+    if any(c is None for c in chunks):
+        raise ValueError(f"{key}: a chunk is missing from the shard")
+    return [c for c in chunks if c is not None]
+
+
+async def _rows_chunks(tensor: StoredTensor, layout: RowLayout, first: int, stop: int) -> list[Any]:
+    """Chunk bytes (and where they come from) for chunks ``[first, stop)`` of a tensor."""
+    store = tensor.checkpoint.store
+    rest = (0,) * (len(tensor.shape) - 1)
+    chunks = -(-tensor.shape[0] // layout.rows)
+    jobs = []
+    for shard in range(first // layout.per_shard, (stop - 1) // layout.per_shard + 1):
+        key = tensor.checkpoint.chunk_key(tensor.name, (shard, *rest))
+        lo = max(first, shard * layout.per_shard) - shard * layout.per_shard
+        hi = min(stop, (shard + 1) * layout.per_shard) - shard * layout.per_shard
+        if tensor.shards is None:
+            jobs.append((key, lo, fetch(store, [key])))
+        elif lo == 0 and hi == min(layout.per_shard, chunks - shard * layout.per_shard):
+            # every chunk of the shard: the whole object in one GET, its index at the end
+            jobs.append((key, lo, _whole_shard(store, key, layout.per_shard, lo, hi)))
+        else:
+            jobs.append((key, lo, _shard_chunks(store, key, layout.per_shard, lo, hi)))
+    results = await asyncio.gather(*(job for _, _, job in jobs))
+    return [
+        (data, f"{key} (inner chunk {lo + i})" if tensor.shards is not None else key)
+        for (key, lo, _), chunks in zip(jobs, results, strict=True)
+        for i, data in enumerate(chunks)
+    ]
+
+
+def read_rows(tensor: StoredTensor, start: int, stop: int) -> np.ndarray | None:
+    """Rows ``[start, stop)`` of a whole tensor, fetched and decoded without zarr: one ranged
+    GET per shard touched and one native decode call into the result. None when the fast path
+    does not apply (see the module documentation)."""
+    layout = row_layout(tensor) if tensor.is_whole else None
+    if layout is None or not 0 <= start < stop <= tensor.shape[0]:
+        return None
+    first, last = start // layout.rows, -(-stop // layout.rows)
+    found = sync(_rows_chunks(tensor, layout, first, last))
+    dest = np.empty(((last - first) * layout.rows, *tensor.shape[1:]), tensor.dtype)
+    outs = [dest[i * layout.rows : (i + 1) * layout.rows] for i in range(len(found))]
+    with naming([where for _, where in found]):
+        decode_batch([data for data, _ in found], outs=outs)
+    offset = first * layout.rows
+    return dest[start - offset : stop - offset]
+
+
+async def fetch(store: Store, keys: list[str]) -> list[np.ndarray]:
+    prototype = default_buffer_prototype()
+
+    async def one(key: str) -> np.ndarray:
+        buffer = await store.get(key, prototype)
+        if buffer is None:
+            raise ValueError(f"{key}: object missing from the store")
+        return buffer.as_numpy_array()
+
+    return list(await asyncio.gather(*(one(k) for k in keys)))
+
+
+@dataclass
+class StagedTensor:
+    tensor: StoredTensor
+    rows: int  # rows per chunk
+    first: int  # index of its first chunk in the batch
+    count: int  # its chunks: chunk i holds rows [i * rows, (i + 1) * rows), the last one padded
+    keys: list[str]  # its objects, in row order
+    per_shard: int  # chunks per object (1 when unsharded)
+
+    @property
+    def chunk_nbytes(self) -> int:
+        return self.rows * math.prod(self.tensor.shape[1:]) * self.tensor.dtype.itemsize
+
+
+def chunk_key(tensors: list[StagedTensor], chunk: int) -> str:
+    """The object key (and inner chunk) of chunk ``chunk`` of a batch, for errors."""
+    for t in tensors:
+        if t.first <= chunk < t.first + t.count:
+            i = chunk - t.first
+            if t.tensor.shards is None:
+                return t.keys[i]
+            return f"{t.keys[i // t.per_shard]} (inner chunk {i % t.per_shard})"
+    raise IndexError(chunk)
+
+
+@dataclass
+class StoredObjects:
+    """The stored objects of a batch's whole tensors, their chunks numbered in object order."""
+
+    tensors: list[StagedTensor]
+    keys: list[str]
+    sources: list[Any]  # file paths (a local store) or the objects' bytes
+    sizes: list[int]
+    per_shard: list[int]  # inner chunks of each shard; 0 for a plain chunk
+    nchunks: list[int]  # chunks each object holds for the batch
+
+
+def stored_objects(tensors: Sequence[StoredTensor]) -> StoredObjects:
+    """The objects of every tensor the fast path applies to (others are left out): local ones
+    as file paths, remote ones fetched concurrently."""
+    eligible = [
+        (t, layout) for t in tensors if t.is_whole and (layout := row_layout(t)) is not None
+    ]
+    stores = {id(t.checkpoint.store): t.checkpoint.store for t, _ in eligible}
+    if len(stores) > 1:
+        raise ValueError("tensors of one batch must come from one checkpoint")
+    staged: list[StagedTensor] = []
+    keys: list[str] = []
+    per_shard: list[int] = []
+    nchunks: list[int] = []
+    total = 0
+    for tensor, layout in eligible:
+        count = -(-tensor.shape[0] // layout.rows)
+        names = _shard_keys(tensor, layout)
+        staged.append(StagedTensor(tensor, layout.rows, total, count, names, layout.per_shard))
+        for i, key in enumerate(names):
+            keys.append(key)
+            per_shard.append(0 if tensor.shards is None else layout.per_shard)
+            nchunks.append(min(layout.per_shard, count - i * layout.per_shard))
+        total += count
+    store = next(iter(stores.values()), None)
+    root = None if store is None else local_root(store)
+    sources: list[Any]
+    if root is not None:
+        folder = str(root)
+        sources = [f"{folder}/{key}" for key in keys]
+        try:
+            sizes = [os.stat(path).st_size for path in sources]
+        except FileNotFoundError as exc:
+            key = keys[sources.index(str(exc.filename))]
+            raise ValueError(f"{key}: object missing from the store") from None
+    else:
+        sources = [] if store is None else sync(fetch(store, keys))
+        sizes = [int(blob.size) for blob in sources]
+    return StoredObjects(staged, keys, sources, sizes, per_shard, nchunks)
+
+
+@contextlib.contextmanager
+def naming(where: list[str]) -> Iterator[None]:
+    """A corrupt chunk's error names its object (and inner chunk), as zarr reads do."""
+    try:
+        yield
+    except ChunkError as exc:
+        raise CorruptChunkError([where[exc.index]], exc.reason) from None
+
+
+def _shard_keys(tensor: StoredTensor, layout: RowLayout) -> list[str]:
+    """Store keys of the tensor's shard objects (chunk objects when unsharded), in row order,
+    by the array's chunk key encoding (``<name>/c.<i>.0...`` as ``convert`` writes it)."""
+    per_object = layout.rows * layout.per_shard
+    count = -(-tensor.shape[0] // per_object)
+    rest = (0,) * (len(tensor.shape) - 1)
+    return [tensor.checkpoint.chunk_key(tensor.name, (i, *rest)) for i in range(count)]

@@ -1,0 +1,447 @@
+"""Reading a checkpoint made by ``convert``: ``open_checkpoint`` gives a ``Checkpoint``, a
+mapping of ``LazyTensor``. Nothing of a tensor is read until it is indexed; a range of rows
+takes the fast path of ``objects.read_rows``, anything else goes through zarr, and a whole
+tensor bound for the GPU decodes there in one batch (``batch``).
+
+``open_checkpoint`` reads one object, the root ``zarr.json`` (consolidated metadata plus the
+manifest); it refuses a store without the manifest, which ``convert`` writes last.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.abc.store import Store
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.chunk_key_encodings import ChunkKeyEncoding, parse_chunk_key_encoding
+from zarr.core.group import AsyncGroup
+from zarr.core.sync import sync
+from zarr.storage import StorePath
+
+from ..storage import READER_CONFIG, local_root, open_store
+from .batch import load_to_gpu
+from .frameworks import numpy_to_torch, to_framework
+from .layout import MANIFEST_KEY, READABLE_MANIFEST_VERSIONS, SCALES_GROUP, check_entry
+from .objects import read_rows
+from .quantize import dequantize
+from .safetensors_file import Header, TensorEntry, parse_header
+
+
+class IncompleteCheckpointError(ValueError):
+    """The store is not a complete checkpoint: no manifest (conversion unfinished, or not a
+    checkpoint at all), or a manifest this version cannot read."""
+
+
+def _compose(region: tuple[slice, ...], selection: Any) -> tuple[Any, ...] | None:
+    """``selection`` (ints and slices) applied to ``region``, in the coordinates of the whole
+    tensor; None when the selection is not basic."""
+    if not isinstance(selection, tuple):
+        selection = (selection,)
+    if any(s is Ellipsis for s in selection):
+        i = selection.index(Ellipsis)
+        fill = (slice(None),) * (len(region) - len(selection) + 1)
+        selection = selection[:i] + fill + selection[i + 1 :]
+    if len(selection) > len(region) or not all(
+        isinstance(s, (int, np.integer, slice)) for s in selection
+    ):
+        return None
+    selection = selection + (slice(None),) * (len(region) - len(selection))
+    out: list[Any] = []
+    for r, s in zip(region, selection, strict=True):
+        picked = range(r.start, r.stop)[s]
+        out.append(
+            picked if isinstance(picked, int) else slice(picked.start, picked.stop, picked.step)
+        )
+    return tuple(out)
+
+
+class LazyTensor:
+    """One tensor of a checkpoint (or a region of it, from ``Checkpoint.shard``). Nothing is read
+    until indexed: ``t[rows, cols]`` and ``t.numpy()`` fetch and decode only the chunks they
+    cover; shape, dtype and sizes come from the manifest.
+
+    ``dtype`` is the stored NumPy dtype (bfloat16 and float8 from ml_dtypes; int8 for a quantized
+    tensor, uint8 bytes for a dtype NumPy cannot hold), ``safetensors_dtype`` the original one.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        checkpoint: Checkpoint,
+        info: Mapping[str, Any],
+        region: tuple[slice, ...] | None = None,
+    ) -> None:
+        self.name = name
+        self.checkpoint = checkpoint
+        self.info = info
+        self._region = region or tuple(slice(0, n) for n in info["shape"])
+        self._shape = tuple(r.stop - r.start for r in self._region)
+        self._dtype: np.dtype[Any] = np.dtype(info["dtype"])
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._shape
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return self._dtype
+
+    @property
+    def safetensors_dtype(self) -> str:
+        return self.checkpoint.entry(self.name).dtype
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of this tensor (or region) as stored in the original file."""
+        whole = int(self.info["nbytes"])
+        full = math.prod(self.info["shape"])
+        return whole if full == 0 else whole * math.prod(self.shape) // full
+
+    @property
+    def stored_nbytes(self) -> int:
+        """Bytes of the whole tensor's chunks in the checkpoint (scales included, Zarr
+        metadata not)."""
+        return int(self.info["stored_nbytes"])
+
+    @property
+    def entropy_bound_bytes(self) -> float | None:
+        bound = self.info.get("entropy_bound_bytes")
+        return None if bound is None else float(bound)
+
+    @property
+    def quantized(self) -> bool:
+        return bool(self.info.get("quantized"))
+
+    @property
+    def chunks(self) -> tuple[int, ...]:
+        return tuple(self.info["chunks"])
+
+    @property
+    def shards(self) -> tuple[int, ...] | None:
+        shards = self.info.get("shards")
+        return None if shards is None else tuple(shards)
+
+    @property
+    def array(self) -> zarr.Array[Any]:
+        """The underlying Zarr array (the whole tensor)."""
+        return self.checkpoint.array(self.name)
+
+    def _with_region(self, region: tuple[slice, ...]) -> LazyTensor:
+        return LazyTensor(self.name, self.checkpoint, self.info, region)
+
+    def __repr__(self) -> str:
+        return f"LazyTensor({self.name!r}, shape={self.shape}, dtype={self.dtype})"
+
+    def __len__(self) -> int:
+        return self.shape[0] if self.shape else 0
+
+    def __getitem__(self, selection: Any) -> np.ndarray:
+        whole = _compose(self._region, selection)
+        if whole is None:
+            return np.asarray(self.numpy()[selection])
+        return self._read(whole)
+
+    def _read(self, selection: tuple[Any, ...]) -> np.ndarray:
+        """``selection`` (ints and slices, whole-tensor coordinates) read through the row fast
+        path when it applies (a step-1 range of rows), else through zarr."""
+        first = selection[0] if selection else None
+        if isinstance(first, slice) and first.step in (None, 1) and first.stop > first.start:
+            rows = read_rows(self.checkpoint[self.name], first.start, first.stop)
+            if rows is not None:
+                return np.asarray(rows[(slice(None), *selection[1:])])
+        with zarr.config.set(READER_CONFIG):
+            return np.asarray(self.array[selection])
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        data = self.numpy()
+        return data if dtype is None else data.astype(dtype)
+
+    def numpy(self) -> np.ndarray:
+        return self._read(self._region)
+
+    def scales(self) -> np.ndarray:
+        """The per-row float32 scales of a quantized tensor."""
+        if not self.quantized:
+            raise ValueError(f"{self.name} is not quantized")
+        scales = self.checkpoint.array(f"{SCALES_GROUP}/{self.name}")
+        return np.asarray(scales[self._region[0]])
+
+    def dequantize(self) -> np.ndarray:
+        """A quantized tensor as ``q * scale[row]``, in its original float dtype (lossy)."""
+        return dequantize(self.numpy(), self.scales(), self.safetensors_dtype)
+
+    @property
+    def is_whole(self) -> bool:
+        """The whole tensor, not a region of it."""
+        return self.shape == tuple(self.info["shape"])
+
+    def cupy(self, device: str = "cuda") -> Any:
+        """The tensor in GPU memory (CuPy). bfloat16/float8 come as same-width unsigned
+        integers holding the bits (CuPy has no such dtypes); ``torch`` gives the real dtype.
+        A whole tensor decodes on the GPU in one batch (see ``batch``)."""
+        if self.is_whole:
+            return load_to_gpu([self], device, "cupy")[self.name]
+        return to_framework(self.numpy(), "cupy", device)
+
+    def torch(self, device: str = "cpu") -> Any:
+        """A PyTorch tensor on ``device``; a whole tensor bound for CUDA decodes on the GPU."""
+        if device.startswith("cuda") and self.is_whole:
+            return load_to_gpu([self], device, "torch")[self.name]
+        return numpy_to_torch(self.numpy(), device)
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    name: str
+    size: int
+    header: Header
+
+
+_KEY_ENCODINGS: dict[str, ChunkKeyEncoding] = {}
+
+
+def _key_encoding(config: Any) -> ChunkKeyEncoding:
+    """The chunk key encoding of a JSON configuration, parsed once per distinct configuration:
+    the arrays of a checkpoint share one, and parsing it through zarr for each array costs more
+    than the rest of planning a load."""
+    key = repr(config)
+    encoding = _KEY_ENCODINGS.get(key)
+    if encoding is None:
+        encoding = _KEY_ENCODINGS[key] = parse_chunk_key_encoding(config)
+    return encoding
+
+
+class Checkpoint(Mapping[str, LazyTensor]):
+    """A read-only mapping from tensor name to ``LazyTensor``, in the original file order.
+
+    Built from the root metadata document alone; the Zarr group (and its arrays, from the
+    consolidated metadata) is made only when a tensor is read through zarr.
+    """
+
+    def __init__(
+        self, store: Store, document: dict[str, Any], url: str, consolidated: str | None = None
+    ) -> None:
+        self.url = url
+        self.store = store
+        self._document = document
+        # the consolidated metadata's JSON text while it is not parsed (see split_root)
+        self._consolidated = consolidated
+        self.manifest: dict[str, Any] = document["attributes"][MANIFEST_KEY]
+        try:
+            self.files = [
+                FileInfo(str(f["name"]), int(f["size"]), parse_header(f["header"]))
+                for f in self.manifest["files"]
+            ]
+            self._names = [t.name for f in self.files for t in f.header.tensors]
+            self._entries = {t.name: t for f in self.files for t in f.header.tensors}
+            for name in self._names:
+                check_entry(name, self.manifest["tensors"][name])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IncompleteCheckpointError(
+                f"{url}: malformed checkpoint manifest: {exc}"
+            ) from None
+        self._group: zarr.Group | None = None
+        self._members: dict[str, Any] | None = None
+        self._key_encodings: dict[str, ChunkKeyEncoding] = {}
+
+    @property
+    def group(self) -> zarr.Group:
+        """The checkpoint as a Zarr group (from the document already read: no request)."""
+        if self._group is None:
+            self._group = zarr.Group(
+                AsyncGroup.from_dict(StorePath(self.store), dict(self._whole_document()))
+            )
+        return self._group
+
+    def _whole_document(self) -> dict[str, Any]:
+        """The root document with its consolidated metadata, parsed on first use."""
+        if self._consolidated is not None:
+            try:
+                self._document["consolidated_metadata"] = json.loads(self._consolidated)
+            except ValueError as exc:
+                raise ValueError(
+                    f"{self.url}: the consolidated metadata in zarr.json is not valid JSON: {exc}"
+                ) from None
+            self._consolidated = None
+        return self._document
+
+    def __getitem__(self, name: str) -> LazyTensor:
+        if name not in self._entries:
+            raise KeyError(name)
+        return LazyTensor(name, self, self.manifest["tensors"][name])
+
+    def chunk_key(self, path: str, coords: tuple[int, ...]) -> str:
+        """The store key of the chunk (or shard) at grid ``coords`` of the array at ``path``,
+        by the arrays' chunk key encoding that the manifest names or, in a manifest written
+        before it named one, the array's own from the consolidated metadata (no request)."""
+        encoding = self._key_encodings.get(path)
+        if encoding is None:
+            try:
+                config = self.manifest.get("chunk_key_encoding")
+                if config is None:
+                    node = self._whole_document()["consolidated_metadata"]["metadata"][path]
+                    config = node["chunk_key_encoding"]
+                encoding = _key_encoding(config)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ValueError(
+                    f"{self.url}: array {path!r} has no valid chunk key encoding ({exc})"
+                ) from None
+            self._key_encodings[path] = encoding
+        return f"{path}/{encoding.encode_chunk_key(coords)}"
+
+    def array(self, path: str) -> zarr.Array[Any]:
+        """The Zarr array at ``path`` (a tensor's name, or its scales' path)."""
+        if self._members is None:
+            # every node at once, from the consolidated metadata: no request per tensor
+            self._members = dict(self.group.members(max_depth=None))
+        node = self._members.get(path)
+        if not isinstance(node, zarr.Array):
+            raise ValueError(f"{self.url}: the manifest names {path!r}, which is not an array")
+        return node
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def entry(self, name: str) -> TensorEntry:
+        """The tensor's entry in its original safetensors header."""
+        return self._entries[name]
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The ``__metadata__`` of the original files (merged; they usually agree)."""
+        merged: dict[str, str] = {}
+        for f in self.files:
+            merged.update(f.header.metadata or {})
+        return merged
+
+    @property
+    def index(self) -> tuple[str, str] | None:
+        """(file name, text) of the original ``*.safetensors.index.json``, if there was one."""
+        index = self.manifest.get("index")
+        return None if index is None else (index["name"], index["text"])
+
+    @property
+    def nbytes(self) -> int:
+        return sum(int(t["nbytes"]) for t in self.manifest["tensors"].values())
+
+    @property
+    def stored_nbytes(self) -> int:
+        return sum(int(t["stored_nbytes"]) for t in self.manifest["tensors"].values())
+
+    @property
+    def quantized(self) -> bool:
+        return any(t.get("quantized") for t in self.manifest["tensors"].values())
+
+    def shard(self, name: str, dim: int, rank: int, world_size: int) -> LazyTensor:
+        """Rank ``rank``'s part of tensor ``name`` split along ``dim`` into ``world_size``
+        parts, lazily: reading it fetches only the chunks it covers.
+
+        Parts are split as ``torch.chunk`` and PyTorch DTensor's ``Shard(dim)`` placement split
+        them: every part has ``ceil(size / world_size)`` entries but the last ones, which are
+        shorter or empty when the size does not divide. Along the rows of a converted weight,
+        the parts of an 8-way split are then whole chunks (see ``layout.chunk_shape``)."""
+        tensor = self[name]
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in [0, {world_size})")
+        if not -len(tensor.shape) <= dim < len(tensor.shape):
+            raise ValueError(f"{name} has {len(tensor.shape)} dimensions, no dimension {dim}")
+        dim %= len(tensor.shape)
+        size = tensor.shape[dim]
+        part = -(-size // world_size)
+        start = min(rank * part, size)
+        stop = min(start + part, size)
+        region = list(tensor._region)
+        region[dim] = slice(start, stop)
+        return tensor._with_region(tuple(region))
+
+
+def open_checkpoint(
+    url: str | Path | Store, *, storage_options: dict[str, Any] | None = None
+) -> Checkpoint:
+    """Opens a checkpoint (a URL or a Zarr store) read-only: one read of the root metadata, no
+    tensor data."""
+    store = open_store(url, storage_options=storage_options, mode="r")
+    found = _root_document(store)
+    if found is None:
+        raise FileNotFoundError(f"{url}: no checkpoint there (no Zarr group)")
+    document, consolidated = found
+    attributes = document.get("attributes")
+    manifest = attributes.get(MANIFEST_KEY) if isinstance(attributes, dict) else None
+    if not isinstance(manifest, dict):
+        raise IncompleteCheckpointError(
+            f"{url} is not a complete wcodec checkpoint: it has no manifest (the conversion did "
+            "not finish, or it was not made by wcodec convert)"
+        )
+    if manifest.get("version") not in READABLE_MANIFEST_VERSIONS:
+        readable = ", ".join(map(str, READABLE_MANIFEST_VERSIONS))
+        raise IncompleteCheckpointError(
+            f"{url}: checkpoint manifest version {manifest.get('version')!r} is not supported "
+            f"(this version reads {readable})"
+        )
+    return Checkpoint(store, document, str(url), consolidated)
+
+
+def _root_document(store: Store) -> tuple[dict[str, Any], str | None] | None:
+    """The root ``zarr.json`` as ``split_root`` gives it, or None when there is none (or not a
+    format 3 group). A local checkpoint's is read from its file (zarr's local reads cost a hop
+    to its event loop and a thread each)."""
+    root = local_root(store)
+    if root is not None:
+        try:
+            raw: bytes | None = (root / "zarr.json").read_bytes()
+        except FileNotFoundError:
+            raw = None
+    else:
+        raw = sync(_fetch_root(store))
+    if raw is None:
+        return None
+    try:
+        document, consolidated = split_root(raw)
+    except ValueError as exc:
+        raise ValueError(f"zarr.json is not valid JSON: {exc}") from None
+    if not isinstance(document, dict) or document.get("node_type") != "group":
+        return None
+    return document, consolidated
+
+
+_ROOT_HEAD = '{"attributes":'
+_ROOT_TAIL = ',"zarr_format":3,"node_type":"group","consolidated_metadata":'
+
+
+def split_root(raw: bytes) -> tuple[Any, str | None]:
+    """A root document as JSON. Laid out as ``convert`` writes it (compact, the consolidated
+    metadata last), only the attributes are parsed and the consolidated metadata comes back as
+    its text: it is most of the document, and opening a checkpoint or loading it needs only
+    the manifest. Any other document is parsed whole (None for the text)."""
+    text = raw.decode("utf-8")
+    if text.startswith(_ROOT_HEAD) and text.endswith("}"):
+        try:
+            attributes, end = _DECODER.raw_decode(text, len(_ROOT_HEAD))
+        except ValueError:
+            attributes, end = None, 0
+        if end and text.startswith(_ROOT_TAIL, end):
+            head = {"attributes": attributes, "zarr_format": 3, "node_type": "group"}
+            return head, text[end + len(_ROOT_TAIL) : -1]
+    return json.loads(text), None
+
+
+_DECODER = json.JSONDecoder()
+
+
+async def _fetch_root(store: Store) -> bytes | None:
+    await store._ensure_open()  # zarr opens stores on first use through its own calls
+    buffer = await store.get("zarr.json", default_buffer_prototype())
+    return None if buffer is None else buffer.to_bytes()

@@ -1,0 +1,183 @@
+"""The ``wcodec`` command (also ``python -m wcodec_zarr``): convert, info, verify, export, demo.
+
+User mistakes (a missing file, a bad header, an existing destination) print one line starting
+with ``wcodec: error:`` and exit with status 2; ``verify`` exits with 1 when the checkpoint
+differs from its source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..checkpoint import convert, export_safetensors, open_checkpoint, verify
+from ..checkpoint.layout import CHUNK_BYTES, SHARD_BYTES
+from . import demo
+from .tables import format_info, info_rows, mb
+
+
+def _storage_options(pairs: list[str] | None) -> dict[str, Any] | None:
+    """``-o key=value`` pairs; values are JSON where they parse (numbers, true, objects)."""
+    if not pairs:
+        return None
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"storage option {pair!r} is not key=value")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
+
+
+def _workers(value: str | None) -> int | str | None:
+    if value is None:
+        return None
+    return int(value) if value.isdigit() else value
+
+
+def _convert(args: argparse.Namespace) -> int:
+    manifest = convert(
+        args.src,
+        args.dst,
+        shard_bytes=int(args.shard_mb * 2**20),
+        chunk_bytes=int(args.chunk_kb * 2**10),
+        quantize=args.quantize,
+        workers=_workers(args.workers),
+        storage_options=_storage_options(args.storage_option),
+        overwrite=args.overwrite,
+        progress=False if args.quiet else None,
+    )
+    tensors = manifest["tensors"].values()
+    total = sum(t["nbytes"] for t in tensors)
+    stored = sum(t["stored_nbytes"] for t in tensors)
+    if not args.quiet:
+        print(
+            f"{args.dst}: {len(tensors)} tensors, {mb(total)} MB -> {mb(stored)} MB "
+            f"(ratio {total / stored:.4f})"
+        )
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    ckpt = open_checkpoint(args.url, storage_options=_storage_options(args.storage_option))
+    rows = info_rows(ckpt)
+    if args.json:
+        for row in rows:  # JSON has no infinity: an all-constant tensor's bound ratio
+            if row["bound_ratio"] == float("inf"):
+                row["bound_ratio"] = None
+        print(json.dumps({"url": args.url, "files": [f.name for f in ckpt.files], "tensors": rows}))
+    else:
+        print(format_info(ckpt, rows))
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    report = verify(
+        args.src,
+        args.url,
+        workers=_workers(args.workers),
+        storage_options=_storage_options(args.storage_option),
+        progress=False if args.quiet else None,
+    )
+    if report.ok:
+        print(f"OK: {report.checked} tensors bit-exact, headers identical")
+        return 0
+    name, what = report.mismatches[0]
+    print(
+        f"MISMATCH: {name}: {what} ({len(report.mismatches)} difference(s) in all)",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _export(args: argparse.Namespace) -> int:
+    written = export_safetensors(
+        args.url,
+        args.dst,
+        storage_options=_storage_options(args.storage_option),
+        overwrite=args.overwrite,
+    )
+    for path in written:
+        print(path)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    return demo.main(args.model, args.out, args.threads, args.repeats)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wcodec", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def storage(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "-o",
+            "--storage-option",
+            action="append",
+            metavar="KEY=VALUE",
+            help="fsspec option for remote URLs (repeatable; JSON values)",
+        )
+
+    p = sub.add_parser("convert", help="safetensors model -> compressed Zarr checkpoint")
+    p.add_argument("src", help="a .safetensors file, an index.json, or a directory")
+    p.add_argument("dst", help="destination directory or URL (s3://..., memory://...)")
+    p.add_argument("--shard-mb", type=float, default=SHARD_BYTES / 2**20)
+    p.add_argument("--chunk-kb", type=float, default=CHUNK_BYTES / 2**10)
+    p.add_argument("--quantize", choices=["int8"], help="LOSSY: per-row int8 of 2-D weights")
+    p.add_argument("--workers", help="Dask: a worker count or a scheduler address")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing destination")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    storage(p)
+    p.set_defaults(func=_convert)
+
+    p = sub.add_parser("info", help="per-tensor table: dtype, shape, size, ratio, bound")
+    p.add_argument("url")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    storage(p)
+    p.set_defaults(func=_info)
+
+    p = sub.add_parser("verify", help="bit-exact comparison with the source model")
+    p.add_argument("src")
+    p.add_argument("url")
+    p.add_argument("--workers", help="Dask: a worker count or a scheduler address")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    storage(p)
+    p.set_defaults(func=_verify)
+
+    p = sub.add_parser("export", help="write the original safetensors files back")
+    p.add_argument("url")
+    p.add_argument("dst", help="a .safetensors path (single-file models) or a directory")
+    p.add_argument("--overwrite", action="store_true")
+    storage(p)
+    p.set_defaults(func=_export)
+
+    p = sub.add_parser("demo", help="convert, inspect, verify and load the real MiniLM model")
+    p.add_argument("--model", type=Path, help="a safetensors file instead of MiniLM")
+    p.add_argument("--out", default="wcodec-demo.zarr", help="checkpoint to write (replaced)")
+    p.add_argument("--threads", type=int, default=0, help="0 (default): every core")
+    p.add_argument("--repeats", type=int, default=3, help="timing repeats (best is shown)")
+    p.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except (ValueError, TypeError, OSError, KeyError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"wcodec: error: {message}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""GPU decoding with the CUDA module and CuPy.
+
+``decode_batch_gpu`` gathers the chunks into one pinned host buffer, copies it to the device in
+one transfer, plans the batch on the host (headers, tables and index are parsed and validated
+there) and decodes every chunk in one kernel launch on the given stream. It then waits for that
+stream, because per-chunk errors are reported as exceptions; ``PreparedBatch`` separates the
+steps for callers that wait themselves, and the native API underneath
+(``native/include/wcodec/cuda_decode.h``) never synchronises.
+
+CuPy has no bfloat16 or float8 dtypes: those chunks decode into arrays of the unsigned integer
+of the same width holding the same bits (``checkpoint.frameworks.to_torch`` reinterprets them
+for PyTorch).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+from functools import cache
+from typing import Any
+
+import numpy as np
+
+from . import native
+from .buffers import as_bytes_view
+from .dtypes import CODE_TO_DTYPE
+from .errors import ChunkError
+from .staging import place_objects
+
+ALIGN = 256
+
+# Storage dtypes for the decoded bits where CuPy lacks the logical dtype.
+_BITS_DTYPE = {"bfloat16": np.uint16, "float8_e4m3fn": np.uint8, "float8_e5m2": np.uint8}
+
+
+@cache
+def gpu_status() -> dict[str, Any]:
+    """Whether GPU decoding works here, and why not: the CUDA module, CuPy and a device."""
+    report = native.cuda_report()
+    status: dict[str, Any] = {
+        "available": False,
+        "cuda_module": report["built"],
+        "cupy": importlib.util.find_spec("cupy") is not None,
+        "devices": report["devices"],
+        "reason": "",
+    }
+    if not report["built"]:
+        status["reason"] = report["error"]
+    elif not report["devices"]:
+        status["reason"] = f"no usable CUDA device: {report['error'] or 'none found'}"
+    elif not status["cupy"]:
+        status["reason"] = "CuPy is not installed (pip install 'wcodec-zarr[gpu]')"
+    else:
+        status["available"] = True
+    return status
+
+
+def gpu_available() -> bool:
+    return bool(gpu_status()["available"])
+
+
+def storage_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
+    """The dtype a GPU result is held in: the dtype itself, or same-width bits (bfloat16...)."""
+    return np.dtype(_BITS_DTYPE.get(str(dtype), dtype))
+
+
+def _host_bytes(chunk: Any) -> np.ndarray:
+    """Host bytes of a chunk (a chunk in device memory is copied back: the plan is made on the
+    host)."""
+    if hasattr(chunk, "__cuda_array_interface__"):
+        import cupy as cp
+
+        host: np.ndarray = cp.asarray(chunk).reshape(-1).view(cp.uint8).get()
+        return host
+    return as_bytes_view(chunk)
+
+
+class PreparedBatch:
+    """A batch of chunks made ready to decode on the GPU: the chunk bytes uploaded (one pinned
+    host buffer, one copy), the plan made, outputs and workspace allocated. ``launch`` enqueues
+    the decode (no synchronisation) and can be repeated; ``check`` waits for the stream and
+    raises ``ChunkError`` for a chunk that failed. ``results`` are the output arrays (the
+    outputs of a batch made by ``planned`` belong to its caller)."""
+
+    def __init__(
+        self, chunks: Sequence[Any], outs: Sequence[Any | None] | None, stream: Any
+    ) -> None:
+        import cupy as cp
+
+        if not gpu_available():
+            raise RuntimeError(f"GPU decoding is unavailable: {gpu_status()['reason']}")
+        if outs is not None and len(outs) != len(chunks):
+            raise ValueError(f"got {len(outs)} output arrays for {len(chunks)} chunks")
+        hosts = [_host_bytes(c) for c in chunks]
+        count = len(hosts)
+        # every chunk copied into place by native threads
+        staging, offsets, lens = place_objects(
+            hosts,
+            [h.size for h in hosts],
+            [0] * count,
+            [1] * count,
+            ALIGN,
+            lambda n: np.frombuffer(cp.cuda.alloc_pinned_memory(n), np.uint8, n),
+        )
+        self.results: list[Any] = []
+        for i, host in enumerate(hosts):
+            try:
+                code, shape = native.core.header(host)
+            except ValueError as exc:
+                raise ChunkError(f"chunk {i}: {exc}", i, str(exc)) from None
+            dtype = storage_dtype(CODE_TO_DTYPE[code])
+            out = None if outs is None else outs[i]
+            if out is None:
+                out = cp.empty(shape, dtype)
+            elif out.dtype != dtype or out.shape != tuple(shape) or not out.flags.c_contiguous:
+                reason = f"out must be a C-contiguous {dtype} array of shape {tuple(shape)}"
+                raise ChunkError(f"chunk {i}: {reason}", i, reason)
+            self.results.append(out)
+        out_ptrs = np.asarray([r.data.ptr for r in self.results], np.uint64)
+        out_lens = np.asarray([r.nbytes for r in self.results], np.uint64)
+        self._setup(staging, offsets, lens, out_ptrs, out_lens, stream)
+
+    @classmethod
+    def planned(cls, plan: Any, arena: Any, staging: np.ndarray, stream: Any) -> PreparedBatch:
+        """A batch whose chunks are on their way to ``arena`` on ``stream`` from ``staging``
+        (pinned memory, kept until ``check``) and planned (``_cuda.stage_and_plan``, which
+        ``checkpoint.batch`` calls). No per-chunk Python."""
+        import cupy as cp
+
+        batch = cls.__new__(cls)
+        batch.results = []
+        batch.device_id = cp.cuda.Device().id
+        batch.stream = stream
+        batch._arena = arena
+        batch._plan = plan
+        batch._prepare(staging)
+        return batch
+
+    def _setup(
+        self,
+        staging: np.ndarray,
+        offsets: np.ndarray,
+        lens: np.ndarray,
+        out_ptrs: np.ndarray,
+        out_lens: np.ndarray,
+        stream: Any,
+    ) -> None:
+        import cupy as cp
+
+        _cuda = native.cuda()
+        self.device_id = cp.cuda.Device().id
+        self.stream = stream if stream is not None else cp.cuda.get_current_stream()
+        with self.stream:
+            self._arena = cp.empty(staging.size, cp.uint8)
+            self._arena.set(staging, stream=self.stream)
+            self._plan = _cuda.plan_staged(
+                staging, self._arena.data.ptr, offsets, lens, out_ptrs, out_lens
+            )
+        self._prepare(staging)
+
+    def _prepare(self, staging: np.ndarray) -> None:
+        """Workspace and status for the plan, the descriptors uploaded."""
+        import cupy as cp
+
+        with self.stream:
+            self._workspace = cp.empty(max(self._plan.workspace_bytes, 1), cp.uint8)
+            self._status = cp.zeros(max(self._plan.num_chunks, 1), cp.int32)
+            # the descriptors go to the start of the workspace once, asynchronously from pinned
+            # memory; every launch reuses them
+            size = self._plan.descriptor_bytes
+            desc_pinned = cp.cuda.alloc_pinned_memory(max(size, 1))
+            desc = np.frombuffer(desc_pinned, np.uint8, size)
+            desc[:] = self._plan.descriptors
+            self._workspace[:size].set(desc, stream=self.stream)
+        self._pinned = (staging, desc_pinned)  # the uploads may still be in flight
+        self._count = self._plan.num_chunks
+        self._launched: set[bool] = set()
+        self._graphs: dict[bool, Any] = {}
+
+    def launch(self, verify: bool = True) -> None:
+        """Enqueues the decode on the batch's stream. From its second launch with the same
+        ``verify`` on, a batch replays a CUDA graph recorded then: one submission, so that the
+        GPU does not wait out the host's work between the kernels of a launch."""
+        _cuda = native.cuda()
+        work = (
+            self._plan,
+            self._workspace.data.ptr,
+            self._plan.workspace_bytes,
+            self._status.data.ptr,
+            verify,
+            self.device_id,
+        )
+        graph = self._graphs.get(verify)
+        if graph is None and verify in self._launched:
+            graph = self._graphs[verify] = _cuda.DecodeGraph(*work)
+        if graph is not None:
+            graph.launch(self.device_id, self.stream.ptr)
+            return
+        self._launched.add(verify)
+        _cuda.enqueue(*work, self.stream.ptr)
+
+    def check(self) -> None:
+        _cuda = native.cuda()
+        self.stream.synchronize()
+        for i, code in enumerate(self._status.get()[: self._count]):
+            if code:
+                reason = _cuda.status_message(int(code))
+                raise ChunkError(f"chunk {i}: {reason}", i, reason)
+
+
+def decode_batch_gpu(
+    chunks: Sequence[Any],
+    *,
+    outs: Sequence[Any | None] | None = None,
+    stream: Any = None,
+    verify: bool = True,
+) -> list[Any]:
+    """Decodes chunks (bytes, NumPy or CuPy) into CuPy arrays in one launch; see the module doc."""
+    batch = PreparedBatch(chunks, outs, stream)
+    batch.launch(verify)
+    batch.check()
+    return batch.results

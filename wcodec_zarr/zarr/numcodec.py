@@ -1,0 +1,37 @@
+"""``WCodecNumcodec``: the numcodecs codec ``"wcodec"``, e.g. the compressor of Zarr format 2
+arrays. Its ``decode`` gets flat bytes; the chunk header restores dtype and shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numcodecs.abc import Codec
+from numcodecs.compat import ensure_contiguous_ndarray_like, ndarray_copy
+
+from ..codec.chunks import decode as decode_chunk
+from ..codec.chunks import encode as encode_chunk
+
+
+class WCodecNumcodec(Codec):  # type: ignore[misc]
+    codec_id = "wcodec"
+
+    def __init__(self, checksum: bool = True, predict: bool = True) -> None:
+        self.checksum = bool(checksum)
+        self.predict = bool(predict)
+
+    def encode(self, buf: Any) -> bytes:
+        array = np.asanyarray(buf)
+        # A Fortran-ordered chunk is stored as its transpose (C order, same bytes), so the flat
+        # decoded buffer is in the order Zarr format 2 expects.
+        if array.ndim > 1 and array.flags.f_contiguous and not array.flags.c_contiguous:
+            array = array.T
+        return encode_chunk(array, checksum=self.checksum, predict=self.predict)
+
+    def decode(self, buf: Any, out: Any = None) -> Any:
+        data = ensure_contiguous_ndarray_like(buf).reshape(-1).view(np.uint8)
+        decoded = decode_chunk(data)
+        return decoded if out is None else ndarray_copy(decoded, out)
+
+    def __repr__(self) -> str:
+        return f"WCodecNumcodec(checksum={self.checksum}, predict={self.predict})"
