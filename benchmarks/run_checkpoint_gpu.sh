@@ -13,8 +13,9 @@ nvidia-smi --query-gpu=name,driver_version --format=csv | tee "$out/gpu.txt"
 WCODEC_CUDA=ON timeout 300 python3 -m pip install -q --no-build-isolation --no-deps . >"$out/build.log" 2>&1 \
   || { tail -30 "$out/build.log"; exit 1; }
 repo=$PWD
+gpu_tests="$repo/tests/codec/test_gpu.py $repo/tests/zarr/test_gpu.py $repo/tests/checkpoint/test_gpu_load.py"
 cd "$out" || exit 1
-timeout 200 python3 -m pytest -q -p no:cacheprovider -m gpu "$repo/tests" 2>&1 | tee pytest-gpu.log | tail -4
+timeout 200 python3 -m pytest -q -p no:cacheprovider -m gpu $gpu_tests 2>&1 | tee pytest-gpu.log | tail -4
 timeout 200 python3 -m pytest -q -p no:cacheprovider "$repo/tests/checkpoint/test_checkpoint.py" 2>&1 | tee pytest-checkpoint.log | tail -4
 int8=$out/$(basename "$model" .safetensors)-int8.safetensors
 python3 -c "

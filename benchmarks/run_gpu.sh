@@ -12,9 +12,10 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out
 WCODEC_CUDA=ON timeout 400 python3 -m pip install -q --no-build-isolation --no-deps . >"$out/build.log" 2>&1 \
   || { tail -40 "$out/build.log"; exit 1; }
 cd "$out" && repo=$OLDPWD
-timeout 300 python3 -m pytest -q -p no:cacheprovider -m gpu "$repo/tests" 2>&1 | tee pytest-gpu.log | tail -5
+gpu_tests="$repo/tests/codec/test_gpu.py $repo/tests/zarr/test_gpu.py $repo/tests/checkpoint/test_gpu_load.py"
+timeout 300 python3 -m pytest -q -p no:cacheprovider -m gpu $gpu_tests 2>&1 | tee pytest-gpu.log | tail -5
 timeout 300 compute-sanitizer --tool memcheck --error-exitcode 9 \
-  python3 -m pytest -q -p no:cacheprovider -m gpu "$repo/tests" -k "matches or corrupt or batch or whole_load or checkpoint" \
+  python3 -m pytest -q -p no:cacheprovider -m gpu $gpu_tests -k "matches or corrupt or batch or whole_load or checkpoint" \
   >sanitizer.log 2>&1; echo "compute-sanitizer exit: $?" | tee -a sanitizer.log; tail -4 sanitizer.log
 cd "$repo/benchmarks" && timeout 400 python3 bench_gpu.py "$@" 2>&1 | tee "$out/bench.log" | tail -30
 cp "$repo"/benchmarks/results/gpu-*.md "$out/" 2>/dev/null

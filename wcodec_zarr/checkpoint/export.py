@@ -4,6 +4,7 @@ a few bands). Each file is written whole or not at all."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -61,7 +62,7 @@ def export_safetensors(
         fs.makedirs(base, exist_ok=True)
     if index_target is not None:
         targets.append(index_target)
-    with PresentedFiles(ckpt) as presented:
+    with contextlib.closing(PresentedFiles(ckpt)) as presented:
         for name, target in zip(presented.names(), targets, strict=True):
             _write_atomic(fs, target, presented, name)
     return targets

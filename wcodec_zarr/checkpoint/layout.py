@@ -94,7 +94,7 @@ def chunk_shape(shape: tuple[int, ...], itemsize: int, target: int) -> tuple[int
     """Bands of whole rows (every dimension but the first kept whole) of at most ``target``
     bytes; only a row larger than ``target`` is split, the same way, along its own dimensions.
     Row bands keep reads of row ranges (tensor-parallel shards) contiguous, and let a whole
-    tensor decode straight into its destination (``batch_load``).
+    tensor decode straight into its destination (``batch``).
 
     Where ``_tp_rows`` finds one, the row count makes a tensor-parallel rank's rows whole
     chunks, so that reading them fetches nothing else: a small weight (a 384x384 int8 matrix,
@@ -176,6 +176,8 @@ def plan_tensor(
 
 
 def regions(plan: TensorPlan) -> Iterator[tuple[tuple[int, int], ...]]:
+    """The tensor's objects as ``(start, stop)`` per dimension: one region per shard (per chunk
+    when unsharded), in C order of the grid; convert writes each as one task."""
     block = plan.shards or plan.chunks
     counts = [-(-s // b) if s else 1 for s, b in zip(plan.shape, block, strict=True)]
     for index in np.ndindex(*counts):
@@ -186,7 +188,9 @@ def regions(plan: TensorPlan) -> Iterator[tuple[tuple[int, int], ...]]:
 
 def index_entries(key: str, index: np.ndarray, count: int) -> list[tuple[int, int] | None]:
     """A shard index's (offset, nbytes) per inner chunk, None where not stored; the CRC32C
-    of the index is checked."""
+    of the index is checked. The index is zarr's default: at the end of the shard object,
+    ``offset, nbytes`` as little-endian uint64 per inner chunk in C order, then a CRC32C of
+    those bytes."""
     if index.size != count * 16 + 4:
         raise ValueError(f"{key}: shard index of {index.size} bytes, expected {count * 16 + 4}")
     if google_crc32c.value(index[:-4].tobytes()) != int.from_bytes(index[-4:].tobytes(), "little"):

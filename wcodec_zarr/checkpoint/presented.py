@@ -16,15 +16,10 @@ import functools
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
-from types import TracebackType
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .reader import Checkpoint, LazyTensor
-
-if TYPE_CHECKING:
-    from typing import Self
 
 CACHE_BYTES = 64 << 20
 BAND_BYTES = 2 << 20
@@ -111,8 +106,8 @@ class _Presented:
 
 
 class PresentedFiles:
-    """The original files of a checkpoint (and its index, if it had one), by name. Close it (or
-    use it as a context manager) to stop its decoding threads."""
+    """The original files of a checkpoint (and its index, if it had one), by name. ``close``
+    stops its decoding threads."""
 
     def __init__(
         self, ckpt: Checkpoint, cache_bytes: int = CACHE_BYTES, prefetch: int = PREFETCH
@@ -127,17 +122,6 @@ class PresentedFiles:
         self.index = None if index is None else (index[0], index[1].encode("utf-8"))
         self.prefetch = prefetch
         self.bands = BandCache(ckpt, cache_bytes, max(2, prefetch + 1))
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         self.bands.close()
