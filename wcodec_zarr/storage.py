@@ -28,6 +28,8 @@ and reads tensor-parallel slices 18-30% faster (``benchmarks/bench_remote.py``).
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
 from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
@@ -106,6 +108,54 @@ class ShardIndexCache(WrapperStore[Store]):
         return list(await asyncio.gather(*(self.get(key, prototype, r) for key, r in key_ranges)))
 
 
+def read_regular_file(path: Path, key: str) -> bytes | None:
+    """The bytes of a regular file (links followed), None when there is none; ``ValueError``
+    naming ``key`` for anything else there (a FIFO or a device would block a read, or never
+    end)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{key}: not a regular file")
+    return path.read_bytes()
+
+
+class RegularFileStore(LocalStore):
+    """A read-only local store that reads regular files only (see ``read_regular_file``)."""
+
+    async def get(
+        self,
+        key: str,
+        prototype: BufferPrototype | None = None,
+        byte_range: ByteRequest | None = None,
+    ) -> Buffer | None:
+        try:
+            mode = os.stat(self.root / key).st_mode
+        except FileNotFoundError:
+            return None
+        if not stat.S_ISREG(mode):
+            raise ValueError(f"{key}: not a regular file")
+        return await super().get(key, prototype, byte_range)
+
+
+def overlap(a: str | Path, b: str | Path) -> bool:
+    """Whether ``a`` and ``b`` name the same place or one lies inside the other: local paths
+    resolved (links followed), URLs compared by protocol and path."""
+    local_a, local_b = local_path(a), local_path(b)
+    if local_a is not None and local_b is not None:
+        x, y = local_a.resolve(), local_b.resolve()
+        return x == y or x in y.parents or y in x.parents
+    if (local_a is None) != (local_b is None):
+        return False
+    protocol_a, path_a = fsspec.core.split_protocol(str(a))
+    protocol_b, path_b = fsspec.core.split_protocol(str(b))
+    parts_a = [p for p in path_a.split("/") if p]
+    parts_b = [p for p in path_b.split("/") if p]
+    shorter = min(len(parts_a), len(parts_b))
+    return protocol_a == protocol_b and parts_a[:shorter] == parts_b[:shorter]
+
+
 def local_path(url: str | Path) -> Path | None:
     """The filesystem path of a local URL (a plain path or ``file://``), else None."""
     if isinstance(url, Path):
@@ -150,7 +200,7 @@ def open_store(
         else:
             if read_only and not path.is_dir():
                 raise FileNotFoundError(f"{path}: no such directory")
-            store = LocalStore(path, read_only=read_only)
+            store = RegularFileStore(path, read_only=True) if read_only else LocalStore(path)
     elif backend == "obstore":
         store = _object_store(str(url), storage_options, read_only)
     else:

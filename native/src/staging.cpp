@@ -7,6 +7,7 @@
 #include "wcodec/staging.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -38,12 +39,19 @@ uint32_t load_u32(const uint8_t* p) {
 
 constexpr uint64_t kPiece = 1 << 20;
 
-// Reads bytes [offset, offset + n) of a file.
+// Reads bytes [offset, offset + n) of a file. Only a regular file is read: O_NONBLOCK keeps the
+// open of a FIFO from waiting for a writer (it changes nothing for regular files), and fstat
+// refuses anything else before a read could block or never end.
 void read_range(size_t index, const char* path, uint64_t offset, uint8_t* dst, uint64_t n) {
-  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     if (errno == ENOENT) throw StageError(index, "object missing from the store");
     throw StageError(index, std::string("cannot open: ") + std::strerror(errno));
+  }
+  struct stat info {};
+  if (::fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
+    ::close(fd);
+    throw StageError(index, "not a regular file");
   }
   uint64_t done = 0;
   while (done < n) {

@@ -4,16 +4,21 @@ on stderr and exit status 2, never a traceback."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import weight_like
+from helpers import new_bucket, server_fixture, weight_like
 from safetensors_helpers import write_raw
 
+import wcodec_zarr as wc
 from wcodec_zarr.cli import main
+from wcodec_zarr.testing import LoopbackS3
 
 
 @pytest.fixture
@@ -87,6 +92,7 @@ def test_verify_names_the_first_differing_tensor(model: Path, tmp_path: Path) ->
         (["convert", "garbage.safetensors", "out"], "not a valid safetensors file"),
         (["convert", "m.safetensors", "out", "-o", "novalue"], "is not key=value"),
         (["demo", "--model", "none.safetensors"], "none.safetensors: no such file"),
+        (["convert", "m.safetensors", "m.safetensors", "--overwrite"], "overlaps the source"),
     ],
 )
 def test_user_mistakes_are_one_clear_line(
@@ -100,6 +106,7 @@ def test_user_mistakes_are_one_clear_line(
     assert message in result.stderr
     assert len(result.stderr.splitlines()) == 1
     assert not (tmp_path / "out").exists()
+    assert (tmp_path / "m.safetensors").read_bytes() == model.read_bytes()
 
 
 def test_demo_runs_the_main_job(
@@ -116,3 +123,62 @@ def test_demo_runs_the_main_job(
         line = next(line for line in text.splitlines() if line.startswith(view + " "))
         assert line.rstrip().endswith("yes")
     assert (out / "zarr.json").is_file()
+
+
+server = server_fixture(LoopbackS3)
+
+
+def start_cli(*args: str, cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "wcodec_zarr", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd,
+    )
+
+
+def interrupt_when(process: subprocess.Popen[str], started: Callable[[], bool]) -> tuple[int, str]:
+    """Sends SIGINT (Ctrl-C) once ``started()`` holds; the exit status and stderr."""
+    deadline = time.monotonic() + 60
+    while not started():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the command did not start writing"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    return process.returncode, stderr
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize("command", ["convert", "export"])
+def test_ctrl_c_is_one_line_and_leaves_nothing(
+    server: LoopbackS3, tmp_path: Path, command: str
+) -> None:
+    """Interrupted while it writes (its remote side slowed down by the server's bandwidth limit),
+    a command prints one line, exits with 130 and leaves nothing of what it was writing."""
+    weight = weight_like(np.random.default_rng(5), (2048, 1024), np.dtype(np.float32))
+    model = tmp_path / "m.safetensors"
+    write_raw(model, [("w", "F32", [2048, 1024], weight.tobytes())])  # 8 MiB
+    bucket = new_bucket(server)
+    options = server.storage_options()
+    wc.convert(model, f"s3://{bucket}/ckpt", storage_options=options, progress=False)
+    wc.export_safetensors(
+        f"s3://{bucket}/ckpt", f"s3://{bucket}/m.safetensors", storage_options=options
+    )
+    flags = [f"-o{key}={json.dumps(value)}" for key, value in options.items()]
+    out = tmp_path / "out"
+    out.mkdir()
+    server.set_bandwidth(2e6)
+    try:
+        if command == "convert":
+            process = start_cli(
+                "convert", f"s3://{bucket}/m.safetensors", "out/ckpt", *flags, cwd=tmp_path
+            )
+        else:
+            process = start_cli("export", f"s3://{bucket}/ckpt", "out", *flags, cwd=tmp_path)
+        code, stderr = interrupt_when(process, lambda: any(out.iterdir()))
+    finally:
+        server.set_bandwidth(None)
+    assert (code, stderr) == (130, "wcodec: interrupted\n")
+    assert list(out.iterdir()) == []

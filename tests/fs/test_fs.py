@@ -4,6 +4,8 @@ only the chunks they touch."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tracemalloc
 from pathlib import Path
 
@@ -198,3 +200,37 @@ def test_from_the_s3_server(converted: tuple[Path, Path], tmp_path: Path) -> Non
         for _ in range(20):
             a, b = sorted(rng.integers(0, len(original), 2).tolist())
             assert fs.cat_file("model.safetensors", a, b) == original[a:b]
+
+
+def test_a_band_that_fails_at_once_does_not_deadlock(tmp_path: Path) -> None:
+    """A band whose decode fails before its future's callback is attached (here: a zstd tensor,
+    read through zarr, in a checkpoint whose consolidated metadata is not valid JSON) raises
+    every time; no read blocks on the band cache's lock."""
+    ids = np.arange(4096, dtype=np.int64)
+    write_raw(tmp_path / "m.safetensors", [("ids", "I64", [4096], ids.tobytes())])
+    wc.convert(tmp_path / "m.safetensors", tmp_path / "ckpt", progress=False)
+    root = tmp_path / "ckpt" / "zarr.json"
+    text = root.read_text()
+    head = text.index(',"consolidated_metadata":') + len(',"consolidated_metadata":')
+    root.write_text(text[:head] + "{not json}}")
+    script = (
+        "import fsspec, wcodec_zarr\n"
+        f"fs = fsspec.filesystem('wcodec', target={str(tmp_path / 'ckpt')!r}, prefetch=0)\n"
+        "for _ in range(300):\n"
+        "    try:\n"
+        "        fs.cat_file('m.safetensors', 200, 300)\n"
+        "    except ValueError as exc:\n"
+        "        assert 'not valid JSON' in str(exc), exc\n"
+        "    else:\n"
+        "        raise AssertionError('read a band that cannot be decoded')\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,  # not the source tree, which would shadow the installed package
+    )
+    assert result.stdout.strip() == "ok", result.stderr

@@ -29,7 +29,7 @@ from zarr.core.sync import sync
 
 from ..codec.dtypes import dtype_code, is_supported
 from ..codec.native import core
-from ..storage import filesystem, local_path, local_root, open_store
+from ..storage import filesystem, local_path, local_root, open_store, overlap
 from .documents import ArraySpec, Target, make_targets, root_document, write_documents
 from .layout import (
     CHUNK_BYTES,
@@ -39,6 +39,7 @@ from .layout import (
     SCALES_GROUP,
     SHARD_BYTES,
     TensorPlan,
+    check_names_apart,
     plan_tensor,
     regions,
 )
@@ -244,7 +245,9 @@ def convert(
     names = [p.path for p in plans]
     if len(set(names)) != len(names):
         raise ValueError(f"{src}: a tensor name appears in more than one file")
+    check_names_apart(names)
     dst = str(dst)
+    _check_apart(dst, src, source)
     target = local_path(dst)
     if target is not None and target.suffix == ".zip":
         raise ValueError(f"{dst}: convert into a directory or a remote URL, not a zip file")
@@ -269,6 +272,16 @@ def convert(
     if target is not None:
         _replace_dir(Path(build), target)
     return manifest
+
+
+def _check_apart(dst: str, src: str | Path, source: Source) -> None:
+    """The destination neither is nor contains nor lies inside the source or one of its files
+    (``convert m.safetensors m.safetensors --overwrite`` would otherwise replace the model)."""
+    for place in [str(src), *(f.url for f in source.files)]:  # src: the index or directory
+        if overlap(dst, place):
+            raise ValueError(
+                f"{dst} overlaps the source {place}: write the checkpoint somewhere else"
+            )
 
 
 def _replace_dir(build: Path, target: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 from fsspec.implementations.local import LocalFileSystem
 from zarr.abc.store import Store
 
-from ..storage import filesystem, local_path
+from ..storage import filesystem, local_path, overlap
 from .presented import PresentedFiles
 from .reader import open_checkpoint
 
@@ -22,15 +22,28 @@ EXPORT_BLOCK = 16 << 20
 
 def _write_atomic(fs: Any, path: str, presented: PresentedFiles, name: str) -> None:
     """Copies a presented file to ``path`` whole or not at all: a local file through a
-    temporary name and a rename; an object store's upload only appears when it completes."""
+    temporary name and a rename; a remote one as an upload committed only once it is complete
+    (fsspec's ``autocommit=False``: ``commit``, or ``discard`` on failure)."""
     local = isinstance(fs, LocalFileSystem)
     target = f"{path}.partial-{uuid.uuid4().hex[:8]}" if local else path
     size = presented.size(name)
-    with fs.open(target, "wb") as f:
-        for start in range(0, size, EXPORT_BLOCK):
-            f.write(presented.read_range(name, start, min(start + EXPORT_BLOCK, size)))
+    file = fs.open(target, "wb", autocommit=local)
+    try:
+        with file:
+            for start in range(0, size, EXPORT_BLOCK):
+                file.write(presented.read_range(name, start, min(start + EXPORT_BLOCK, size)))
+    except BaseException:
+        # a corrupt chunk, a failed read or Ctrl-C: nothing of the file stays behind
+        if local:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(target)
+        else:
+            file.discard()
+        raise
     if local:
         os.replace(target, path)
+    else:
+        file.commit()
 
 
 def export_safetensors(
@@ -51,6 +64,8 @@ def export_safetensors(
     if ckpt.quantized:
         raise ValueError(f"{url} was converted with quantization (lossy); it cannot be exported")
     dst = str(dst)
+    if not isinstance(url, Store) and overlap(dst, url):
+        raise ValueError(f"{dst} overlaps the checkpoint {url}: export somewhere else")
     fs, base = filesystem(dst, storage_options if local_path(dst) is None else None)
     single = len(ckpt.files) == 1 and ckpt.index is None and dst.endswith(".safetensors")
     targets = [base] if single else [f"{base.rstrip('/')}/{f.name}" for f in ckpt.files]

@@ -56,14 +56,39 @@ class TensorPlan:
         return self.entry.name
 
 
-def _check_name(name: str) -> None:
+def check_name(name: str) -> None:
+    """A tensor name is a Zarr array path inside the checkpoint: no empty, ``.``, ``..``,
+    ``__``-prefixed or ``zarr.json`` part (the metadata document's name), no backslash, not
+    under the scales group."""
     parts = name.split("/")
     if (
         not name
-        or any(not p or p in (".", "..") or p.startswith("__") for p in parts)
+        or "\\" in name
+        or any(not p or p in (".", "..", "zarr.json") or p.startswith("__") for p in parts)
         or parts[0] == SCALES_GROUP
     ):
         raise ValueError(f"tensor name {name!r} cannot be a Zarr array path")
+
+
+def check_names_apart(names: list[str]) -> None:
+    """No tensor name is a folder of another's: array ``a`` and array ``a/b`` would share the
+    store folder ``a/``, where ``a``'s chunk objects also lie."""
+    seen = set(names)
+    for name in names:
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            folder = "/".join(parts[:i])
+            if folder in seen:
+                raise ValueError(
+                    f"tensor names {folder!r} and {name!r} collide: a Zarr array cannot also "
+                    "be the group of another"
+                )
+
+
+def check_file_name(name: str) -> None:
+    """A file of the original model is a plain file name (export writes it into a directory)."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise ValueError(f"file name {name!r} is not a plain file name")
 
 
 TP_PARTS = 8  # chunk boundaries fall on the parts of an 8-way row split
@@ -144,7 +169,7 @@ def plan_tensor(
     shard_bytes: int,
     quantize: str | None,
 ) -> TensorPlan:
-    _check_name(entry.name)
+    check_name(entry.name)
     dtype = entry.numpy_dtype
     shape = entry.shape
     quantized = (

@@ -17,6 +17,7 @@ import contextlib
 import itertools
 import math
 import os
+import stat
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -267,10 +268,14 @@ def stored_objects(tensors: Sequence[StoredTensor]) -> StoredObjects:
         folder = str(root)
         sources = [f"{folder}/{key}" for key in keys]
         try:
-            sizes = [os.stat(path).st_size for path in sources]
+            found = [os.stat(path) for path in sources]
         except FileNotFoundError as exc:
             key = keys[sources.index(str(exc.filename))]
             raise ValueError(f"{key}: object missing from the store") from None
+        for key, info in zip(keys, found, strict=True):
+            if not stat.S_ISREG(info.st_mode):  # a FIFO would block the staging's reads
+                raise ValueError(f"{key}: not a regular file")
+        sizes = [info.st_size for info in found]
     else:
         sources = [] if store is None else sync(fetch(store, keys))
         sizes = [int(blob.size) for blob in sources]

@@ -64,12 +64,16 @@ class BandCache:
         key = (name, band)
         with self._lock:
             future = self._bands.get(key)
+            submitted = future is None
             if future is None:
                 future = self._pool.submit(self._decode, name, band)
                 self._bands[key] = future
-                future.add_done_callback(functools.partial(self._sized, key))
             else:
                 self._bands.move_to_end(key)
+        if submitted:
+            # outside the lock: a future already done runs the callback here, and it takes the
+            # lock
+            future.add_done_callback(functools.partial(self._sized, key))
         return future.result() if wait else None
 
     def _sized(self, key: tuple[str, int], future: Future[memoryview]) -> None:

@@ -25,13 +25,20 @@ from zarr.core.group import AsyncGroup
 from zarr.core.sync import sync
 from zarr.storage import StorePath
 
-from ..storage import READER_CONFIG, local_root, open_store
+from ..storage import READER_CONFIG, local_root, open_store, read_regular_file
 from .batch import load_to_gpu
 from .frameworks import numpy_to_torch, to_framework
-from .layout import MANIFEST_KEY, READABLE_MANIFEST_VERSIONS, SCALES_GROUP, check_entry
+from .layout import (
+    MANIFEST_KEY,
+    READABLE_MANIFEST_VERSIONS,
+    SCALES_GROUP,
+    check_entry,
+    check_file_name,
+    check_name,
+)
 from .objects import read_rows
 from .quantize import dequantize
-from .safetensors_file import Header, TensorEntry, parse_header
+from .safetensors_file import Header, TensorEntry, json_error, parse_header
 
 
 class IncompleteCheckpointError(ValueError):
@@ -241,7 +248,14 @@ class Checkpoint(Mapping[str, LazyTensor]):
             ]
             self._names = [t.name for f in self.files for t in f.header.tensors]
             self._entries = {t.name: t for f in self.files for t in f.header.tensors}
+            # names become store keys and file paths: none may lead outside the checkpoint
+            # (or, on export, outside its destination)
+            for info in self.files:
+                check_file_name(info.name)
+            if self.manifest.get("index") is not None:
+                check_file_name(self.manifest["index"]["name"])
             for name in self._names:
+                check_name(name)
                 check_entry(name, self.manifest["tensors"][name])
         except (KeyError, TypeError, ValueError) as exc:
             raise IncompleteCheckpointError(
@@ -265,9 +279,10 @@ class Checkpoint(Mapping[str, LazyTensor]):
         if self._consolidated is not None:
             try:
                 self._document["consolidated_metadata"] = json.loads(self._consolidated)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:
                 raise ValueError(
-                    f"{self.url}: the consolidated metadata in zarr.json is not valid JSON: {exc}"
+                    f"{self.url}: the consolidated metadata in zarr.json is not valid JSON: "
+                    f"{json_error(exc)}"
                 ) from None
             self._consolidated = None
         return self._document
@@ -400,18 +415,15 @@ def _root_document(store: Store) -> tuple[dict[str, Any], str | None] | None:
     to its event loop and a thread each)."""
     root = local_root(store)
     if root is not None:
-        try:
-            raw: bytes | None = (root / "zarr.json").read_bytes()
-        except FileNotFoundError:
-            raw = None
+        raw = read_regular_file(root / "zarr.json", "zarr.json")
     else:
         raw = sync(_fetch_root(store))
     if raw is None:
         return None
     try:
         document, consolidated = split_root(raw)
-    except ValueError as exc:
-        raise ValueError(f"zarr.json is not valid JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"zarr.json is not valid JSON: {json_error(exc)}") from None
     if not isinstance(document, dict) or document.get("node_type") != "group":
         return None
     return document, consolidated
@@ -430,7 +442,7 @@ def split_root(raw: bytes) -> tuple[Any, str | None]:
     if text.startswith(_ROOT_HEAD) and text.endswith("}"):
         try:
             attributes, end = _DECODER.raw_decode(text, len(_ROOT_HEAD))
-        except ValueError:
+        except (ValueError, RecursionError):
             attributes, end = None, 0
         if end and text.startswith(_ROOT_TAIL, end):
             head = {"attributes": attributes, "zarr_format": 3, "node_type": "group"}

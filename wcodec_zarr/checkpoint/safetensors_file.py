@@ -138,6 +138,11 @@ def _naturals(values: list[Any]) -> bool:
     return True
 
 
+def json_error(exc: Exception) -> str:
+    """What a JSON parser's error says (Python's parser recurses, so deep nesting overflows)."""
+    return "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+
+
 def parse_header(text: str) -> Header:
     """Validates a header's JSON: known dtypes, sizes that match shapes, offsets that tile the
     data section without gaps or overlaps."""
@@ -145,8 +150,8 @@ def parse_header(text: str) -> Header:
         raise ValueError("the header is not a JSON object")
     try:
         raw = json.loads(text, object_pairs_hook=_no_duplicates)
-    except (json.JSONDecodeError, ValueError) as exc:
-        raise ValueError(f"the header is not valid JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"the header is not valid JSON: {json_error(exc)}") from None
     if not isinstance(raw, dict):
         raise ValueError("the header is not a JSON object")
     metadata = raw.pop(METADATA_KEY, None)
@@ -181,9 +186,9 @@ def read_header(file: IO[bytes], size: int, where: str) -> Header:
             raise ValueError(f"the header is not UTF-8: {exc}") from None
         header = parse_header(text)
         if header.file_size != size:
-            what = "truncated" if header.file_size > size else "has trailing bytes"
+            what = "is truncated" if header.file_size > size else "has trailing bytes"
             raise ValueError(
-                f"the file is {what}: the header describes {header.file_size} bytes, "
+                f"the file {what}: the header describes {header.file_size} bytes, "
                 f"the file has {size}"
             )
     except ValueError as exc:

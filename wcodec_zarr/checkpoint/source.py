@@ -68,6 +68,8 @@ def resolve_source(src: str | Path, storage_options: dict[str, Any] | None = Non
             isinstance(v, str) and "/" not in v for v in weight_map.values()
         ):
             raise TypeError("weight_map must map tensor names to file names")
+    except RecursionError:
+        raise ValueError(f"{src}: not a safetensors index: JSON nested too deeply") from None
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{src}: not a safetensors index: {exc}") from None
     folder = base.rsplit("/", 1)[0] if "/" in base else "."

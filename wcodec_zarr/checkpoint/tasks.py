@@ -102,12 +102,16 @@ def run_tasks(
             # more threads than CPUs only add switching (two still overlap reads with encoding)
             cpus = max(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2)
             limit = max(1, min(MAX_TASKS, cpus, budget // max(heaviest, 1)))
-            with ThreadPoolExecutor(limit) as pool:
+            pool = ThreadPoolExecutor(limit)
+            try:
                 results = []
                 for result, weight in zip(pool.map(fn, tasks), weights, strict=True):
                     results.append(result)
                     bar.update(weight)
                 return results
+            finally:
+                # after a failure or Ctrl-C, tasks not started yet are dropped, not run
+                pool.shutdown(wait=True, cancel_futures=True)
         import distributed
 
         with dask_client(workers) as client:

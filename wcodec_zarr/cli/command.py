@@ -2,7 +2,8 @@
 
 User mistakes (a missing file, a bad header, an existing destination) print one line starting
 with ``wcodec: error:`` and exit with status 2; ``verify`` exits with 1 when the checkpoint
-differs from its source.
+differs from its source. Ctrl-C prints ``wcodec: interrupted`` and exits with status 130, with
+what the command had started removed.
 """
 
 from __future__ import annotations
@@ -176,6 +177,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"wcodec: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # what the command had started is removed on the way out (convert's build folder,
+        # export's partial files)
+        print("wcodec: interrupted", file=sys.stderr)
+        return 130
     return code
 
 

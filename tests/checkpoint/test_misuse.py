@@ -1,0 +1,206 @@
+"""Misuse and hostile checkpoints: nothing of the user's is lost, nothing is read or written
+outside the checkpoint (or the export's destination), nothing blocks forever, and every refusal
+is a ``ValueError`` (or ``FileExistsError``) naming what is wrong."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from helpers import weight_like
+from safetensors_helpers import write_raw
+
+import wcodec_zarr as wc
+from wcodec_zarr.checkpoint import IncompleteCheckpointError
+
+SMALL = {"chunk_bytes": 4096, "shard_bytes": 16384}
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(3)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    path = folder / "m.safetensors"
+    write_raw(
+        path,
+        [
+            ("w", "I8", [1024, 64], weight_like(rng, (1024, 64), np.dtype(np.int8)).tobytes()),
+            ("ids", "I64", [32], np.arange(32, dtype=np.int64).tobytes()),
+        ],
+    )
+    return path
+
+
+def listing(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize("where", ["the file", "its folder", "inside its folder"])
+def test_convert_never_writes_over_or_into_its_source(model: Path, where: str) -> None:
+    folder = model.parent
+    src, dst = {
+        "the file": (model, model),
+        "its folder": (model, folder),
+        "inside its folder": (folder, folder / "ckpt"),
+    }[where]
+    before = model.read_bytes()
+    files = listing(folder.parent)
+    with pytest.raises(ValueError, match="overlaps the source"):
+        wc.convert(src, dst, overwrite=True, progress=False)
+    assert model.read_bytes() == before
+    assert listing(folder.parent) == files  # nothing written, not even a build folder
+
+
+def test_export_into_the_checkpoint_is_refused(model: Path, tmp_path: Path) -> None:
+    wc.convert(model, tmp_path / "ckpt", progress=False)
+    with pytest.raises(ValueError, match="overlaps the checkpoint"):
+        wc.export_safetensors(tmp_path / "ckpt", tmp_path / "ckpt" / "out")
+
+
+def test_a_failed_export_leaves_no_partial_file(model: Path, tmp_path: Path) -> None:
+    wc.convert(model, tmp_path / "ckpt", progress=False, **SMALL)
+    shard = tmp_path / "ckpt" / "w" / "c.1.0"
+    raw = bytearray(shard.read_bytes())
+    raw[len(raw) // 3] ^= 0xFF  # a payload byte of an inner chunk: caught by its checksum
+    shard.write_bytes(bytes(raw))
+    (tmp_path / "out").mkdir()
+    with pytest.raises(ValueError, match=r"w/c\.1\.0"):
+        wc.export_safetensors(tmp_path / "ckpt", tmp_path / "out")
+    assert listing(tmp_path / "out") == []
+
+
+def rewrite_manifest(ckpt: Path, change: Any) -> None:
+    root = ckpt / "zarr.json"
+    document = json.loads(root.read_text())
+    change(document["attributes"]["wcodec_checkpoint"])
+    root.write_text(json.dumps(document))
+
+
+def rename_tensor(manifest: dict[str, Any], old: str, new: str) -> None:
+    manifest["tensors"][new] = manifest["tensors"].pop(old)
+    header = json.loads(manifest["files"][0]["header"])
+    header[new] = header.pop(old)
+    manifest["files"][0]["header"] = json.dumps(header)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda m: m["files"][0].update(name="../escaped.safetensors"), "not a plain file name"),
+        (
+            lambda m: m.update(index={"name": "../../escaped.index.json", "text": "{}"}),
+            "not a plain file name",
+        ),
+        (lambda m: rename_tensor(m, "w", "../victim/w"), "cannot be a Zarr array path"),
+        (lambda m: rename_tensor(m, "w", "/etc/w"), "cannot be a Zarr array path"),
+    ],
+    ids=["file", "index", "tensor", "absolute tensor"],
+)
+def test_manifest_names_cannot_lead_outside(
+    model: Path, tmp_path: Path, change: Any, message: str
+) -> None:
+    wc.convert(model, tmp_path / "ckpt", progress=False)
+    rewrite_manifest(tmp_path / "ckpt", change)
+    with pytest.raises(IncompleteCheckpointError, match=message):
+        wc.open_checkpoint(tmp_path / "ckpt")
+    with pytest.raises(IncompleteCheckpointError, match=message):
+        wc.export_safetensors(tmp_path / "ckpt", tmp_path / "out")
+    assert not (tmp_path / "escaped.safetensors").exists()
+
+
+def in_child(script: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``script`` in a fresh interpreter, killed after ``timeout`` seconds: a read that blocks
+    fails the test instead of hanging the suite. (``cwd`` is not the source tree, which would
+    shadow the installed package.)"""
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        cwd=cwd,
+    )
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+@pytest.mark.parametrize(
+    ("fifo", "read"),
+    [
+        ("w/c.0.0", "wc.load_checkpoint(url)"),  # native staging (whole loads)
+        ("w/c.0.0", "wc.open_checkpoint(url)['w'][10:20]"),  # row reads
+        ("ids/c.0", "wc.open_checkpoint(url)['ids'][:]"),  # zarr (a zstd tensor)
+        ("zarr.json", "wc.open_checkpoint(url)"),
+    ],
+)
+def test_objects_that_are_not_regular_files_are_refused(
+    model: Path, tmp_path: Path, fifo: str, read: str
+) -> None:
+    """A FIFO among the objects (or a link to one) would block a reader forever in open(2)."""
+    ckpt = tmp_path / "ckpt"
+    wc.convert(model, ckpt, progress=False, **SMALL)
+    target = ckpt / fifo
+    assert target.is_file(), fifo
+    target.unlink()
+    os.mkfifo(tmp_path / "fifo")
+    target.symlink_to(tmp_path / "fifo")
+    result = in_child(
+        "import sys, wcodec_zarr as wc\n"
+        f"url = {str(ckpt)!r}\n"
+        "try:\n"
+        f"    {read}\n"
+        "except ValueError as exc:\n"
+        "    print(exc); sys.exit(3)\n",
+        tmp_path,
+    )
+    assert result.returncode == 3, result.stderr
+    assert "not a regular file" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        (["a", "a/b"], "'a' and 'a/b' collide"),
+        (["x", "x/c.0"], "'x' and 'x/c.0' collide"),
+        (["zarr.json"], "cannot be a Zarr array path"),
+        (["x/zarr.json"], "cannot be a Zarr array path"),
+    ],
+)
+def test_tensor_names_that_collide_in_the_store_are_refused(
+    tmp_path: Path, names: list[str], message: str
+) -> None:
+    rng = np.random.default_rng(4)
+    tensors = [
+        (n, "I8", [16, 8], weight_like(rng, (16, 8), np.dtype(np.int8)).tobytes()) for n in names
+    ]
+    write_raw(tmp_path / "m.safetensors", tensors)
+    with pytest.raises(ValueError, match=message):
+        wc.convert(tmp_path / "m.safetensors", tmp_path / "ckpt", progress=False)
+    assert not (tmp_path / "ckpt").exists()
+
+
+def test_deeply_nested_json_is_a_value_error(model: Path, tmp_path: Path) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    text = '{"x": ' + deep + "}"
+    raw = text.encode()
+    (tmp_path / "deep.safetensors").write_bytes(len(raw).to_bytes(8, "little") + raw)
+    with pytest.raises(ValueError, match="nested too deeply"):
+        wc.convert(tmp_path / "deep.safetensors", tmp_path / "out", progress=False)
+
+    wc.convert(model, tmp_path / "ckpt", progress=False)
+    (tmp_path / "ckpt" / "zarr.json").write_text('{"attributes": ' + deep + "}")
+    with pytest.raises(ValueError, match="nested too deeply"):
+        wc.open_checkpoint(tmp_path / "ckpt")
+
+
+def test_trailing_bytes_are_named(model: Path, tmp_path: Path) -> None:
+    padded = tmp_path / "padded.safetensors"
+    padded.write_bytes(model.read_bytes() + b"\0")
+    with pytest.raises(ValueError, match="the file has trailing bytes"):
+        wc.convert(padded, tmp_path / "out", progress=False)
