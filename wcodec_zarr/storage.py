@@ -108,6 +108,32 @@ class ShardIndexCache(WrapperStore[Store]):
         return list(await asyncio.gather(*(self.get(key, prototype, r) for key, r in key_ranges)))
 
 
+class MissingObjectError(ValueError):
+    """An object that must exist is not in the store."""
+
+
+class RequiredObjects(WrapperStore[Store]):
+    """Reads of a store whose every object must exist: a missing one raises
+    ``MissingObjectError`` naming its key, where zarr would read it as the fill value. A
+    checkpoint's arrays are read this way: ``convert`` stores every chunk, so a missing object is
+    damage (an interrupted copy, a lifecycle rule), never zeros."""
+
+    async def get(
+        self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
+    ) -> Buffer | None:
+        value = await super().get(key, prototype, byte_range)
+        if value is None:
+            raise MissingObjectError(f"{key}: object missing from the store")
+        return value
+
+    async def get_partial_values(
+        self,
+        prototype: BufferPrototype,
+        key_ranges: Iterable[tuple[str, ByteRequest | None]],
+    ) -> list[Buffer | None]:
+        return list(await asyncio.gather(*(self.get(key, prototype, r) for key, r in key_ranges)))
+
+
 def read_regular_file(path: Path, key: str) -> bytes | None:
     """The bytes of a regular file (links followed), None when there is none; ``ValueError``
     naming ``key`` for anything else there (a FIFO or a device would block a read, or never

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
 import textwrap
@@ -263,8 +265,14 @@ def test_quantize_int8_is_labelled_lossy(tmp_path: Path) -> None:
     write_raw(src, [("w", "F32", [64, 48], weight.tobytes()), ("b", "F32", [48], bias.tobytes())])
     manifest = wc.convert(src, tmp_path / "q", quantize="int8", progress=False, chunk_bytes=512)
     assert manifest["tensors"]["w"]["quantized"] and not manifest["tensors"]["b"]["quantized"]
-    assert wc.verify(src, tmp_path / "q").ok  # int8 values and scales as a fresh quantization
+    report = wc.verify(src, tmp_path / "q")  # int8 values and scales as a fresh quantization
+    assert report.ok and not report.exact  # what convert makes, and not bit-exact
     ckpt = wc.open_checkpoint(tmp_path / "q")
+    [(name, max_error, rms_error)] = report.lossy
+    dequantized = ckpt["w"].numpy().astype(np.float64) * ckpt["w"].scales()[:, None]
+    assert name == "w"
+    assert max_error == pytest.approx(np.abs(weight - dequantized).max())
+    assert 0 < rms_error < 0.02  # int8 of N(0, 0.05) rows: about 0.6% of the RMS
     assert ckpt["w"].dtype == np.int8 and ckpt["w"].safetensors_dtype == "F32"
     restored = wc.load_checkpoint(tmp_path / "q", dequantize=True)
     scales = ckpt["w"].scales()
@@ -380,6 +388,24 @@ def test_killed_convert_leaves_no_checkpoint(tmp_path: Path) -> None:
     assert len(partial) == 1
     with pytest.raises(IncompleteCheckpointError):
         wc.open_checkpoint(partial[0])
+    with pytest.raises(FileNotFoundError, match=f"builds at {re.escape(str(partial[0]))}"):
+        wc.open_checkpoint(tmp_path / "ckpt")  # points at what the killed convert left
+    # the next convert into the same place removes it: its process is gone
+    small = tmp_path / "small.safetensors"
+    write_raw(small, [("w", "I8", [4], bytes(4))])
+    wc.convert(small, tmp_path / "ckpt", progress=False)
+    assert not partial[0].exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".ckpt")] == []
+
+
+def test_a_running_convert_keeps_its_build_folder(tmp_path: Path) -> None:
+    """Only builds of dead processes are removed: one of a live process (here this one's) is
+    another convert still at work."""
+    live = tmp_path / f".ckpt.partial-{socket.gethostname()}-{os.getpid()}-0123abcd"
+    live.mkdir()
+    write_raw(tmp_path / "m.safetensors", [("w", "I8", [4], bytes(4))])
+    wc.convert(tmp_path / "m.safetensors", tmp_path / "ckpt", progress=False)
+    assert live.is_dir()
 
 
 def test_convert_memory_stays_bounded(tmp_path: Path) -> None:

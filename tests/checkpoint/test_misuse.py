@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import numpy as np
 import pytest
 from helpers import weight_like
@@ -204,3 +205,30 @@ def test_trailing_bytes_are_named(model: Path, tmp_path: Path) -> None:
     padded.write_bytes(model.read_bytes() + b"\0")
     with pytest.raises(ValueError, match="the file has trailing bytes"):
         wc.convert(padded, tmp_path / "out", progress=False)
+
+
+@pytest.mark.parametrize("key", ["w/c.1.0", "ids/c.0"])
+def test_a_missing_object_is_an_error_on_every_read_path(
+    model: Path, tmp_path: Path, key: str
+) -> None:
+    """Zarr reads a missing chunk as the fill value; a checkpoint's objects were all written,
+    so a missing one (an interrupted copy, a lifecycle rule) is an error naming it, never
+    zeros."""
+    ckpt = tmp_path / "ckpt"
+    wc.convert(model, ckpt, progress=False, **SMALL)
+    (ckpt / key).unlink()
+    name = key.split("/")[0]
+    escaped = key.replace(".", r"\.")
+    with pytest.raises(ValueError, match=escaped):
+        wc.load_checkpoint(ckpt)
+    tensor = wc.open_checkpoint(ckpt)[name]
+    with pytest.raises(ValueError, match=escaped):
+        tensor.numpy()
+    with pytest.raises(ValueError, match=escaped):
+        tensor[min(300, len(tensor) - 1)]  # one row (of shard 1 of w), through zarr
+    if tensor.shape[1:]:
+        with pytest.raises(ValueError, match=escaped):
+            tensor[:, 3]  # a column: through zarr, every shard
+    fs = fsspec.filesystem("wcodec", target=str(ckpt), skip_instance_cache=True)
+    with pytest.raises(ValueError, match=escaped):
+        fs.cat_file("m.safetensors")

@@ -82,6 +82,38 @@ def test_verify_names_the_first_differing_tensor(model: Path, tmp_path: Path) ->
     assert result.stderr.startswith("MISMATCH: w: bytes differ in region")
 
 
+def test_verify_of_a_quantized_checkpoint_says_lossy(model: Path, tmp_path: Path) -> None:
+    assert (
+        run_cli("convert", str(model), "q", "-q", "--quantize", "int8", cwd=tmp_path).returncode
+        == 0
+    )
+    result = run_cli("verify", str(model), "q", "-q", cwd=tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.startswith("OK, LOSSY: 1 of 2 tensors are quantized (int8 per row)")
+    assert "largest relative RMS error" in result.stdout and "(w)" in result.stdout
+
+
+def test_verify_finds_a_renamed_file_and_names_what_the_checkpoint_holds(
+    model: Path, tmp_path: Path
+) -> None:
+    assert run_cli("convert", str(model), "ckpt", "-q", cwd=tmp_path).returncode == 0
+    (tmp_path / "renamed").mkdir()
+    (tmp_path / "renamed" / "model.safetensors").write_bytes(model.read_bytes())
+    result = run_cli("verify", "renamed/model.safetensors", "ckpt", "-q", cwd=tmp_path)
+    assert result.returncode == 0
+    assert result.stdout.splitlines() == [
+        "note: model.safetensors is m.safetensors in the checkpoint (identical header and size)",
+        "OK: 2 tensors bit-exact, headers identical",
+    ]
+    other = tmp_path / "other.safetensors"
+    write_raw(other, [("w", "F32", [4], bytes(16))])
+    result = run_cli("verify", str(other), "ckpt", "-q", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        "MISMATCH: other.safetensors: file missing from the checkpoint (it holds m.safetensors)"
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

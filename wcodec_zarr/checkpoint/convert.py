@@ -14,9 +14,11 @@ place, so it either appears complete or not at all.
 from __future__ import annotations
 
 import asyncio
+import glob
 import math
 import os
 import shutil
+import socket
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +42,7 @@ from .layout import (
     SHARD_BYTES,
     TensorPlan,
     check_names_apart,
+    partial_prefix,
     plan_tensor,
     regions,
 )
@@ -256,12 +259,11 @@ def convert(
 
     # local: build beside the destination and rename into place; remote: write in place,
     # manifest last
-    build = (
-        str(target.with_name(f".{target.name}.partial-{uuid.uuid4().hex[:8]}"))
-        if target is not None
-        else dst
-    )
-    if target is None:
+    if target is not None:
+        _remove_stale_builds(target)
+        build = str(target.with_name(f"{partial_prefix(target)}{_owner()}-{uuid.uuid4().hex[:8]}"))
+    else:
+        build = dst
         _remove(dst, storage_options)
     try:
         manifest = _write(source, plans, build, storage_options, workers, progress)
@@ -282,6 +284,28 @@ def _check_apart(dst: str, src: str | Path, source: Source) -> None:
             raise ValueError(
                 f"{dst} overlaps the source {place}: write the checkpoint somewhere else"
             )
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _remove_stale_builds(target: Path) -> None:
+    """Removes the build folders of converts into ``target`` that were killed (a killed process
+    runs no cleanup): those of this host whose process is gone. Another host's builds, on a
+    shared filesystem, are left alone."""
+    host = socket.gethostname()
+    prefix = partial_prefix(target)
+    for build in target.parent.glob(f"{glob.escape(prefix)}*"):
+        owner, _, pid = build.name[len(prefix) :].rpartition("-")[0].rpartition("-")
+        if owner != host or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(build, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, another user's
 
 
 def _replace_dir(build: Path, target: Path) -> None:

@@ -16,6 +16,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import google_crc32c
@@ -54,6 +55,12 @@ class TensorPlan:
     @property
     def path(self) -> str:
         return self.entry.name
+
+
+def partial_prefix(target: Path) -> str:
+    """Where a local convert into ``target`` builds: beside it, under a hidden name that starts
+    with this and goes on with the builder's host and process id."""
+    return f".{target.name}.partial-"
 
 
 def check_name(name: str) -> None:

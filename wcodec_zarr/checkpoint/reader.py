@@ -9,6 +9,7 @@ manifest); it refuses a store without the manifest, which ``convert`` writes las
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 from collections.abc import Iterator, Mapping
@@ -25,7 +26,14 @@ from zarr.core.group import AsyncGroup
 from zarr.core.sync import sync
 from zarr.storage import StorePath
 
-from ..storage import READER_CONFIG, local_root, open_store, read_regular_file
+from ..storage import (
+    READER_CONFIG,
+    RequiredObjects,
+    local_path,
+    local_root,
+    open_store,
+    read_regular_file,
+)
 from .batch import load_to_gpu
 from .frameworks import numpy_to_torch, to_framework
 from .layout import (
@@ -35,6 +43,7 @@ from .layout import (
     check_entry,
     check_file_name,
     check_name,
+    partial_prefix,
 )
 from .objects import read_rows
 from .quantize import dequantize
@@ -267,11 +276,12 @@ class Checkpoint(Mapping[str, LazyTensor]):
 
     @property
     def group(self) -> zarr.Group:
-        """The checkpoint as a Zarr group (from the document already read: no request)."""
+        """The checkpoint as a Zarr group (from the document already read: no request). Its
+        arrays raise ``MissingObjectError`` for an object that is not there (``RequiredObjects``)
+        instead of reading it as the fill value."""
         if self._group is None:
-            self._group = zarr.Group(
-                AsyncGroup.from_dict(StorePath(self.store), dict(self._whole_document()))
-            )
+            store = StorePath(RequiredObjects(self.store))
+            self._group = zarr.Group(AsyncGroup.from_dict(store, dict(self._whole_document())))
         return self._group
 
     def _whole_document(self) -> dict[str, Any]:
@@ -388,10 +398,13 @@ def open_checkpoint(
 ) -> Checkpoint:
     """Opens a checkpoint (a URL or a Zarr store) read-only: one read of the root metadata, no
     tensor data."""
-    store = open_store(url, storage_options=storage_options, mode="r")
+    try:
+        store = open_store(url, storage_options=storage_options, mode="r")
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{exc}{_unfinished(url)}") from None
     found = _root_document(store)
     if found is None:
-        raise FileNotFoundError(f"{url}: no checkpoint there (no Zarr group)")
+        raise FileNotFoundError(f"{url}: no checkpoint there (no Zarr group){_unfinished(url)}")
     document, consolidated = found
     attributes = document.get("attributes")
     manifest = attributes.get(MANIFEST_KEY) if isinstance(attributes, dict) else None
@@ -407,6 +420,18 @@ def open_checkpoint(
             f"(this version reads {readable})"
         )
     return Checkpoint(store, document, str(url), consolidated)
+
+
+def _unfinished(url: str | Path | Store) -> str:
+    """For a local path: where conversions into it build (killed, or still running), if any."""
+    path = None if isinstance(url, Store) else local_path(url)
+    if path is None:
+        return ""
+    builds = sorted(path.parent.glob(f"{glob.escape(partial_prefix(path))}*"))
+    if not builds:
+        return ""
+    more = f" and {len(builds) - 1} more" if len(builds) > 1 else ""
+    return f"; a conversion into it (unfinished, or still running) builds at {builds[0]}{more}"
 
 
 def _root_document(store: Store) -> tuple[dict[str, Any], str | None] | None:

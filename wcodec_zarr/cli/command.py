@@ -87,8 +87,19 @@ def _verify(args: argparse.Namespace) -> int:
         storage_options=_storage_options(args.storage_option),
         progress=False if args.quiet else None,
     )
-    if report.ok:
+    for source, held in report.renamed:
+        print(f"note: {source} is {held} in the checkpoint (identical header and size)")
+    if report.exact:
         print(f"OK: {report.checked} tensors bit-exact, headers identical")
+        return 0
+    if report.ok:
+        worst = max(report.lossy, key=lambda row: row[2])
+        print(
+            f"OK, LOSSY: {len(report.lossy)} of {report.checked} tensors are quantized (int8 "
+            f"per row) and equal a fresh quantization of the source, the others bit-exact; "
+            f"largest relative RMS error {worst[2]:.3g} ({worst[0]}), largest absolute error "
+            f"{max(row[1] for row in report.lossy):.3g}"
+        )
         return 0
     name, what = report.mismatches[0]
     print(
