@@ -11,7 +11,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 import zarr
-from zarr.codecs import ZstdCodec
+from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import LocalStore, MemoryStore
@@ -42,7 +42,7 @@ def _zarrs_own(spec: ArraySpec) -> dict[str, Any]:
     codecs: dict[str, Any] = (
         {"serializer": WCodec(), "compressors": None}
         if spec.codec == "wcodec"
-        else {"compressors": ZstdCodec(level=3)}
+        else {"compressors": (ZstdCodec(level=3), Crc32cCodec())}
     )
     zarr.create_array(
         store,

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import zarr
 from zarr.abc.store import Store
-from zarr.codecs import ZstdCodec
+from zarr.codecs import Crc32cCodec, ZstdCodec
 from zarr.core.array import AsyncArray
 from zarr.core.array_spec import ArrayConfig
 from zarr.core.buffer import default_buffer_prototype
@@ -67,8 +67,9 @@ class Target:
 
 def _codecs(spec: ArraySpec) -> dict[str, Any]:
     if spec.codec == "wcodec":
-        return {"serializer": WCodec(), "compressors": None}
-    return {"compressors": ZstdCodec(level=3)}
+        return {"serializer": WCodec(), "compressors": None}  # its chunks carry their CRC32C
+    # zstd frames are not checksummed here: a CRC32C of each compressed chunk catches any flip
+    return {"compressors": (ZstdCodec(level=3), Crc32cCodec())}
 
 
 Kind = tuple[np.dtype[Any], str, bool, int]  # dtype, codec, unsharded, ndim
