@@ -253,3 +253,17 @@ def test_every_bit_flip_in_a_zstd_chunk_is_caught(model: Path, tmp_path: Path) -
         if got.tobytes() != np.arange(32, dtype=np.int64).tobytes():
             silent.append(bit)
     assert silent == []
+
+
+def test_an_empty_tensor_with_a_huge_dimension_converts_at_once(tmp_path: Path) -> None:
+    """[2**60, 0] holds nothing: no task per cell of its chunk grid (2**40 of them)."""
+    write_raw(tmp_path / "m.safetensors", [("e", "I8", [2**60, 0], b""), ("x", "I8", [4], b"abcd")])
+    result = in_child(
+        "import wcodec_zarr as wc\n"
+        "wc.convert('m.safetensors', 'ckpt', progress=False)\n"
+        "state = wc.load_checkpoint('ckpt')\n"
+        "print(state['e'].shape == (2**60, 0), state['x'].tobytes())\n",
+        tmp_path,
+        timeout=60,
+    )
+    assert result.stdout.split() == ["True", "b'abcd'"], result.stderr

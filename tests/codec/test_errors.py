@@ -135,3 +135,14 @@ def test_bad_thread_counts(chunk: bytes, threads: object) -> None:
 def test_not_bytes() -> None:
     with pytest.raises(TypeError, match="bytes-like"):
         wc.decode(12345)
+
+
+def test_max_nbytes_refuses_a_chunk_before_allocating() -> None:
+    """Constant planes cost no payload: a chunk of a few dozen bytes declares a megabyte."""
+    chunk = wc.encode(np.zeros(1 << 20, np.int8))
+    assert len(chunk) < 200
+    with pytest.raises(wc.ChunkError, match=r"declares 1048576 bytes, more than max_nbytes=1000"):
+        wc.decode(chunk, max_nbytes=1000)
+    assert wc.decode(chunk, max_nbytes=1 << 20).nbytes == 1 << 20
+    with pytest.raises(wc.ChunkError, match=r"^chunk 1: the chunk declares"):
+        wc.decode_batch([wc.encode(np.ones(8, np.int8)), chunk], max_nbytes=1000)

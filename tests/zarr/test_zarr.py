@@ -7,6 +7,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import tracemalloc
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ import numpy as np
 import pytest
 import zarr
 from helpers import DTYPES, weight_like
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
 from zarr.storage import LocalStore, MemoryStore, ZipStore
 from zarr_helpers import CountingStore, flip_bits, wcodec_array
 
@@ -264,3 +267,27 @@ def test_corrupt_inner_chunk_in_whole_shard_read_names_it(tmp_path: Path) -> Non
     with pytest.raises(ValueError, match=r"corrupt chunk 'c/1/0' \(inner chunk \(0, 0\)\)"):
         z[:]
     assert z[:128].tobytes() == np.ascontiguousarray(data[:128]).tobytes()
+
+
+def test_a_chunk_declaring_more_than_its_array_is_refused_before_allocating() -> None:
+    """A hostile chunk object of 32 bytes that declares 64 MiB of zeros: the read fails naming
+    it, without allocating what it declares."""
+    store = MemoryStore()
+    z = zarr.create_array(
+        store, shape=(64,), chunks=(16,), dtype="int8", serializer=wc.WCodec(), compressors=None
+    )
+    z[:] = np.arange(64, dtype=np.int8)
+    bomb = wc.encode(np.zeros(64 << 20, np.int8))
+    sync(store.set("c/1", default_buffer_prototype().buffer.from_bytes(bomb)))
+    z = zarr.open_array(store, mode="r")
+    tracemalloc.start()
+    try:
+        # decoded straight into the result (the pipeline), or by the codec (a strided read)
+        with pytest.raises(ValueError, match=r"'c/1'.*decodes to \(67108864,\)"):
+            z[:]
+        with pytest.raises(ValueError, match=r"'c/1'.*declares 67108864 bytes"):
+            z[::2]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20

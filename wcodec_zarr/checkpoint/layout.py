@@ -209,7 +209,10 @@ def plan_tensor(
 
 def regions(plan: TensorPlan) -> Iterator[tuple[tuple[int, int], ...]]:
     """The tensor's objects as ``(start, stop)`` per dimension: one region per shard (per chunk
-    when unsharded), in C order of the grid; convert writes each as one task."""
+    when unsharded), in C order of the grid; convert writes each as one task. A tensor with no
+    elements has none (its grid may still be huge: ``[2**60, 0]``)."""
+    if 0 in plan.shape:
+        return
     block = plan.shards or plan.chunks
     counts = [-(-s // b) if s else 1 for s, b in zip(plan.shape, block, strict=True)]
     for index in np.ndindex(*counts):

@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .buffers import as_bytes_view
-from .dtypes import CODE_TO_DTYPE, dtype_code, little_endian
+from .dtypes import CODE_TO_DTYPE, check_declared, dtype_code, little_endian
 from .errors import ChunkError
 from .gpu import decode_batch_gpu, gpu_status
 from .native import core
@@ -66,9 +66,12 @@ def _check_out(out: Any, dtype: np.dtype[Any], shape: tuple[int, ...]) -> npt.ND
     return out
 
 
-def _prepare(data: Any, out: Any | None) -> tuple[npt.NDArray[np.uint8], npt.NDArray[Any]]:
+def _prepare(
+    data: Any, out: Any | None, max_nbytes: int | None
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[Any]]:
     buf = as_bytes_view(data)
     code, shape = core.header(buf)
+    check_declared(code, shape, max_nbytes)
     dtype = CODE_TO_DTYPE[code]
     target = np.empty(shape, dtype=dtype) if out is None else _check_out(out, dtype, shape)
     return buf, target
@@ -107,6 +110,7 @@ def decode(
     threads: int | None = None,
     device: str = "cpu",
     stream: Any = None,
+    max_nbytes: int | None = None,
 ) -> Any:
     """Decodes one chunk; dtype and shape come from its header.
 
@@ -114,9 +118,16 @@ def decode(
     and returned. Corrupt or truncated input raises ``ValueError`` naming the problem.
     ``device="cuda"`` decodes on the GPU into a CuPy array (on ``stream``, default the current
     one); ``"auto"`` does so when a GPU is usable and decodes on the CPU otherwise.
+    ``max_nbytes`` refuses, before allocating, a chunk that declares more decoded bytes (a few
+    bytes of constant planes can declare gigabytes): pass it for input you did not write.
     """
     return decode_batch(
-        [data], outs=None if out is None else [out], threads=threads, device=device, stream=stream
+        [data],
+        outs=None if out is None else [out],
+        threads=threads,
+        device=device,
+        stream=stream,
+        max_nbytes=max_nbytes,
     )[0]
 
 
@@ -127,21 +138,26 @@ def decode_batch(
     threads: int | None = None,
     device: str = "cpu",
     stream: Any = None,
+    max_nbytes: int | None = None,
 ) -> DecodedBatch:
     """Decodes many chunks in one native call whose threads share all their segments (CPU), or
     in one kernel launch (``device="cuda"``, or ``"auto"`` with a usable GPU).
 
     A corrupt chunk raises ``ChunkError`` (a ``ValueError``) whose message starts with
-    ``chunk <i>:``.
+    ``chunk <i>:``; so does one that declares more than ``max_nbytes`` decoded bytes.
     """
     where, reason = _resolve_device(device)
     if where == "cuda":
-        return DecodedBatch(decode_batch_gpu(chunks, outs=outs, stream=stream), "cuda")
-    return DecodedBatch(_decode_batch_cpu(chunks, outs, threads), "cpu", reason)
+        decoded = decode_batch_gpu(chunks, outs=outs, stream=stream, max_nbytes=max_nbytes)
+        return DecodedBatch(decoded, "cuda")
+    return DecodedBatch(_decode_batch_cpu(chunks, outs, threads, max_nbytes), "cpu", reason)
 
 
 def _decode_batch_cpu(
-    chunks: Sequence[Any], outs: Sequence[Any] | None, threads: int | None
+    chunks: Sequence[Any],
+    outs: Sequence[Any] | None,
+    threads: int | None,
+    max_nbytes: int | None,
 ) -> list[Any]:
     if outs is not None and len(outs) != len(chunks):
         raise ValueError(f"got {len(outs)} output arrays for {len(chunks)} chunks")
@@ -149,7 +165,7 @@ def _decode_batch_cpu(
     targets: list[npt.NDArray[Any]] = []
     for i, data in enumerate(chunks):
         try:
-            buf, target = _prepare(data, None if outs is None else outs[i])
+            buf, target = _prepare(data, None if outs is None else outs[i], max_nbytes)
         except ValueError as exc:
             raise ChunkError(f"chunk {i}: {exc}", i, str(exc)) from None
         bufs.append(buf)

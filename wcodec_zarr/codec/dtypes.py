@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import ml_dtypes
 import numpy as np
 import numpy.typing as npt
@@ -40,6 +43,17 @@ def dtype_code(dtype: npt.DTypeLike) -> int:
             + ", ".join(SUPPORTED_DTYPES)
         )
     return code
+
+
+def check_declared(code: int, shape: Sequence[int], max_nbytes: int | None) -> None:
+    """A chunk's header declares at most ``max_nbytes`` decoded bytes (None: no limit), checked
+    before anything is allocated: a constant plane costs no payload, so a chunk of a few bytes
+    can declare gigabytes."""
+    if max_nbytes is None:
+        return
+    nbytes = math.prod(shape) * CODE_TO_DTYPE[code].itemsize
+    if nbytes > max_nbytes:
+        raise ValueError(f"the chunk declares {nbytes} bytes, more than max_nbytes={max_nbytes}")
 
 
 def is_supported(dtype: npt.DTypeLike) -> bool:

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import native
 from .buffers import as_bytes_view
-from .dtypes import CODE_TO_DTYPE
+from .dtypes import CODE_TO_DTYPE, check_declared
 from .errors import ChunkError
 from .staging import place_objects
 
@@ -83,7 +83,11 @@ class PreparedBatch:
     outputs of a batch made by ``planned`` belong to its caller)."""
 
     def __init__(
-        self, chunks: Sequence[Any], outs: Sequence[Any | None] | None, stream: Any
+        self,
+        chunks: Sequence[Any],
+        outs: Sequence[Any | None] | None,
+        stream: Any,
+        max_nbytes: int | None = None,
     ) -> None:
         import cupy as cp
 
@@ -106,6 +110,7 @@ class PreparedBatch:
         for i, host in enumerate(hosts):
             try:
                 code, shape = native.core.header(host)
+                check_declared(code, shape, max_nbytes)
             except ValueError as exc:
                 raise ChunkError(f"chunk {i}: {exc}", i, str(exc)) from None
             dtype = storage_dtype(CODE_TO_DTYPE[code])
@@ -214,9 +219,11 @@ def decode_batch_gpu(
     outs: Sequence[Any | None] | None = None,
     stream: Any = None,
     verify: bool = True,
+    max_nbytes: int | None = None,
 ) -> list[Any]:
-    """Decodes chunks (bytes, NumPy or CuPy) into CuPy arrays in one launch; see the module doc."""
-    batch = PreparedBatch(chunks, outs, stream)
+    """Decodes chunks (bytes, NumPy or CuPy) into CuPy arrays in one launch; see the module doc.
+    ``max_nbytes`` as in ``chunks.decode``."""
+    batch = PreparedBatch(chunks, outs, stream, max_nbytes)
     batch.launch(verify)
     batch.check()
     return batch.results

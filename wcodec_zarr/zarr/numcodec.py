@@ -30,7 +30,9 @@ class WCodecNumcodec(Codec):  # type: ignore[misc]
 
     def decode(self, buf: Any, out: Any = None) -> Any:
         data = ensure_contiguous_ndarray_like(buf).reshape(-1).view(np.uint8)
-        decoded = decode_chunk(data)
+        # into a given buffer: a chunk declaring more than fits is refused before allocating
+        limit = None if out is None else ensure_contiguous_ndarray_like(out).nbytes
+        decoded = decode_chunk(data, max_nbytes=limit)
         return decoded if out is None else ndarray_copy(decoded, out)
 
     def __repr__(self) -> str:

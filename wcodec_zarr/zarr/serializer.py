@@ -12,6 +12,7 @@ event loop; zarr calls it once per ``codec_pipeline.batch_size`` chunks.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -145,8 +146,13 @@ class WCodec(ArrayBytesCodec):
             batch[i][0].as_array_like() if on_gpu else batch[i][0].as_numpy_array()  # type: ignore[union-attr]
             for i in present
         ]
+        # a chunk may declare no more than the array's chunk shape: refused before allocating
+        max_nbytes = max(
+            (math.prod(spec.shape) * spec.dtype.to_native_dtype().itemsize for _, spec in batch),
+            default=0,
+        )
         try:
-            arrays = decode_batch(raw, device="cuda" if on_gpu else "cpu")
+            arrays = decode_batch(raw, device="cuda" if on_gpu else "cpu", max_nbytes=max_nbytes)
         except ChunkError as exc:
             index = present[exc.index]
             raise ChunkError(f"corrupt wcodec chunk: {exc.reason}", index, exc.reason) from None
