@@ -7,9 +7,10 @@ Reader configuration, applied by default and overridable through ``storage_optio
 
 - ``s3://``: no HEAD before a GET (s3fs ``max_concurrency=1``: whole objects in one GET, never a
   size request first); retries with backoff inside botocore (``config_kwargs.retries``,
-  ``standard`` mode: 5xx, throttling and dropped connections, 8 attempts) and in s3fs for
-  truncated bodies (``S3FileSystem.retries``, 5); 64 pooled connections
-  (``config_kwargs.max_pool_connections``).
+  ``standard`` mode: 5xx, throttling and dropped connections, 4 retries) and in s3fs for
+  truncated bodies (``S3FileSystem.retries``, 5); timeouts of 5 s to connect and 20 s waiting
+  for response bytes (``config_kwargs.connect_timeout``, ``read_timeout``); 64 pooled
+  connections (``config_kwargs.max_pool_connections``).
 - Read-only stores cache shard indexes (``ShardIndexCache``): zarr reads a shard's index with a
   suffix request before each partial read; repeated partial reads of a shard fetch it once.
 - ``READER_CONFIG`` (zarr configuration for reads through zarr): 64 concurrent requests and
@@ -48,7 +49,14 @@ READER_CONFIG: dict[str, Any] = {"async.concurrency": 64, "codec_pipeline.batch_
 S3_DEFAULTS: dict[str, Any] = {
     "max_concurrency": 1,
     "config_kwargs": {
-        "retries": {"max_attempts": 8, "mode": "standard"},
+        # four retries (five attempts) ride out transient 5xx and dropped connections; an
+        # endpoint that refuses connections is reported within 15 s of backoff (seven retries
+        # took 47 s)
+        "retries": {"max_attempts": 4, "mode": "standard"},
+        # seconds to connect, and to wait for the next bytes of a response (not the whole
+        # transfer): a dead endpoint is named in seconds, not after minutes
+        "connect_timeout": 5,
+        "read_timeout": 20,
         "max_pool_connections": 64,
     },
 }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -214,3 +215,38 @@ def test_ctrl_c_is_one_line_and_leaves_nothing(
         server.set_bandwidth(None)
     assert (code, stderr) == (130, "wcodec: interrupted\n")
     assert list(out.iterdir()) == []
+
+
+def test_an_unreachable_endpoint_is_one_line_within_seconds(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nothing listens on: connections are refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    start = time.monotonic()
+    result = run_cli(
+        "info",
+        "s3://bucket/model.zarr",
+        f"-oendpoint_url=http://127.0.0.1:{port}",
+        "-okey=k",
+        "-osecret=s",
+        cwd=tmp_path,
+    )
+    elapsed = time.monotonic() - start
+    assert result.returncode == 2
+    assert result.stderr.startswith("wcodec: error: s3://bucket/model.zarr: ")
+    assert "Could not connect" in result.stderr and len(result.stderr.splitlines()) == 1
+    assert elapsed < 20
+
+
+def test_a_missing_storage_client_is_one_line(tmp_path: Path) -> None:
+    """Without s3fs (its import blocked in the child), s3:// URLs fail with fsspec's advice."""
+    script = (
+        "import sys; sys.modules['s3fs'] = None\n"
+        "from wcodec_zarr.cli import main\n"
+        "sys.exit(main(['info', 's3://bucket/model.zarr']))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False, cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("wcodec: error: s3://bucket/model.zarr: ")
+    assert "s3fs" in result.stderr and len(result.stderr.splitlines()) == 1

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -127,6 +129,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wcodec", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="show storage retries and error tracebacks"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def storage(p: argparse.ArgumentParser) -> None:
@@ -180,13 +185,53 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# packages whose errors are about the storage a command reached (an endpoint, credentials,
+# a missing client library), not about wcodec: reported as one line like user mistakes
+_REMOTE_PACKAGES = frozenset(
+    ["botocore", "aiobotocore", "aiohttp", "s3fs", "gcsfs", "google", "obstore", "fsspec"]
+)
+
+
+def _remote_error(exc: BaseException) -> bool:
+    return type(exc).__module__.split(".")[0] in _REMOTE_PACKAGES
+
+
+def _urls(args: argparse.Namespace) -> list[str]:
+    """The command's remote URLs, which a storage error is about."""
+    places = [getattr(args, name, None) for name in ("src", "url", "dst")]
+    return [str(p) for p in places if p is not None and "://" in str(p)]
+
+
+def _verbose(enabled: bool) -> None:
+    """``-v``: storage retries (botocore, s3fs) and errors' tracebacks on stderr."""
+    if enabled:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("wcodec: %(name)s: %(message)s"))
+        for name in ("botocore.retries", "botocore.retryhandler", "s3fs", "gcsfs"):
+            logger = logging.getLogger(name)
+            logger.setLevel(logging.DEBUG)
+            logger.addHandler(handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _verbose(args.verbose)
     try:
         code: int = args.func(args)
-    except (ValueError, TypeError, OSError, KeyError) as exc:
+    except (ValueError, TypeError, OSError, KeyError, ImportError) as exc:
+        if args.verbose:
+            traceback.print_exc()
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"wcodec: error: {message}", file=sys.stderr)
+        where = ", ".join(_urls(args)) if isinstance(exc, ImportError) else ""
+        print(f"wcodec: error: {where + ': ' if where else ''}{message}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if not _remote_error(exc):
+            raise
+        if args.verbose:
+            traceback.print_exc()
+        where = ", ".join(_urls(args)) or "storage"
+        print(f"wcodec: error: {where}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         # what the command had started is removed on the way out (convert's build folder,
