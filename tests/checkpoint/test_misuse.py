@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import fsspec
+import google_crc32c
 import numpy as np
 import pytest
 from helpers import weight_like
@@ -267,3 +269,34 @@ def test_an_empty_tensor_with_a_huge_dimension_converts_at_once(tmp_path: Path) 
         timeout=60,
     )
     assert result.stdout.split() == ["True", "b'abcd'"], result.stderr
+
+
+@pytest.mark.parametrize(
+    ("offset", "nbytes"),
+    [(None, 2**63), (None, 2**64 - 2), (2**62, None), (None, 2**62), (2**63, 2**63)],
+)
+def test_hostile_shard_index_entries_are_value_errors(
+    model: Path, tmp_path: Path, offset: int | None, nbytes: int | None
+) -> None:
+    """An entry (CRC recomputed, as a hostile writer would) that claims exabytes: every read
+    path refuses it with a ValueError, none overflows or asks for the memory."""
+    ckpt = tmp_path / "ckpt"
+    wc.convert(model, ckpt, progress=False, **SMALL)
+    obj = ckpt / "w" / "c.1.0"  # rows 256-511, four inner chunks of 64 rows
+    raw = bytearray(obj.read_bytes())
+    index = raw[-(4 * 16 + 4) : -4]
+    first = struct.unpack_from("<QQ", index, 0)
+    struct.pack_into("<QQ", index, 0, offset or first[0], nbytes or first[1])
+    crc = google_crc32c.value(bytes(index)).to_bytes(4, "little")
+    obj.write_bytes(bytes(raw[: -(4 * 16 + 4)] + index + crc))
+    reads = {
+        "whole load": lambda: wc.load_checkpoint(ckpt),
+        "rows": lambda: wc.open_checkpoint(ckpt)["w"][260:270],
+        "column (zarr)": lambda: wc.open_checkpoint(ckpt)["w"][:, 3],
+        "wcodec filesystem": lambda: fsspec.filesystem(
+            "wcodec", target=str(ckpt), skip_instance_cache=True
+        ).cat_file("m.safetensors"),
+    }
+    for read in reads.values():
+        with pytest.raises(ValueError, match=r"w/c\.1\.0"):
+            read()

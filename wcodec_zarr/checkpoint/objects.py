@@ -108,11 +108,13 @@ def _inner_chunks(key: str, blob: np.ndarray, count: int) -> list[np.ndarray | N
 
 
 async def _shard_chunks(
-    store: Store, key: str, per_shard: int, first: int, stop: int
+    store: Store, key: str, per_shard: int, first: int, stop: int, chunk_nbytes: int
 ) -> list[np.ndarray]:
     """Inner chunks ``[first, stop)`` of a shard: its index (a suffix request; read-only stores
     from ``open_store`` cache it), then one ranged GET for the run of chunks, which zarr stores
-    one after another."""
+    one after another. Entries are checked against what chunks of ``chunk_nbytes`` decoded
+    bytes can take before anything is requested: the object's size is not known here, and a
+    hostile entry could otherwise ask for exabytes."""
     prototype = default_buffer_prototype()
     index = await store.get(key, prototype, SuffixByteRequest(per_shard * 16 + 4))
     if index is None:
@@ -121,6 +123,11 @@ async def _shard_chunks(
     if any(e is None for e in entries):
         raise ValueError(f"{key}: a chunk is missing from the shard")
     spans = [e for e in entries if e is not None]
+    # an encoded chunk is never near twice its decoded size (raw planes store their bytes)
+    largest = 2 * chunk_nbytes + (1 << 20)
+    for offset, nbytes in spans:
+        if nbytes > largest or offset > per_shard * largest:
+            raise ValueError(f"{key}: shard index entry [{offset}, +{nbytes}) is out of range")
     if all(a[0] + a[1] == b[0] for a, b in itertools.pairwise(spans)):
         runs = [(spans[0][0], spans[-1][0] + spans[-1][1])]
     else:  # not one after another (written by another tool): one GET per chunk
@@ -163,7 +170,10 @@ async def _rows_chunks(tensor: StoredTensor, layout: RowLayout, first: int, stop
             # every chunk of the shard: the whole object in one GET, its index at the end
             jobs.append((key, lo, _whole_shard(store, key, layout.per_shard, lo, hi)))
         else:
-            jobs.append((key, lo, _shard_chunks(store, key, layout.per_shard, lo, hi)))
+            chunk_nbytes = layout.rows * math.prod(tensor.shape[1:]) * tensor.dtype.itemsize
+            jobs.append(
+                (key, lo, _shard_chunks(store, key, layout.per_shard, lo, hi, chunk_nbytes))
+            )
     results = await asyncio.gather(*(job for _, _, job in jobs))
     return [
         (data, f"{key} (inner chunk {lo + i})" if tensor.shards is not None else key)
