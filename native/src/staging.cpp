@@ -98,6 +98,7 @@ std::vector<Extent> read_index(size_t index, const StageObject& o) {
     throw StageError(index, "shard index checksum mismatch");
   }
   std::vector<Extent> extents(o.nchunks);
+  uint64_t previous_end = 0;
   for (uint32_t i = 0; i < o.nchunks; ++i) {
     const uint64_t src = load_u64(table.data() + 16 * i);
     const uint64_t len = load_u64(table.data() + 16 * i + 8);
@@ -107,6 +108,14 @@ std::vector<Extent> read_index(size_t index, const StageObject& o) {
     if (src > data_end || len > data_end - src) {
       throw StageError(index, "shard index entry " + std::to_string(i) + " is out of range");
     }
+    // Staged shards hold runs of whole rows, written in row order (Morton order of an n x 1
+    // grid): each chunk lies after the one before. Entries swapped or pointing at the same
+    // bytes would otherwise decode, checksums intact, into the wrong rows.
+    if (src < previous_end) {
+      throw StageError(index, "shard index entry " + std::to_string(i) +
+                                  " overlaps or precedes the entry before it (entries out of order)");
+    }
+    previous_end = src + len;
     extents[i] = {src, len};
   }
   return extents;

@@ -300,3 +300,39 @@ def test_hostile_shard_index_entries_are_value_errors(
     for read in reads.values():
         with pytest.raises(ValueError, match=r"w/c\.1\.0"):
             read()
+
+
+def rewrite_index(obj: Path, per_shard: int, change: Any) -> None:
+    """Rewrites a shard's index entries as a buggy or hostile writer would: CRC recomputed."""
+    raw = obj.read_bytes()
+    size = per_shard * 16 + 4
+    entries = [
+        list(struct.unpack_from("<QQ", raw, len(raw) - size + 16 * i)) for i in range(per_shard)
+    ]
+    change(entries)
+    index = b"".join(struct.pack("<QQ", *e) for e in entries)
+    obj.write_bytes(raw[:-size] + index + google_crc32c.value(index).to_bytes(4, "little"))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda e: e.__setitem__(slice(1, 3), [e[2], e[1]]),  # two chunks swapped
+        lambda e: e.__setitem__(2, list(e[1])),  # two entries, the same bytes
+    ],
+    ids=["swapped", "duplicated"],
+)
+def test_shard_entries_out_of_row_order_are_refused(
+    model: Path, tmp_path: Path, change: Any
+) -> None:
+    """Each chunk's checksum says its bytes are intact, not that they are the rows asked for:
+    the fast paths (whole loads, row reads) take a shard's chunks only in row order."""
+    ckpt = tmp_path / "ckpt"
+    wc.convert(model, ckpt, progress=False, **SMALL)
+    rewrite_index(ckpt / "w" / "c.1.0", 4, change)
+    with pytest.raises(ValueError, match=r"w/c\.1\.0.*out of order"):
+        wc.load_checkpoint(ckpt)
+    with pytest.raises(ValueError, match=r"w/c\.1\.0.*out of order"):
+        wc.open_checkpoint(ckpt)["w"][256:512]  # the whole shard
+    with pytest.raises(ValueError, match=r"w/c\.1\.0.*out of order"):
+        wc.open_checkpoint(ckpt)["w"][330:400]  # two of its chunks

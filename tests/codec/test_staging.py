@@ -57,13 +57,26 @@ def test_chunks_land_aligned_from_files_and_memory(tmp_path: Path, align: int) -
         assert np.array_equal(wc.decode(got), array)
 
 
-def test_chunks_out_of_order_in_the_shard(tmp_path: Path) -> None:
+def test_chunks_in_order_with_gaps_between_them(tmp_path: Path) -> None:
     a, b = wc.encode(np.arange(100, dtype=np.int8)), wc.encode(np.ones(9, np.int8))
-    # b stored first, a second; the index lists a then b
-    blob = shard([b, a], [(len(b), len(a)), (0, len(b))])
+    blob = shard([a, bytes(7), b], [(0, len(a)), (len(a) + 7, len(b))])
     buffer, offsets, lens = run_stage([blob], [2], [2], 16)
     assert bytes(buffer[int(offsets[0]) : int(offsets[0] + lens[0])]) == a
     assert bytes(buffer[int(offsets[1]) : int(offsets[1] + lens[1])]) == b
+
+
+@pytest.mark.parametrize("stored", ["swapped", "shared"])
+def test_chunks_out_of_row_order_are_refused(stored: str) -> None:
+    """Staged shards hold row bands in row order: entries that are not (two swapped, two on the
+    same bytes) cannot be told from a damaged index, whose chunks would decode, checksums
+    intact, into the wrong rows."""
+    a, b = wc.encode(np.arange(100, dtype=np.int8)), wc.encode(np.ones(9, np.int8))
+    if stored == "swapped":  # b stored first, a second; the index lists a then b
+        blob = shard([b, a], [(len(b), len(a)), (0, len(b))])
+    else:
+        blob = shard([a], [(0, len(a)), (0, len(a))])
+    with pytest.raises(ChunkError, match="entry 1 overlaps or precedes the entry before it"):
+        run_stage([blob], [2], [2], 16)
 
 
 @pytest.mark.parametrize(

@@ -234,6 +234,21 @@ def index_entries(key: str, index: np.ndarray, count: int) -> list[tuple[int, in
     return [None if (o, n) == (EMPTY, EMPTY) else (o, n) for o, n in entries]
 
 
+def check_row_order(key: str, entries: list[tuple[int, int]], first: int = 0) -> None:
+    """The entries of a shard of row bands (inner chunks ``first``, ``first + 1``, ...) lie one
+    after another in row order, as ``convert`` (and zarr, in Morton order of an n x 1 grid)
+    writes them. Entries swapped, or two pointing at the same bytes, would otherwise decode,
+    checksums intact, into the wrong rows."""
+    end = 0
+    for i, (offset, nbytes) in enumerate(entries):
+        if offset < end:
+            raise ValueError(
+                f"{key}: shard index entry {first + i} overlaps or precedes the entry before it "
+                "(entries out of order)"
+            )
+        end = offset + nbytes
+
+
 def _sizes(value: Any, low: int) -> bool:
     """``value`` is a list of ints (bool refused) of at least ``low`` each."""
     if type(value) is not list:

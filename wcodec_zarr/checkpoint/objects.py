@@ -31,7 +31,7 @@ from ..codec.chunks import decode_batch
 from ..codec.errors import ChunkError
 from ..storage import local_root
 from ..zarr.pipeline import CorruptChunkError
-from .layout import index_entries
+from .layout import check_row_order, index_entries
 
 
 class StoredCheckpoint(Protocol):
@@ -96,8 +96,10 @@ def _inner_chunks(key: str, blob: np.ndarray, count: int) -> list[np.ndarray | N
     size = count * 16 + 4
     if blob.size < size:
         raise ValueError(f"{key}: shard of {blob.size} bytes is shorter than its index")
+    entries = index_entries(key, blob[-size:], count)
+    check_row_order(key, [e for e in entries if e is not None])
     out: list[np.ndarray | None] = []
-    for entry in index_entries(key, blob[-size:], count):
+    for entry in entries:
         if entry is None:
             out.append(None)
         elif entry[0] + entry[1] > blob.size - size:
@@ -123,6 +125,7 @@ async def _shard_chunks(
     if any(e is None for e in entries):
         raise ValueError(f"{key}: a chunk is missing from the shard")
     spans = [e for e in entries if e is not None]
+    check_row_order(key, spans, first)
     # an encoded chunk is never near twice its decoded size (raw planes store their bytes)
     largest = 2 * chunk_nbytes + (1 << 20)
     for offset, nbytes in spans:
@@ -130,7 +133,7 @@ async def _shard_chunks(
             raise ValueError(f"{key}: shard index entry [{offset}, +{nbytes}) is out of range")
     if all(a[0] + a[1] == b[0] for a, b in itertools.pairwise(spans)):
         runs = [(spans[0][0], spans[-1][0] + spans[-1][1])]
-    else:  # not one after another (written by another tool): one GET per chunk
+    else:  # in order with gaps between them (written by another tool): one GET per chunk
         runs = [(o, o + n) for o, n in spans]
     blobs = await asyncio.gather(
         *(store.get(key, prototype, RangeByteRequest(a, b)) for a, b in runs)
