@@ -281,7 +281,15 @@ class Checkpoint(Mapping[str, LazyTensor]):
         instead of reading it as the fill value."""
         if self._group is None:
             store = StorePath(RequiredObjects(self.store))
-            self._group = zarr.Group(AsyncGroup.from_dict(store, dict(self._whole_document())))
+            try:
+                group = AsyncGroup.from_dict(store, dict(self._whole_document()))
+            except (TypeError, KeyError, AttributeError) as exc:
+                # zarr's parsing of a damaged document fails with whatever it meets first
+                raise ValueError(
+                    f"{self.url}: the consolidated metadata in zarr.json is malformed: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from None
+            self._group = zarr.Group(group)
         return self._group
 
     def _whole_document(self) -> dict[str, Any]:
