@@ -336,3 +336,16 @@ def test_shard_entries_out_of_row_order_are_refused(
         wc.open_checkpoint(ckpt)["w"][256:512]  # the whole shard
     with pytest.raises(ValueError, match=r"w/c\.1\.0.*out of order"):
         wc.open_checkpoint(ckpt)["w"][330:400]  # two of its chunks
+
+
+def test_damaged_consolidated_metadata_is_a_value_error(model: Path, tmp_path: Path) -> None:
+    """A flipped bit that renames a codec's key: zarr's parser raises TypeError; the reader
+    names zarr.json in a ValueError."""
+    ckpt = tmp_path / "ckpt"
+    wc.convert(model, ckpt, progress=False, **SMALL)
+    root = ckpt / "zarr.json"
+    text = root.read_text()
+    assert "index_codecs" in text
+    root.write_text(text.replace("index_codecs", "index_cmdecs", 1))
+    with pytest.raises(ValueError, match=r"consolidated metadata in zarr\.json is malformed"):
+        wc.open_checkpoint(ckpt)["ids"].numpy()
