@@ -155,8 +155,36 @@ def read_regular_file(path: Path, key: str) -> bytes | None:
     return path.read_bytes()
 
 
+class ReplacedError(ValueError):
+    """A local checkpoint's directory was replaced (renamed away, another put in its place)
+    while it was being read."""
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    """Which directory is at ``path``: its device and inode, and its ctime, which a rename into
+    place sets (a removed directory's inode number may be given to the next one)."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return info.st_dev, info.st_ino, info.st_ctime_ns
+
+
 class RegularFileStore(LocalStore):
-    """A read-only local store that reads regular files only (see ``read_regular_file``)."""
+    """A read-only local store that reads regular files only (see ``read_regular_file``), and
+    only from the directory it opened. ``convert(overwrite=True)`` replaces a checkpoint by
+    renaming a new directory into place: a read that may have crossed that swap (the directory
+    at the path is no longer the one opened) raises ``ReplacedError`` instead of mixing the old
+    checkpoint with the new."""
+
+    def __init__(self, root: Path | str, *, read_only: bool = True) -> None:
+        super().__init__(root, read_only=read_only)
+        self.identity = _identity(self.root)
+
+    def check_unchanged(self) -> None:
+        """Raises ``ReplacedError`` when the directory at the root is not the one opened."""
+        if _identity(self.root) != self.identity:
+            raise ReplacedError(f"{self.root}: the checkpoint was replaced while it was read")
 
     async def get(
         self,
@@ -167,10 +195,23 @@ class RegularFileStore(LocalStore):
         try:
             mode = os.stat(self.root / key).st_mode
         except FileNotFoundError:
+            self.check_unchanged()
             return None
         if not stat.S_ISREG(mode):
             raise ValueError(f"{key}: not a regular file")
-        return await super().get(key, prototype, byte_range)
+        value = await super().get(key, prototype, byte_range)
+        # after the read: bytes read before a swap are still the opened checkpoint's
+        self.check_unchanged()
+        return value
+
+
+def check_unchanged(store: Store) -> None:
+    """For a store ``open_store`` opened on a local directory: ``ReplacedError`` when that
+    directory was replaced since (reads of its files by path, as native loads make them, may
+    then have mixed two checkpoints). Nothing for any other store."""
+    inner = store._store if isinstance(store, ShardIndexCache) else store
+    if isinstance(inner, RegularFileStore):
+        inner.check_unchanged()
 
 
 def overlap(a: str | Path, b: str | Path) -> bool:

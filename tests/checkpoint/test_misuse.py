@@ -9,6 +9,7 @@ import os
 import struct
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,12 @@ import google_crc32c
 import numpy as np
 import pytest
 from helpers import weight_like
+from safetensors.numpy import load_file
 from safetensors_helpers import write_raw
 
 import wcodec_zarr as wc
 from wcodec_zarr.checkpoint import IncompleteCheckpointError
+from wcodec_zarr.checkpoint.batch import load_to_cpu
 
 SMALL = {"chunk_bytes": 4096, "shard_bytes": 16384}
 
@@ -349,3 +352,75 @@ def test_damaged_consolidated_metadata_is_a_value_error(model: Path, tmp_path: P
     root.write_text(text.replace("index_codecs", "index_cmdecs", 1))
     with pytest.raises(ValueError, match=r"consolidated metadata in zarr\.json is malformed"):
         wc.open_checkpoint(ckpt)["ids"].numpy()
+
+
+def two_models(folder: Path) -> tuple[Path, Path]:
+    """Two models of the same names, dtypes and shapes and different values."""
+    paths = []
+    for seed in (10, 11):
+        rng = np.random.default_rng(seed)
+        path = folder / f"m{seed}.safetensors"
+        write_raw(
+            path,
+            [
+                ("w", "I8", [1024, 64], weight_like(rng, (1024, 64), np.dtype(np.int8)).tobytes()),
+                ("ids", "I64", [32], rng.integers(0, 1000, 32, dtype=np.int64).tobytes()),
+            ],
+        )
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def test_a_checkpoint_replaced_while_read_is_an_error_not_a_mix(tmp_path: Path) -> None:
+    """convert(overwrite=True) renames a new checkpoint into place: reads of the one opened
+    before fail instead of returning the new one's objects under the old manifest."""
+    old, new = two_models(tmp_path)
+    ckpt = tmp_path / "ckpt"
+    wc.convert(old, ckpt, progress=False, **SMALL)
+    opened = wc.open_checkpoint(ckpt)
+    wc.convert(new, ckpt, overwrite=True, progress=False, **SMALL)
+    for read in (
+        lambda: opened["w"][100:600],  # row reads
+        lambda: opened["ids"].numpy(),  # zarr
+        lambda: load_to_cpu([opened[name] for name in opened]),  # native whole loads
+    ):
+        with pytest.raises(ValueError, match="replaced while it was read"):
+            read()
+    expected = {k: np.asarray(v) for k, v in load_file(str(new)).items()}
+    fresh = wc.load_checkpoint(ckpt)
+    assert all(fresh[k].tobytes() == expected[k].tobytes() for k in expected)
+
+
+def test_readers_during_overwrites_see_old_new_or_an_error(tmp_path: Path) -> None:
+    """Whole loads while another process converts two models into the same place over and
+    over: every load is one model or the other, whole, or an error; never a mix."""
+    old, new = two_models(tmp_path)
+    models = [{k: v.tobytes() for k, v in load_file(str(p)).items()} for p in (old, new)]
+    ckpt = tmp_path / "ckpt"
+    wc.convert(old, ckpt, progress=False, **SMALL)
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import wcodec_zarr as wc\n"
+            "for i in range(30):\n"
+            f"    wc.convert({[str(old), str(new)]!r}[i % 2], 'ckpt', overwrite=True,"
+            " progress=False, chunk_bytes=4096, shard_bytes=16384)\n",
+        ],
+        cwd=tmp_path,
+    )
+    outcomes: Counter[str] = Counter()
+    try:
+        while writer.poll() is None:
+            try:
+                loaded = wc.load_checkpoint(ckpt)
+            except (ValueError, OSError):
+                outcomes["error"] += 1
+                continue
+            got = {k: v.tobytes() for k, v in loaded.items()}
+            outcomes["whole" if got in models else "mixed"] += 1
+    finally:
+        writer.wait(timeout=120)
+    assert writer.returncode == 0
+    assert outcomes["mixed"] == 0, outcomes
+    assert outcomes["whole"] > 0, outcomes

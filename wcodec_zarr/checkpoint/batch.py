@@ -107,6 +107,7 @@ def load_to_cpu(
         except ChunkError as exc:
             where = chunk_key(objects.tensors, exc.index)
             raise CorruptChunkError([where], exc.reason) from None
+        objects.check_unchanged()
     return {t.name: results[t.name] if t.name in results else t.numpy() for t in tensors}
 
 
@@ -134,6 +135,7 @@ def load_to_gpu(tensors: Sequence[StoredTensor], device: str, framework: str) ->
             starts, total = _block_offsets(objects.tensors)
             block = cp.empty(total, cp.uint8)
             _decode_into(block, starts, objects)
+            objects.check_unchanged()
             if framework == "torch":
                 base = to_torch(block, np.uint8)
                 results |= _torch_views(base, objects.tensors, starts, torch_dtype)

@@ -29,7 +29,7 @@ from zarr.core.sync import sync
 
 from ..codec.chunks import decode_batch
 from ..codec.errors import ChunkError
-from ..storage import local_root
+from ..storage import check_unchanged, local_root
 from ..zarr.pipeline import CorruptChunkError
 from .layout import check_row_order, index_entries
 
@@ -249,6 +249,13 @@ class StoredObjects:
     sizes: list[int]
     per_shard: list[int]  # inner chunks of each shard; 0 for a plain chunk
     nchunks: list[int]  # chunks each object holds for the batch
+    store: Store | None  # where they are stored (None when there are none)
+
+    def check_unchanged(self) -> None:
+        """After the objects were read by path: ``ReplacedError`` when their checkpoint's
+        directory was replaced meanwhile (a local store; see ``storage.RegularFileStore``)."""
+        if self.store is not None:
+            check_unchanged(self.store)
 
 
 def stored_objects(tensors: Sequence[StoredTensor]) -> StoredObjects:
@@ -292,7 +299,7 @@ def stored_objects(tensors: Sequence[StoredTensor]) -> StoredObjects:
     else:
         sources = [] if store is None else sync(fetch(store, keys))
         sizes = [int(blob.size) for blob in sources]
-    return StoredObjects(staged, keys, sources, sizes, per_shard, nchunks)
+    return StoredObjects(staged, keys, sources, sizes, per_shard, nchunks, store)
 
 
 @contextlib.contextmanager
