@@ -28,7 +28,7 @@ from zarr_helpers import CountingStore
 import wcodec_zarr as wc
 from wcodec_zarr.checkpoint import IncompleteCheckpointError
 from wcodec_zarr.checkpoint.convert import entropy_bound
-from wcodec_zarr.checkpoint.layout import CHUNK_BYTES, chunk_shape
+from wcodec_zarr.checkpoint.layout import CHUNK_BYTES, chunk_shape, seal_root
 from wcodec_zarr.checkpoint.objects import stored_objects
 from wcodec_zarr.codec.staging import place_objects
 from wcodec_zarr.testing.weights import load_safetensors, minilm_path
@@ -554,7 +554,8 @@ def test_loads_read_only_the_manifest_of_the_root_document(
     root = tmp_path / "ckpt" / "zarr.json"
     text = root.read_text()
     assert text.endswith("}}}}")  # the consolidated metadata comes last
-    root.write_text(text[: text.index('"consolidated_metadata":') + 24] + "{broken}")
+    broken = text[: text.index('"consolidated_metadata":') + 24] + "{broken}"
+    root.write_bytes(seal_root(broken.encode()))  # checksum and all: a writer's bug
     ckpt = wc.open_checkpoint(tmp_path / "ckpt")
     loaded = wc.load_checkpoint(tmp_path / "ckpt", names=names)
     assert len(names) == 3 and all(loaded[k].tobytes() == v.tobytes() for k, v in expected.items())
@@ -578,8 +579,9 @@ def test_root_documents_of_any_layout_open(
     if rewrite == "indented":
         document = {"node_type": "group", **document}
         root.write_text(json.dumps(document, indent=2))
-    else:
+    else:  # as written before the manifest had either
         del document["attributes"]["wcodec_checkpoint"]["chunk_key_encoding"]
+        del document["attributes"]["wcodec_checkpoint"]["checksum"]
         root.write_text(json.dumps(document, separators=(",", ":")))
     loaded = wc.load_checkpoint(tmp_path / "ckpt")
     assert all(loaded[k].tobytes() == v.tobytes() for k, v in expected.items())

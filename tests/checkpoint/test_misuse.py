@@ -24,6 +24,7 @@ from safetensors_helpers import write_raw
 import wcodec_zarr as wc
 from wcodec_zarr.checkpoint import IncompleteCheckpointError
 from wcodec_zarr.checkpoint.batch import load_to_cpu
+from wcodec_zarr.checkpoint.layout import seal_root
 
 SMALL = {"chunk_bytes": 4096, "shard_bytes": 16384}
 
@@ -349,9 +350,33 @@ def test_damaged_consolidated_metadata_is_a_value_error(model: Path, tmp_path: P
     root = ckpt / "zarr.json"
     text = root.read_text()
     assert "index_codecs" in text
-    root.write_text(text.replace("index_codecs", "index_cmdecs", 1))
+    damaged = text.replace("index_codecs", "index_cmdecs", 1).encode()
+    root.write_bytes(damaged)  # a flipped bit: the document's checksum catches it
+    with pytest.raises(ValueError, match=r"zarr\.json: checksum mismatch"):
+        wc.open_checkpoint(ckpt)
+    root.write_bytes(seal_root(damaged))  # a writer's bug, checksum and all
     with pytest.raises(ValueError, match=r"consolidated metadata in zarr\.json is malformed"):
         wc.open_checkpoint(ckpt)["ids"].numpy()
+
+
+def test_the_root_document_is_checksummed(model: Path, tmp_path: Path) -> None:
+    """The manifest (original headers exported verbatim, shapes, chunk layout) and the
+    consolidated metadata: one flipped bit anywhere in the root document is refused."""
+    ckpt = tmp_path / "ckpt"
+    manifest = wc.convert(model, ckpt, progress=False, **SMALL)
+    root = ckpt / "zarr.json"
+    good = root.read_bytes()
+    assert good.startswith(b'{"attributes":{"wcodec_checkpoint":{"checksum":"crc32c:')
+    assert manifest["checksum"] == json.loads(good)["attributes"]["wcodec_checkpoint"]["checksum"]
+    header = good.index(b"data_offsets")  # inside an original header, exported as it is
+    for position in (header + 20, len(good) // 2, len(good) - 10):
+        damaged = bytearray(good)
+        damaged[position] ^= 0x01
+        root.write_bytes(bytes(damaged))
+        with pytest.raises(ValueError, match="checksum mismatch"):
+            wc.open_checkpoint(ckpt)
+    root.write_bytes(good)
+    assert wc.verify(model, ckpt).exact
 
 
 def two_models(folder: Path) -> tuple[Path, Path]:

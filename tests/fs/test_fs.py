@@ -20,6 +20,7 @@ from zarr.storage import LocalStore
 from zarr_helpers import CountingStore
 
 import wcodec_zarr as wc
+from wcodec_zarr.checkpoint.layout import seal_root
 from wcodec_zarr.fs import WcodecFileSystem
 
 SMALL = {"chunk_bytes": 4096, "shard_bytes": 16384, "progress": False}
@@ -212,7 +213,7 @@ def test_a_band_that_fails_at_once_does_not_deadlock(tmp_path: Path) -> None:
     root = tmp_path / "ckpt" / "zarr.json"
     text = root.read_text()
     head = text.index(',"consolidated_metadata":') + len(',"consolidated_metadata":')
-    root.write_text(text[:head] + "{not json}}")
+    root.write_bytes(seal_root((text[:head] + "{not json}}").encode()))  # checksum and all
     script = (
         "import fsspec, wcodec_zarr\n"
         f"fs = fsspec.filesystem('wcodec', target={str(tmp_path / 'ckpt')!r}, prefetch=0)\n"

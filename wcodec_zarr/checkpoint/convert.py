@@ -34,17 +34,20 @@ from ..codec.native import core
 from ..storage import filesystem, local_path, local_root, open_store, overlap
 from .documents import ArraySpec, Target, make_targets, root_document, write_documents
 from .layout import (
+    CHECKSUM_HEAD,
     CHUNK_BYTES,
     CHUNK_KEYS,
     MANIFEST_KEY,
     MANIFEST_VERSION,
     SCALES_GROUP,
     SHARD_BYTES,
+    UNSEALED,
     TensorPlan,
     check_names_apart,
     partial_prefix,
     plan_tensor,
     regions,
+    seal_root,
 )
 from .quantize import QUANTIZE_SCHEME, quantize_rows
 from .shard_writer import encode_object_parts, object_key, write_object
@@ -402,6 +405,7 @@ def _write(
             "quantized": plan.quantized,
         }
     manifest = {
+        "checksum": UNSEALED,  # first: the root document begins with it (layout.seal_root)
         "version": MANIFEST_VERSION,
         # every array's, as in its metadata: loads name objects without the consolidated metadata
         "chunk_key_encoding": CHUNK_KEYS.to_dict(),
@@ -412,7 +416,9 @@ def _write(
         "tensors": tensors,
     }
     # written once and last: the checkpoint is complete only when this is there
-    root = root_document(arrays, {MANIFEST_KEY: manifest})
+    root = seal_root(root_document(arrays, {MANIFEST_KEY: manifest}))
+    digits = root[len(CHECKSUM_HEAD) : len(CHECKSUM_HEAD) + 8]
+    manifest["checksum"] = "crc32c:" + digits.decode()
     folder = local_root(store)
     if folder is not None:
         (folder / "zarr.json").write_bytes(root)  # the build folder is renamed into place later

@@ -57,6 +57,30 @@ class TensorPlan:
         return self.entry.name
 
 
+# A root document as convert writes it begins with the manifest's checksum: the CRC32C of the
+# whole document with these eight hex digits as zeros (docs/FORMAT.md, section 12)
+CHECKSUM_HEAD = b'{"attributes":{"wcodec_checkpoint":{"checksum":"crc32c:'
+UNSEALED = "crc32c:00000000"
+
+
+def seal_root(raw: bytes) -> bytes:
+    """A root document that begins with ``CHECKSUM_HEAD`` and eight placeholder digits, with
+    the digits set to its checksum."""
+    if not raw.startswith(CHECKSUM_HEAD):
+        raise ValueError("the root document does not begin with the manifest's checksum")
+    head = len(CHECKSUM_HEAD)
+    unsealed = raw[:head] + b"00000000" + raw[head + 8 :]
+    return raw[:head] + f"{google_crc32c.value(unsealed):08x}".encode() + raw[head + 8 :]
+
+
+def check_root(raw: bytes) -> None:
+    """``ValueError`` when a root document that begins with its checksum does not match it.
+    A document in another layout (rewritten by another tool, or written before the checksum)
+    has none that can be checked and passes."""
+    if raw.startswith(CHECKSUM_HEAD) and seal_root(raw) != raw:
+        raise ValueError("zarr.json: checksum mismatch (the root document is damaged)")
+
+
 def partial_prefix(target: Path) -> str:
     """Where a local convert into ``target`` builds: beside it, under a hidden name that starts
     with this and goes on with the builder's host and process id."""

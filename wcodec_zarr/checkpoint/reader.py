@@ -43,6 +43,7 @@ from .layout import (
     check_entry,
     check_file_name,
     check_name,
+    check_root,
     partial_prefix,
 )
 from .objects import read_rows
@@ -453,6 +454,7 @@ def _root_document(store: Store) -> tuple[dict[str, Any], str | None] | None:
         raw = sync(_fetch_root(store))
     if raw is None:
         return None
+    check_root(raw)
     try:
         document, consolidated = split_root(raw)
     except (ValueError, RecursionError) as exc:
