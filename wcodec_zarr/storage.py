@@ -73,7 +73,19 @@ def storage_defaults(url: str, storage_options: dict[str, Any] | None) -> dict[s
     return merged
 
 
-class ShardIndexCache(WrapperStore[Store]):
+class EveryReadWrapper(WrapperStore[Store]):
+    """A wrapper whose ``get`` sees every read: partial reads go through it a key at a time
+    (zarr's wrapper hands them to the wrapped store directly)."""
+
+    async def get_partial_values(
+        self,
+        prototype: BufferPrototype,
+        key_ranges: Iterable[tuple[str, ByteRequest | None]],
+    ) -> list[Buffer | None]:
+        return list(await asyncio.gather(*(self.get(key, prototype, r) for key, r in key_ranges)))
+
+
+class ShardIndexCache(EveryReadWrapper):
     """A read-only store that keeps the results of suffix requests (how zarr reads the index at
     the end of a shard), up to ``entries`` of them, least recently used first out. Copies that
     zarr makes share the cache."""
@@ -108,19 +120,12 @@ class ShardIndexCache(WrapperStore[Store]):
             self._remember(cache_key, value)
         return value
 
-    async def get_partial_values(
-        self,
-        prototype: BufferPrototype,
-        key_ranges: Iterable[tuple[str, ByteRequest | None]],
-    ) -> list[Buffer | None]:
-        return list(await asyncio.gather(*(self.get(key, prototype, r) for key, r in key_ranges)))
-
 
 class MissingObjectError(ValueError):
     """An object that must exist is not in the store."""
 
 
-class RequiredObjects(WrapperStore[Store]):
+class RequiredObjects(EveryReadWrapper):
     """Reads of a store whose every object must exist: a missing one raises
     ``MissingObjectError`` naming its key, where zarr would read it as the fill value. A
     checkpoint's arrays are read this way: ``convert`` stores every chunk, so a missing object is
@@ -133,13 +138,6 @@ class RequiredObjects(WrapperStore[Store]):
         if value is None:
             raise MissingObjectError(f"{key}: object missing from the store")
         return value
-
-    async def get_partial_values(
-        self,
-        prototype: BufferPrototype,
-        key_ranges: Iterable[tuple[str, ByteRequest | None]],
-    ) -> list[Buffer | None]:
-        return list(await asyncio.gather(*(self.get(key, prototype, r) for key, r in key_ranges)))
 
 
 def read_regular_file(path: Path, key: str) -> bytes | None:
