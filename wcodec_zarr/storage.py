@@ -121,6 +121,45 @@ class ShardIndexCache(EveryReadWrapper):
         return value
 
 
+class TransferError(ValueError):
+    """An object's bytes failed the checksum its store sent with them, on every try."""
+
+
+class TransferChecks(EveryReadWrapper):
+    """Reads retried when the bytes that arrived fail the checksum the store sent with them
+    (botocore checks S3's object checksums: a flipped or a missing byte between the store and
+    here); after ``tries`` a ``TransferError`` naming the key, where botocore's own exception
+    would escape the ``ValueError``s that damaged data raises everywhere else."""
+
+    def __init__(self, store: Store, tries: int = 3) -> None:
+        super().__init__(store)
+        self.tries = tries
+
+    def _with_store(self, store: Store) -> TransferChecks:
+        return TransferChecks(store, self.tries)
+
+    async def get(
+        self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
+    ) -> Buffer | None:
+        for _ in range(self.tries - 1):
+            try:
+                return await super().get(key, prototype, byte_range)
+            except Exception as exc:
+                if not _checksum_failure(exc):
+                    raise
+        try:
+            return await super().get(key, prototype, byte_range)
+        except Exception as exc:
+            if not _checksum_failure(exc):
+                raise
+            raise TransferError(f"{key}: {exc} ({self.tries} tries)") from None
+
+
+def _checksum_failure(exc: BaseException) -> bool:
+    # by name: botocore is an optional dependency (s3fs brings it)
+    return type(exc).__name__ == "FlexibleChecksumError"
+
+
 class MissingObjectError(ValueError):
     """An object that must exist is not in the store."""
 
@@ -281,6 +320,7 @@ def open_store(
         store = FsspecStore.from_url(
             url, storage_options=storage_defaults(url, storage_options), read_only=read_only
         )
+        store = TransferChecks(store) if read_only else store
     return ShardIndexCache(store) if read_only else store
 
 

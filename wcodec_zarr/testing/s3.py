@@ -41,10 +41,15 @@ _ERROR = (
 
 @dataclass
 class Faults:
-    """Shares of GET requests for object data (not listings) to fail; 0 disables."""
+    """Shares of GET requests for object data (not listings) to fail or be damaged; 0
+    disables. ``status_503``: answered 503; ``cut``: the connection dropped halfway through the
+    body; ``short``: the body cut to half with a Content-Length to match (a proxy that shortens
+    responses consistently); ``flip``: one bit of the body flipped (a proxy that corrupts)."""
 
     status_503: float = 0.0
     cut: float = 0.0
+    short: float = 0.0
+    flip: float = 0.0
     seed: int = 0
     rng: random.Random = field(init=False)
 
@@ -86,32 +91,42 @@ class _Middleware:
         if is_data and faults.status_503 and faults.rng.random() < faults.status_503:
             return self._error(start_response, method, key, byte_range, 503, "ServiceUnavailable")
         cut = is_data and faults.cut > 0 and faults.rng.random() < faults.cut
-        status: list[int] = [0]
+        short = is_data and faults.short > 0 and faults.rng.random() < faults.short
+        flip = is_data and faults.flip > 0 and faults.rng.random() < faults.flip
+        answer: list[Any] = []
 
-        def record_status(code: str, headers: Any, *rest: Any) -> Any:
-            status[0] = int(code.split()[0])
-            return start_response(code, headers, *rest)
+        def hold(code: str, headers: Any, *rest: Any) -> Any:
+            answer[:] = [code, list(headers), *rest]  # sent once the body is known
+            return lambda data: None
 
-        body = self.app(environ, record_status)
-        return self._send(body, method, key, byte_range, status, cut)
-
-    def _send(
-        self,
-        body: Iterable[bytes],
-        method: str,
-        key: str,
-        byte_range: str | None,
-        status: list[int],
-        cut: bool,
-    ) -> Iterator[bytes]:
-        s3 = self.server
+        body = self.app(environ, hold)
         data = b"".join(body)
         if hasattr(body, "close"):
             body.close()
+        code, headers, *rest = answer
+        status = int(code.split()[0])
+        if status in (200, 206) and data:
+            if short:
+                data = data[: len(data) // 2]
+                headers = [
+                    (k, str(len(data)) if k.lower() == "content-length" else v) for k, v in headers
+                ]
+            if flip:
+                bit = faults.rng.randrange(len(data) * 8)
+                damaged = bytearray(data)
+                damaged[bit // 8] ^= 1 << (bit % 8)
+                data = bytes(damaged)
+        start_response(code, headers, *rest)
+        return self._send(data, method, key, byte_range, status, cut)
+
+    def _send(
+        self, data: bytes, method: str, key: str, byte_range: str | None, status: int, cut: bool
+    ) -> Iterator[bytes]:
+        s3 = self.server
         limit = len(data) // 2 if cut else len(data)
         # logged before the first byte goes out, so that a client that has its response
         # finds its request in the log
-        s3.log(Request(method, key, byte_range, status[0], limit, cut))
+        s3.log(Request(method, key, byte_range, status, limit, cut))
         for start in range(0, limit, 1 << 16):
             block = data[start : min(start + (1 << 16), limit)]
             if s3.bucket is not None:
