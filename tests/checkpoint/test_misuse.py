@@ -449,3 +449,17 @@ def test_readers_during_overwrites_see_old_new_or_an_error(tmp_path: Path) -> No
     assert writer.returncode == 0
     assert outcomes["mixed"] == 0, outcomes
     assert outcomes["whole"] > 0, outcomes
+
+
+def test_a_manifest_claiming_more_than_memory_is_a_value_error(model: Path, tmp_path: Path) -> None:
+    """A writer's bug (checksum and all) that claims an exabyte tensor: whole loads refuse it
+    before allocating, with a ValueError rather than MemoryError."""
+    ckpt = tmp_path / "ckpt"
+    wc.convert(model, ckpt, progress=False, **SMALL)
+    root = ckpt / "zarr.json"
+    document = json.loads(root.read_bytes())
+    manifest = document["attributes"]["wcodec_checkpoint"]
+    manifest["tensors"]["w"].update(shape=[2**50, 64], chunks=[2**50, 64], shards=None)
+    root.write_bytes(seal_root(json.dumps(document, separators=(",", ":")).encode()))
+    with pytest.raises(ValueError, match="more than this machine's memory"):
+        wc.load_checkpoint(ckpt)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import mmap
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -42,7 +43,17 @@ def host_block(nbytes: int) -> np.ndarray:
     decoding into fresh 4 KiB pages 11.8 ms, into huge pages 6.3 ms, into memory already
     faulted 5.8 ms). The block starts at a 2 MiB boundary and spans whole huge pages: the kernel
     backs only aligned 2 MiB ranges with them, and an unaligned head would fault 4 KiB at a
-    time on the one thread that faults that range in (native ``decode_chunks``)."""
+    time on the one thread that faults that range in (native ``decode_chunks``).
+
+    A request beyond the machine's memory is a ``ValueError``: it comes from the sizes a
+    manifest claims, and an allocation that cannot be would escape as ``MemoryError`` or
+    ``OSError``."""
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if nbytes > physical:
+        raise ValueError(
+            f"the tensors to load claim {nbytes} bytes, more than this machine's memory "
+            f"({physical} bytes)"
+        )
     if nbytes < HUGE_PAGE or not hasattr(mmap, "MADV_HUGEPAGE"):
         return np.empty(nbytes, np.uint8)
     size = -(-nbytes // HUGE_PAGE) * HUGE_PAGE
