@@ -14,11 +14,13 @@ place, so it either appears complete or not at all.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import glob
 import math
 import os
 import shutil
 import socket
+import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -311,7 +313,26 @@ def _remove_stale_builds(target: Path) -> None:
             pass  # alive, another user's
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swaps two directories in one step (Linux ``renameat2`` with ``RENAME_EXCHANGE``); False
+    where the system or the filesystem cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return bool(renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0)
+
+
 def _replace_dir(build: Path, target: Path) -> None:
+    """Puts the finished build in the target's place. An existing target is swapped with the
+    build in one step where the system can, so that a checkpoint is at the target at every
+    moment (a kill between two renames would leave none there); the old one is then removed."""
+    if target.exists() and _exchange(build, target):
+        shutil.rmtree(build, ignore_errors=True)  # the old checkpoint, now at the build's name
+        return
     old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
     if target.exists():
         target.rename(old)
