@@ -141,18 +141,15 @@ class TransferChecks(EveryReadWrapper):
     async def get(
         self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
     ) -> Buffer | None:
-        for _ in range(self.tries - 1):
+        failure: BaseException | None = None
+        for _ in range(self.tries):
             try:
                 return await super().get(key, prototype, byte_range)
             except Exception as exc:
                 if not _checksum_failure(exc):
                     raise
-        try:
-            return await super().get(key, prototype, byte_range)
-        except Exception as exc:
-            if not _checksum_failure(exc):
-                raise
-            raise TransferError(f"{key}: {exc} ({self.tries} tries)") from None
+                failure = exc
+        raise TransferError(f"{key}: {failure} ({self.tries} tries)")
 
 
 def _checksum_failure(exc: BaseException) -> bool:
