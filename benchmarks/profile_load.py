@@ -30,6 +30,8 @@ def median_ms(fn: Callable[[], Any], repeats: int = 15) -> float:
 def stage(tensors: list[Any]) -> np.ndarray:
     """Every object of the tensors read into one host buffer, as the GPU path stages them."""
     stored = objects.stored_objects(tensors)
+    if stored.sources is None:
+        raise SystemExit("profile_load.py reads a local checkpoint")
     buffer, _, _ = staging.place_objects(
         stored.sources,
         stored.sizes,

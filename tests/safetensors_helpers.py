@@ -117,3 +117,24 @@ def write_layered_model(path: Path, layers: int) -> Path:
         ]
     write_raw(path, tensors, {"format": "pt"})
     return path
+
+
+def write_mixed_model(path: Path) -> dict[str, np.ndarray]:
+    """Weights of every kind a load meets: int8 and bfloat16 (rows that do not divide into
+    chunks), a float32 bias, an int64 tensor (stored with zstd: read through zarr)."""
+    rng = np.random.default_rng(7)
+    arrays = {}
+    for layer in range(4):
+        arrays[f"layers.{layer}.q.weight"] = weight_like(rng, (300, 256), np.dtype(np.int8))
+        arrays[f"layers.{layer}.mlp.weight"] = weight_like(
+            rng, (250, 192), np.dtype(ml_dtypes.bfloat16)
+        )
+        arrays[f"layers.{layer}.q.bias"] = weight_like(rng, (256,), np.dtype(np.float32))
+    arrays["position_ids"] = np.arange(512, dtype=np.int64)
+    codes = {"int8": "I8", "bfloat16": "BF16", "float32": "F32", "int64": "I64"}
+    write_raw(
+        path,
+        [(n, codes[str(a.dtype)], list(a.shape), a.tobytes()) for n, a in arrays.items()],
+        {"format": "pt"},
+    )
+    return arrays

@@ -84,6 +84,10 @@ class EveryReadWrapper(WrapperStore[Store]):
     ) -> list[Buffer | None]:
         return list(await asyncio.gather(*(self.get(key, prototype, r) for key, r in key_ranges)))
 
+    async def getsize(self, key: str) -> int:
+        # zarr's wrapper inherits the default, which reads the whole object
+        return await self._store.getsize(key)
+
 
 class ShardIndexCache(EveryReadWrapper):
     """A read-only store that keeps the results of suffix requests (how zarr reads the index at

@@ -41,6 +41,20 @@ def to_torch(array: Any, dtype: Any) -> Any:
     return tensor.view(target) if tensor.dtype != target else tensor
 
 
+def resolve_framework(device: str, framework: str | None) -> str:
+    """The framework tensors are handed over in: ``framework`` checked against ``device``, or
+    the default, NumPy on the CPU and CuPy on CUDA."""
+    on_gpu = device.startswith("cuda")
+    framework = framework or ("cupy" if on_gpu else "numpy")
+    if framework not in ("numpy", "cupy", "torch"):
+        raise ValueError(f"framework must be 'numpy', 'cupy' or 'torch', got {framework!r}")
+    if framework == "numpy" and on_gpu:
+        raise ValueError("framework='numpy' holds tensors on the CPU; use 'cupy' or 'torch'")
+    if framework == "cupy" and not on_gpu:
+        raise ValueError(f"framework='cupy' holds tensors on a CUDA device, not {device!r}")
+    return framework
+
+
 def to_framework(data: np.ndarray, framework: str, device: str) -> Any:
     """``data`` as ``framework`` ("numpy", "cupy" or "torch") holds it on ``device``."""
     if framework == "torch":

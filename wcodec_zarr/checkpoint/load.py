@@ -11,7 +11,7 @@ from zarr.abc.store import Store
 
 from . import quantize
 from .batch import load_to_cpu, load_to_gpu
-from .frameworks import to_framework
+from .frameworks import resolve_framework, to_framework
 from .reader import open_checkpoint
 
 
@@ -24,6 +24,7 @@ def load_checkpoint(
     framework: str | None = None,
     dequantize: bool = False,
     storage_options: dict[str, Any] | None = None,
+    window: int | None = None,
 ) -> dict[str, Any]:
     """Every tensor (or those in ``names``) as a dict, usable as a ``load_state_dict`` source
     with ``framework="torch"``.
@@ -32,22 +33,22 @@ def load_checkpoint(
     CUDA) or ``"torch"`` (any ``device`` PyTorch accepts). ``dtype_map`` converts by dtype name,
     e.g. ``{"bfloat16": "float32"}``, after decoding. ``dequantize`` turns quantized tensors
     back into their original float dtype (lossy).
+
+    The load streams: at most ``window`` bytes of stored objects (default 256 MiB) are held or
+    in flight at once, fetched, copied and decoded in overlapped pieces (``batch``), so memory
+    beyond the outputs stays within a small multiple of it whatever the model's size.
+    ``Checkpoint.iter_tensors`` hands tensors over one by one instead.
     """
     ckpt = open_checkpoint(url, storage_options=storage_options)
     selected = list(ckpt) if names is None else list(names)
     missing = [n for n in selected if n not in ckpt]
     if missing:
         raise KeyError(f"not in the checkpoint: {', '.join(missing[:5])}")
-    on_gpu = device.startswith("cuda")
-    framework = framework or ("cupy" if on_gpu else "numpy")
-    if framework not in ("numpy", "cupy", "torch"):
-        raise ValueError(f"framework must be 'numpy', 'cupy' or 'torch', got {framework!r}")
-    if framework == "numpy" and on_gpu:
-        raise ValueError("framework='numpy' holds tensors on the CPU; use 'cupy' or 'torch'")
+    framework = resolve_framework(device, framework)
     tensors = [ckpt[n] for n in selected]
-    if on_gpu and not dequantize and not dtype_map:
-        return load_to_gpu(tensors, device, framework)
-    arrays = load_to_cpu(tensors)
+    if device.startswith("cuda") and not dequantize and not dtype_map:
+        return load_to_gpu(tensors, device, framework, window)
+    arrays = load_to_cpu(tensors, window=window)
     out: dict[str, Any] = {}
     for tensor in tensors:
         data = arrays[tensor.name]

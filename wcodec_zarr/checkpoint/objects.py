@@ -239,14 +239,18 @@ def chunk_key(tensors: list[StagedTensor], chunk: int) -> str:
     raise IndexError(chunk)
 
 
+RANGE_PART = 16 << 20  # remote objects beyond this are fetched as parallel ranged GETs of it
+CHUNK_SLACK = 64 << 10  # an encoded chunk's most bytes beyond its decoded size (header, tables)
+
+
 @dataclass
 class StoredObjects:
     """The stored objects of a batch's whole tensors, their chunks numbered in object order."""
 
     tensors: list[StagedTensor]
     keys: list[str]
-    sources: list[Any]  # file paths (a local store) or the objects' bytes
-    sizes: list[int]
+    sources: list[str] | None  # file paths (a local store); None: fetch them (``fetch_objects``)
+    sizes: list[int]  # a local object's size; a remote one's most (from its decoded size)
     per_shard: list[int]  # inner chunks of each shard; 0 for a plain chunk
     nchunks: list[int]  # chunks each object holds for the batch
     store: Store | None  # where they are stored (None when there are none)
@@ -259,8 +263,9 @@ class StoredObjects:
 
 
 def stored_objects(tensors: Sequence[StoredTensor]) -> StoredObjects:
-    """The objects of every tensor the fast path applies to (others are left out): local ones
-    as file paths, remote ones fetched concurrently."""
+    """The objects of every tensor the fast path applies to (others are left out), in the
+    order of the tensors and of their rows: local ones as file paths, remote ones by key (none
+    is fetched here)."""
     eligible = [
         (t, layout) for t in tensors if t.is_whole and (layout := row_layout(t)) is not None
     ]
@@ -271,35 +276,85 @@ def stored_objects(tensors: Sequence[StoredTensor]) -> StoredObjects:
     keys: list[str] = []
     per_shard: list[int] = []
     nchunks: list[int] = []
+    bounds: list[int] = []
     total = 0
     for tensor, layout in eligible:
         count = -(-tensor.shape[0] // layout.rows)
         names = _shard_keys(tensor, layout)
-        staged.append(StagedTensor(tensor, layout.rows, total, count, names, layout.per_shard))
+        t = StagedTensor(tensor, layout.rows, total, count, names, layout.per_shard)
+        staged.append(t)
         for i, key in enumerate(names):
             keys.append(key)
             per_shard.append(0 if tensor.shards is None else layout.per_shard)
-            nchunks.append(min(layout.per_shard, count - i * layout.per_shard))
+            n = min(layout.per_shard, count - i * layout.per_shard)
+            nchunks.append(n)
+            bounds.append(n * (t.chunk_nbytes + CHUNK_SLACK) + per_shard[-1] * 16 + 4)
         total += count
     store = next(iter(stores.values()), None)
     root = None if store is None else local_root(store)
-    sources: list[Any]
-    if root is not None:
-        folder = str(root)
-        sources = [f"{folder}/{key}" for key in keys]
-        try:
-            found = [os.stat(path) for path in sources]
-        except FileNotFoundError as exc:
-            key = keys[sources.index(str(exc.filename))]
-            raise ValueError(f"{key}: object missing from the store") from None
-        for key, info in zip(keys, found, strict=True):
-            if not stat.S_ISREG(info.st_mode):  # a FIFO would block the staging's reads
-                raise ValueError(f"{key}: not a regular file")
-        sizes = [info.st_size for info in found]
-    else:
-        sources = [] if store is None else sync(fetch(store, keys))
-        sizes = [int(blob.size) for blob in sources]
+    if root is None:
+        return StoredObjects(staged, keys, None, bounds, per_shard, nchunks, store)
+    folder = str(root)
+    sources = [f"{folder}/{key}" for key in keys]
+    try:
+        found = [os.stat(path) for path in sources]
+    except FileNotFoundError as exc:
+        key = keys[sources.index(str(exc.filename))]
+        raise ValueError(f"{key}: object missing from the store") from None
+    for key, info in zip(keys, found, strict=True):
+        if not stat.S_ISREG(info.st_mode):  # a FIFO would block the staging's reads
+            raise ValueError(f"{key}: not a regular file")
+    sizes = [info.st_size for info in found]
     return StoredObjects(staged, keys, sources, sizes, per_shard, nchunks, store)
+
+
+async def fetch_objects(
+    store: Store, keys: Sequence[str], bounds: Sequence[int], part_size: int = RANGE_PART
+) -> list[np.ndarray]:
+    """The objects' bytes, fetched concurrently. One that may be larger than ``part_size``
+    (``bounds``) is fetched as ranged GETs of that size in parallel, after a request for its
+    size, so that one large shard does not hold up a load on one connection. A store's error
+    (an ``OSError``, once its retries are spent) names the key."""
+    prototype = default_buffer_prototype()
+
+    async def ranged(key: str) -> np.ndarray:
+        try:
+            size = await store.getsize(key)
+        except FileNotFoundError:
+            raise ValueError(f"{key}: object missing from the store") from None
+        out = np.empty(size, np.uint8)
+
+        async def part(start: int, stop: int) -> None:
+            buffer = await store.get(key, prototype, RangeByteRequest(start, stop))
+            if buffer is None:
+                raise ValueError(f"{key}: object missing from the store")
+            data = buffer.as_numpy_array()
+            if data.size != stop - start:
+                raise ValueError(f"{key}: object changed size while it was read")
+            out[start:stop] = data
+
+        starts = range(0, size, part_size)
+        await asyncio.gather(*(part(a, min(a + part_size, size)) for a in starts))
+        return out
+
+    async def whole(key: str) -> np.ndarray:
+        return (await fetch(store, [key]))[0]
+
+    async def named(key: str, bound: int) -> np.ndarray:
+        try:
+            return await (ranged(key) if bound > part_size else whole(key))
+        except OSError as exc:  # the store's own errors (after its retries) name no key
+            raise _naming(exc, key) from exc
+
+    return list(await asyncio.gather(*(named(k, b) for k, b in zip(keys, bounds, strict=True))))
+
+
+def _naming(exc: OSError, key: str) -> OSError:
+    """``exc`` (of its own class where that takes a message) with ``key`` in its message."""
+    try:
+        return type(exc)(f"{key}: {exc}")
+    except TypeError:
+        return OSError(f"{key}: {exc}")
 
 
 @contextlib.contextmanager

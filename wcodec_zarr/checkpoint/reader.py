@@ -12,7 +12,7 @@ from __future__ import annotations
 import glob
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,8 +34,8 @@ from ..storage import (
     open_store,
     read_regular_file,
 )
-from .batch import load_to_gpu
-from .frameworks import numpy_to_torch, to_framework
+from .batch import iter_tensors, load_to_gpu
+from .frameworks import numpy_to_torch, resolve_framework, to_framework
 from .layout import (
     MANIFEST_KEY,
     READABLE_MANIFEST_VERSIONS,
@@ -378,6 +378,28 @@ class Checkpoint(Mapping[str, LazyTensor]):
     @property
     def quantized(self) -> bool:
         return any(t.get("quantized") for t in self.manifest["tensors"].values())
+
+    def iter_tensors(
+        self,
+        names: Sequence[str] | None = None,
+        *,
+        device: str = "cpu",
+        framework: str | None = None,
+        window: int | None = None,
+    ) -> Iterator[tuple[str, Any]]:
+        """``(name, tensor)`` for every tensor (or those in ``names``), in the checkpoint's
+        order, each handed over as soon as it is decoded and in memory of its own: a caller can
+        put each into a model and drop it, so that memory never holds the whole model twice.
+
+        Streams as ``load_checkpoint`` does (at most ``window`` bytes of stored objects in
+        flight, default 256 MiB); ``device`` and ``framework`` as there. A damaged object
+        raises when its tensor is reached, naming the object."""
+        selected = list(self) if names is None else list(names)
+        missing = [n for n in selected if n not in self]
+        if missing:
+            raise KeyError(f"not in the checkpoint: {', '.join(missing[:5])}")
+        framework = resolve_framework(device, framework)
+        return iter_tensors([self[n] for n in selected], device, framework, window)
 
     def shard(self, name: str, dim: int, rank: int, world_size: int) -> LazyTensor:
         """Rank ``rank``'s part of tensor ``name`` split along ``dim`` into ``world_size``

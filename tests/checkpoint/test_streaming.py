@@ -1,0 +1,116 @@
+"""Whole-model loads stream (``checkpoint.batch``): the stored objects go through in pieces of a
+bounded window (fetched from S3: ``tests/storage/test_s3_streaming.py``), and
+``Checkpoint.iter_tensors`` hands each tensor over in memory of its own as soon as it is
+decoded. Tiny windows make many pieces of a small model."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from helpers import STORE_LAYOUT
+from safetensors_helpers import write_mixed_model
+
+import wcodec_zarr as wc
+from wcodec_zarr.checkpoint import batch, objects
+
+WINDOW = 3 * 40_000  # pieces of at most 40 kB: about one 64 KiB shard object each
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, np.ndarray]]:
+    path = tmp_path_factory.mktemp("model") / "model.safetensors"
+    return path, write_mixed_model(path)
+
+
+@pytest.fixture(scope="module")
+def local(
+    model: tuple[Path, dict[str, np.ndarray]], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    out = tmp_path_factory.mktemp("ckpt") / "model.zarr"
+    wc.convert(model[0], out, progress=False, **STORE_LAYOUT)
+    return out
+
+
+def exact(got: dict[str, Any], expected: dict[str, np.ndarray]) -> bool:
+    return list(got) == list(expected) and all(
+        got[n].dtype == a.dtype and got[n].shape == a.shape and got[n].tobytes() == a.tobytes()
+        for n, a in expected.items()
+    )
+
+
+def test_pieces_keep_to_the_limit_and_cover_every_object(local: Path) -> None:
+    ckpt = wc.open_checkpoint(local)
+    stored = objects.stored_objects([ckpt[n] for n in ckpt])
+    parts = batch.pieces(stored, 40_000)
+    assert len(parts) > 10
+    assert [o for p in parts for o in p.objects] == list(range(len(stored.keys)))
+    assert [c for p in parts for c in p.chunks] == list(range(sum(stored.nchunks)))
+    for p in parts:
+        nbytes = sum(stored.sizes[o] for o in p.objects)
+        assert nbytes <= 40_000 or len(p.objects) == 1
+    # every tensor finishes once, in storage order, in the piece holding its last chunk
+    finished = [t for p in parts for t in p.finished]
+    assert finished == list(range(len(stored.tensors)))
+    assert len(batch.pieces(stored, None)) == 1
+
+
+def test_local_loads_bit_exact_with_a_tiny_window(
+    local: Path, model: tuple[Path, dict[str, np.ndarray]]
+) -> None:
+    expected = model[1]
+    assert exact(wc.load_checkpoint(local, window=WINDOW), expected)
+    assert exact(wc.load_checkpoint(local), expected)
+    with pytest.raises(ValueError, match="window must be at least"):
+        wc.load_checkpoint(local, window=2)
+
+
+def test_iter_tensors_in_order_each_in_its_own_memory(
+    local: Path, model: tuple[Path, dict[str, np.ndarray]]
+) -> None:
+    expected = model[1]
+    ckpt = wc.open_checkpoint(local)
+    got = dict(ckpt.iter_tensors(window=WINDOW))
+    assert exact(got, expected)
+    arrays = list(got.values())
+    assert not any(np.shares_memory(a, b) for i, a in enumerate(arrays) for b in arrays[i + 1 :])
+    some = ["layers.2.q.weight", "position_ids", "layers.0.q.bias"]
+    assert [n for n, _ in ckpt.iter_tensors(some)] == some
+    with pytest.raises(KeyError, match="not in the checkpoint: nothing"):
+        ckpt.iter_tensors(["nothing"])
+    with pytest.raises(ValueError, match="framework='cupy'"):
+        ckpt.iter_tensors(framework="cupy")
+
+
+def test_iter_tensors_hands_over_before_the_end(local: Path) -> None:
+    """The first tensor comes while later objects are still unread: deleting one afterwards
+    fails the iteration only when its tensor is reached, naming the object."""
+    copy = local.parent / "partial.zarr"
+    shutil.copytree(local, copy)
+    ckpt = wc.open_checkpoint(copy)
+    names = list(ckpt)
+    it = ckpt.iter_tensors(window=WINDOW)
+    first = next(it)
+    assert first[0] == names[0]
+    shutil.rmtree(copy / "layers.3.mlp.weight")
+    seen = [first[0]]
+    with pytest.raises(ValueError, match=r"layers\.3\.mlp\.weight/c\.0\.0"):
+        for name, _ in it:
+            seen.append(name)
+    assert seen == names[: names.index("layers.3.mlp.weight")]
+
+
+def test_corrupt_chunk_named_in_a_streamed_load(local: Path) -> None:
+    copy = local.parent / "corrupt.zarr"
+    shutil.copytree(local, copy)
+    victim = copy / "layers.2.q.weight" / "c.1.0"
+    raw = bytearray(victim.read_bytes())
+    raw[200] ^= 0x10
+    victim.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"layers\.2\.q\.weight/c\.1\.0 \(inner chunk \d\)"):
+        wc.load_checkpoint(copy, window=WINDOW)
+    with pytest.raises(ValueError, match=r"layers\.2\.q\.weight/c\.1\.0"):
+        dict(wc.open_checkpoint(copy).iter_tensors(window=WINDOW))
