@@ -14,6 +14,7 @@ from .checkpoint import (
     convert,
     export_safetensors,
     load_checkpoint,
+    load_module,
     open_checkpoint,
     verify,
 )
@@ -71,6 +72,7 @@ __all__ = [
     "gpu_status",
     "inspect",
     "load_checkpoint",
+    "load_module",
     "open_checkpoint",
     "open_store",
     "verify",

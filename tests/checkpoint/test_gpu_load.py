@@ -4,6 +4,7 @@ naming the object, and the caller's device."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -142,3 +143,115 @@ def test_decodes_on_the_callers_device(tmp_path: Any) -> None:
         decoded = wc.decode(wc.encode(weights), device="cuda")
     assert decoded.device.id == 1
     assert cp.asnumpy(decoded).tobytes() == weights.tobytes()
+
+
+def test_streamed_gpu_loads_with_a_tiny_window(tmp_path: Any) -> None:
+    """Pieces of a few kB (many turns of the three staging buffers and arenas, outputs at
+    unaligned offsets through the scratch area): whole loads and ``iter_tensors`` equal the CPU
+    load, every tensor of ``iter_tensors`` in device memory of its own."""
+    import cupy as cp
+    from safetensors_helpers import synthetic_tensors, write_raw
+
+    src = tmp_path / "m.safetensors"
+    write_raw(src, synthetic_tensors(np.random.default_rng(10)))
+    wc.convert(src, tmp_path / "ckpt", chunk_bytes=4096, shard_bytes=16384, progress=False)
+    on_cpu = wc.load_checkpoint(tmp_path / "ckpt")
+    for window in (3 * 20_000, None):
+        on_gpu = wc.load_checkpoint(tmp_path / "ckpt", device="cuda", window=window)
+        assert list(on_gpu) == list(on_cpu)
+        for name, array in on_cpu.items():
+            assert cp.asnumpy(on_gpu[name]).tobytes() == array.tobytes(), (window, name)
+    streamed = list(
+        wc.open_checkpoint(tmp_path / "ckpt").iter_tensors(device="cuda", window=60_000)
+    )
+    assert [n for n, _ in streamed] == list(on_cpu)
+    spans = []
+    for name, array in streamed:
+        assert isinstance(array, cp.ndarray), name
+        assert cp.asnumpy(array).tobytes() == on_cpu[name].tobytes(), name
+        if array.nbytes:
+            spans.append((array.data.ptr, array.data.ptr + array.nbytes))
+    spans.sort()
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
+
+
+def test_gpu_load_device_memory_bounded_by_the_window(tmp_path: Any) -> None:
+    """A 48 MiB bfloat16 model loaded with a 6 MiB window: CuPy's pool (which keeps what it
+    freed) grows by the output and at most two windows, not by the stored model."""
+    import cupy as cp
+    import ml_dtypes
+    from safetensors_helpers import write_raw
+
+    rng = np.random.default_rng(11)
+    arrays = {
+        f"w{i}": (rng.standard_normal((2048, 2048), np.float32) * 0.02).astype(ml_dtypes.bfloat16)
+        for i in range(6)
+    }
+    src = tmp_path / "m.safetensors"
+    write_raw(src, [(n, "BF16", list(a.shape), a.tobytes()) for n, a in arrays.items()])
+    wc.convert(src, tmp_path / "ckpt", shard_bytes=2 << 20, progress=False)
+    window = 6 << 20
+    pool = cp.get_default_memory_pool()
+    pool.free_all_blocks()
+    before = pool.total_bytes()
+    loaded = wc.load_checkpoint(tmp_path / "ckpt", device="cuda", window=window)
+    grown = pool.total_bytes() - before
+    output = sum(a.nbytes for a in arrays.values())
+    assert output <= grown <= output + 2 * window, (grown - output) >> 20
+    for name, array in arrays.items():
+        assert cp.asnumpy(loaded[name]).tobytes() == array.tobytes(), name
+
+
+def test_load_module_built_on_the_meta_device(tmp_path: Any) -> None:
+    """A ``torch.nn.Module`` made on the meta device (no memory) takes the checkpoint's tensors
+    as they are: from ``load_checkpoint`` through ``load_state_dict(..., assign=True)``, and
+    tensor by tensor through ``load_module`` (``iter_tensors``), with the names that do not
+    match reported."""
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file
+
+    def net() -> Any:
+        return torch.nn.Sequential(
+            torch.nn.Linear(256, 512),
+            torch.nn.GELU(),
+            torch.nn.Linear(512, 256),
+            torch.nn.LayerNorm(256),
+        ).to(torch.bfloat16)
+
+    torch.manual_seed(0)
+    real = net()
+    state = {k: v.contiguous() for k, v in real.state_dict().items()}
+    save_file(state, str(tmp_path / "m.safetensors"))
+    wc.convert(tmp_path / "m.safetensors", tmp_path / "ckpt", progress=False)
+
+    def same(module: Any) -> bool:
+        got = module.state_dict()
+        return all(
+            got[k].device.type == "cuda"
+            and torch.equal(got[k].cpu().view(torch.int16), v.view(torch.int16))
+            for k, v in state.items()
+        )
+
+    with torch.device("meta"):
+        whole = net()
+    whole.load_state_dict(
+        wc.load_checkpoint(tmp_path / "ckpt", device="cuda", framework="torch"), assign=True
+    )
+    assert same(whole)
+    with torch.device("meta"):
+        streamed = net()
+    assert wc.load_module(streamed, tmp_path / "ckpt", device="cuda") == ([], [])
+    assert same(streamed)
+    partial = {k: v for k, v in state.items() if k != "3.bias"} | {"extra": state["3.bias"]}
+    save_file(partial, str(tmp_path / "p.safetensors"))
+    wc.convert(tmp_path / "p.safetensors", tmp_path / "partial", progress=False)
+    with torch.device("meta"):
+        module = net()
+    with pytest.raises(ValueError, match=r"missing \['3.bias'\], unexpected \['extra'\]"):
+        wc.load_module(module, tmp_path / "partial", device="cuda")
+    with torch.device("meta"):
+        module = net()
+    report = wc.load_module(module, tmp_path / "partial", device="cuda", strict=False)
+    assert report.missing_keys == ["3.bias"] and report.unexpected_keys == ["extra"]
+    assert module.state_dict()["3.bias"].is_meta
+    assert module.state_dict()["0.weight"].is_cuda

@@ -13,7 +13,7 @@
 
 from .convert import convert
 from .export import export_safetensors
-from .load import load_checkpoint
+from .load import ModuleLoad, load_checkpoint, load_module
 from .reader import Checkpoint, IncompleteCheckpointError, LazyTensor, open_checkpoint
 from .verify import VerifyReport, verify
 
@@ -21,10 +21,12 @@ __all__ = [
     "Checkpoint",
     "IncompleteCheckpointError",
     "LazyTensor",
+    "ModuleLoad",
     "VerifyReport",
     "convert",
     "export_safetensors",
     "load_checkpoint",
+    "load_module",
     "open_checkpoint",
     "verify",
 ]

@@ -53,6 +53,7 @@ from .objects import stored_objects as stored_objects
 
 WINDOW = 256 << 20  # default bytes of stored objects in flight during a load
 PIECES = 3  # pieces of a window held at once: decoded (or copied), fetched (or read), fetched
+SLOW_START = 4 << 20  # the least limit of the first and the last pieces (see ``pieces``)
 
 GPU_ALIGN = 16  # the GPU decoder's alignment for outputs
 
@@ -111,20 +112,27 @@ class Piece:
 
 def pieces(objects: StoredObjects, limit: int | None) -> list[Piece]:
     """Consecutive objects cut into pieces of at most ``limit`` bytes (``objects.sizes``; at
-    least one object each); None: one piece."""
+    least one object each); None: one piece. The first pieces are smaller, doubling from a
+    sixteenth of the limit, and so are the last, a quarter of what is left at most: the first
+    piece arrives and is decoded (its tensors handed over) while the next ones still share the
+    bandwidth, and little is left to decode after the last byte has arrived."""
     owner = np.repeat(np.arange(len(objects.tensors)), [t.count for t in objects.tensors]).tolist()
     out: list[Piece] = []
     start = chunk = 0
+    left = sum(objects.sizes)
+    grow = None if limit is None else min(limit, max(limit // 16, SLOW_START))
     while start < len(objects.keys):
+        cap = None if grow is None else min(grow, max(left // 4, SLOW_START))
         stop, nbytes = start + 1, objects.sizes[start]
-        while stop < len(objects.keys) and (limit is None or nbytes + objects.sizes[stop] <= limit):
+        while stop < len(objects.keys) and (cap is None or nbytes + objects.sizes[stop] <= cap):
             nbytes += objects.sizes[stop]
             stop += 1
         end = chunk + sum(objects.nchunks[start:stop])
         held = list(range(owner[chunk], owner[end - 1] + 1))
         last = [t for t in held if objects.tensors[t].first + objects.tensors[t].count <= end]
         out.append(Piece(range(start, stop), range(chunk, end), held, last))
-        start, chunk = stop, end
+        start, chunk, left = stop, end, left - nbytes
+        grow = None if limit is None or grow is None else min(limit, 2 * grow)
     return out
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from zarr.abc.store import Store
 
@@ -58,3 +58,46 @@ def load_checkpoint(
             data = data.astype(dtype_map[str(data.dtype)])
         out[tensor.name] = to_framework(data, framework, device)
     return out
+
+
+class ModuleLoad(NamedTuple):
+    """What ``load_module`` did not match, as ``torch.nn.Module.load_state_dict`` reports it."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+
+def load_module(
+    module: Any,
+    url: str | Path | Store,
+    *,
+    device: str = "cpu",
+    strict: bool = True,
+    window: int | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> ModuleLoad:
+    """Loads a checkpoint into a ``torch.nn.Module`` tensor by tensor: each is decoded onto
+    ``device``, assigned in place of the module's own (``load_state_dict(..., assign=True)``,
+    so a module built on the ``meta`` device takes the loaded tensors as they are) and dropped
+    by the loader, so that memory never holds the model twice.
+
+    Returns the module's names no tensor was loaded into and the checkpoint's names the module
+    does not have; with ``strict``, either raises ``ValueError`` naming them once every tensor
+    that matches is loaded (as ``load_state_dict`` does). A shape that does not match raises
+    PyTorch's ``RuntimeError``."""
+    ckpt = open_checkpoint(url, storage_options=storage_options)
+    expected = list(module.state_dict(keep_vars=True))
+    wanted = set(expected)
+    unexpected = [name for name in ckpt if name not in wanted]
+    loaded = set()
+    names = [name for name in ckpt if name in wanted]
+    for name, tensor in ckpt.iter_tensors(names, device=device, framework="torch", window=window):
+        module.load_state_dict({name: tensor}, strict=False, assign=True)
+        loaded.add(name)
+    result = ModuleLoad([n for n in expected if n not in loaded], unexpected)
+    if strict and (result.missing_keys or result.unexpected_keys):
+        raise ValueError(
+            f"{ckpt.url} does not match the module: missing {result.missing_keys[:10]}, "
+            f"unexpected {result.unexpected_keys[:10]}"
+        )
+    return result

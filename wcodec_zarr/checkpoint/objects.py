@@ -250,7 +250,7 @@ class StoredObjects:
     tensors: list[StagedTensor]
     keys: list[str]
     sources: list[str] | None  # file paths (a local store); None: fetch them (``fetch_objects``)
-    sizes: list[int]  # a local object's size; a remote one's most (from its decoded size)
+    sizes: list[int]  # a local object's size; a remote one's expected size (``expected_size``)
     per_shard: list[int]  # inner chunks of each shard; 0 for a plain chunk
     nchunks: list[int]  # chunks each object holds for the batch
     store: Store | None  # where they are stored (None when there are none)
@@ -288,7 +288,7 @@ def stored_objects(tensors: Sequence[StoredTensor]) -> StoredObjects:
             per_shard.append(0 if tensor.shards is None else layout.per_shard)
             n = min(layout.per_shard, count - i * layout.per_shard)
             nchunks.append(n)
-            bounds.append(n * (t.chunk_nbytes + CHUNK_SLACK) + per_shard[-1] * 16 + 4)
+            bounds.append(expected_size(t, n, per_shard[-1]))
         total += count
     store = next(iter(stores.values()), None)
     root = None if store is None else local_root(store)
@@ -306,6 +306,15 @@ def stored_objects(tensors: Sequence[StoredTensor]) -> StoredObjects:
             raise ValueError(f"{key}: not a regular file")
     sizes = [info.st_size for info in found]
     return StoredObjects(staged, keys, sources, sizes, per_shard, nchunks, store)
+
+
+def expected_size(t: StagedTensor, nchunks: int, per_shard: int) -> int:
+    """The bytes an object of ``nchunks`` chunks of the tensor should take, from the tensor's
+    stored size in the manifest: what loads plan their pieces by, without a request. Kept
+    between a sixteenth of the chunks' decoded size and the most they can take."""
+    most = nchunks * (t.chunk_nbytes + CHUNK_SLACK) + per_shard * 16 + 4
+    share = int(t.tensor.info.get("stored_nbytes", most)) * nchunks // t.count
+    return min(most, max(share, nchunks * t.chunk_nbytes // 16))
 
 
 async def fetch_objects(
