@@ -53,6 +53,7 @@ from .objects import stored_objects as stored_objects
 
 WINDOW = 256 << 20  # default bytes of stored objects in flight during a load
 PIECES = 3  # pieces of a window held at once: decoded (or copied), fetched (or read), fetched
+SLOT_ROUND = 64 << 10  # a GPU load's staging buffers and arenas come in multiples of this
 SLOW_START = 4 << 20  # the least limit of the first and the last pieces (see ``pieces``)
 
 GPU_ALIGN = 16  # the GPU decoder's alignment for outputs
@@ -297,13 +298,13 @@ class _Slot:
         self.scratch: Any = None
 
     def buffers(self, nbytes: int, size: int) -> tuple[np.ndarray, Any]:
-        """Room for ``nbytes``; made of ``size`` bytes (a whole number of huge pages) when
-        larger ones are needed, so that the next load finds the same sizes in the pools."""
+        """Room for ``nbytes``; made of ``size`` bytes (rounded up) when larger ones are
+        needed, so that the next load finds the same sizes in the pools."""
         import cupy as cp
 
         if self.staging is None or self.staging.size < nbytes:
             self.staging = self.arena = None  # back to the pools before the larger ones
-            size = -(-max(size, nbytes) // HUGE_PAGE) * HUGE_PAGE
+            size = -(-max(size, nbytes) // SLOT_ROUND) * SLOT_ROUND
             self.staging = aligned(
                 lambda n: np.frombuffer(cp.cuda.alloc_pinned_memory(n), np.uint8, n),
                 size,
