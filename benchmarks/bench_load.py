@@ -505,7 +505,10 @@ def run_dtype(args: Any, dtype: str, workdir: Path, window: int, gpu: bool) -> l
             return
         print(f"{dtype}: {label}", flush=True)
         repeats = 1 if cold else args.repeats
-        rows.append((label, kind, child(kind, source, options, repeats, window, cold or [], env)))
+        report = child(kind, source, options, repeats, window, cold or [], env)
+        rows.append((label, kind, report))
+        # each row as it comes, should a run be cut short before its table
+        print({k: v for k, v in report.items() if k != "crcs"}, flush=True)
 
     caches = [("page cache", None)] + ([] if args.no_cold else [("cold", [model, ckpt])])
     for cache, cold in caches:

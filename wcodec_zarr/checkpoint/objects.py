@@ -239,7 +239,7 @@ def chunk_key(tensors: list[StagedTensor], chunk: int) -> str:
     raise IndexError(chunk)
 
 
-RANGE_PART = 16 << 20  # remote objects beyond this are fetched as parallel ranged GETs of it
+RANGE_PART = 8 << 20  # remote objects beyond this are fetched as parallel ranged GETs of it
 CHUNK_SLACK = 64 << 10  # an encoded chunk's most bytes beyond its decoded size (header, tables)
 
 
