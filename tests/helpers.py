@@ -109,3 +109,18 @@ def convert_to_store(server: Any, model: Path, url: str) -> dict[str, Any]:
     options: dict[str, Any] = server.storage_options()
     wc.convert(model, url, storage_options=options, progress=False, **STORE_LAYOUT)
     return options
+
+
+def memory_store(local: Path) -> Any:
+    """The checkpoint's objects in a zarr ``MemoryStore``: a store with no local files, whose
+    objects loads fetch as they would from object storage."""
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.storage import MemoryStore
+
+    prototype = default_buffer_prototype()
+    objects_ = {
+        str(p.relative_to(local)): prototype.buffer.from_bytes(p.read_bytes())
+        for p in local.rglob("*")
+        if p.is_file()
+    }
+    return MemoryStore(objects_)

@@ -175,6 +175,22 @@ def test_streamed_gpu_loads_with_a_tiny_window(tmp_path: Any) -> None:
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
 
 
+def test_fetched_objects_stream_to_the_gpu(tmp_path: Any) -> None:
+    """Objects fetched from a store (their bytes staged, not files read by path): a tiny
+    window, whole loads and ``iter_tensors``, equal to the CPU load."""
+    import cupy as cp
+    from helpers import memory_store
+
+    ckpt = sharded_model(tmp_path)
+    on_cpu = wc.load_checkpoint(ckpt)
+    store = memory_store(ckpt)
+    on_gpu = wc.load_checkpoint(store, device="cuda", window=3 * (600 << 10))
+    streamed = dict(wc.open_checkpoint(store).iter_tensors(device="cuda", window=3 << 20))
+    for name, array in on_cpu.items():
+        assert cp.asnumpy(on_gpu[name]).tobytes() == array.tobytes(), name
+        assert cp.asnumpy(streamed[name]).tobytes() == array.tobytes(), name
+
+
 def test_gpu_load_device_memory_bounded_by_the_window(tmp_path: Any) -> None:
     """A 48 MiB bfloat16 model loaded with a 6 MiB window: CuPy's pool (which keeps what it
     freed) grows by the output and at most two windows, not by the stored model."""

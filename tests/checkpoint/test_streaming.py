@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import STORE_LAYOUT
+from helpers import STORE_LAYOUT, memory_store
 from safetensors_helpers import write_mixed_model
 
 import wcodec_zarr as wc
@@ -114,3 +114,13 @@ def test_corrupt_chunk_named_in_a_streamed_load(local: Path) -> None:
         wc.load_checkpoint(copy, window=WINDOW)
     with pytest.raises(ValueError, match=r"layers\.2\.q\.weight/c\.1\.0"):
         dict(wc.open_checkpoint(copy).iter_tensors(window=WINDOW))
+
+
+def test_fetched_objects_stream_bit_exact(
+    local: Path, model: tuple[Path, dict[str, np.ndarray]]
+) -> None:
+    """Objects fetched from a store (not read by path) go through the same pieces: large
+    objects as ranged reads, a tiny window, whole loads and ``iter_tensors``."""
+    store = memory_store(local)
+    assert exact(wc.load_checkpoint(store, window=WINDOW), model[1])
+    assert exact(dict(wc.open_checkpoint(store).iter_tensors(window=WINDOW)), model[1])
