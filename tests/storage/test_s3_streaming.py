@@ -168,14 +168,16 @@ def test_memory_of_a_remote_load_bounded_by_the_window(tmp_path: Path) -> None:
 def test_truncated_bodies_in_a_streamed_load_exact_or_named(
     server: LoopbackS3, remote: tuple[str, Any], model: tuple[Path, dict[str, np.ndarray]]
 ) -> None:
-    """Responses cut short with a Content-Length to match (a proxy that shortens them) on a
-    share of GETs: every streamed load is bit-exact or fails naming the object."""
+    """Responses cut short with a Content-Length to match (a proxy that shortens them) on half
+    the GETs: every streamed load is bit-exact (S3's checksum of a whole object fails and the
+    GET is retried) or fails naming the object (the retries spent, or a ranged GET, which S3
+    sends no checksum for, caught by the checkpoint's own)."""
     url, options = remote
     ckpt = wc.open_checkpoint(url, storage_options=options)
     outcomes = []
-    server.faults.short = 0.15
+    server.faults.short = 0.5
     try:
-        for _ in range(6):
+        for _ in range(4):
             try:
                 streamed = dict(ckpt.iter_tensors(window=WINDOW))
             except ValueError as exc:
