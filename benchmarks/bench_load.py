@@ -385,6 +385,24 @@ def _fetch_all(url: str, options: Any) -> list[np.ndarray]:
     return [np.frombuffer(got[p], np.uint8) for p in paths]
 
 
+def interleaved(url: str, options: Any, repeats: int) -> dict[str, Any]:
+    """A whole load and the concurrent fetch of the same objects, alternated in one process
+    after a load that opens the connections: the ratio of each pair (the server shares the
+    machine, whose speed drifts between processes)."""
+    import wcodec_zarr as wc
+
+    wc.load_checkpoint(url, storage_options=options)
+    ratios = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        _fetch_all(url, options)
+        floor = time.perf_counter() - start
+        start = time.perf_counter()
+        wc.load_checkpoint(url, storage_options=options)
+        ratios.append((time.perf_counter() - start) / floor)
+    return {"ratios": ratios}
+
+
 def _fetch_file(url: str, options: Any) -> list[np.ndarray]:
     import s3fs
 
@@ -440,6 +458,9 @@ def main() -> None:
     parser.add_argument("--options", default="null", help=argparse.SUPPRESS)
     parser.add_argument("--window", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.row == "interleaved":
+        print(json.dumps(interleaved(args.source, json.loads(args.options), args.repeats)))
+        return
     if args.row:
         report = run_row(args.row, args.source, json.loads(args.options), args.repeats, args.window)
         print(json.dumps(report))
@@ -568,7 +589,9 @@ def run_dtype(args: Any, dtype: str, workdir: Path, window: int, gpu: bool) -> l
         if kind in ("safetensors-cuda", "safetensors-cpu", "read-cpu", "s3fs-fetch-file")
         and "seconds" in r
     }
-    for label, _, r in rows:
+    for label, kind, r in rows:
+        if kind == "interleaved":
+            continue
         if "error" in r:
             lines.append(f"| {label} | did not run: {r['error'][:150]} | | | | | |")
             continue
@@ -580,6 +603,12 @@ def run_dtype(args: Any, dtype: str, workdir: Path, window: int, gpu: bool) -> l
             f"| {label} | {r['seconds']:.2f}{first} | {r['nbytes'] / r['seconds'] / 1e9:.2f} | "
             f"{ratio} | {r['host'] / 2**20:.0f} | {r['device'] / 2**20:.0f} | {exact} |"
         )
+    for label, kind, r in rows:
+        if kind == "interleaved" and "ratios" in r:
+            ratios = ", ".join(f"{x:.3f}" for x in r["ratios"])
+            lines.append(
+                f"- {label}: median {sorted(r['ratios'])[len(r['ratios']) // 2]:.3f} ({ratios})"
+            )
     floor = next((r for _, k, r in rows if k == "s3fs-fetch-objects" and "seconds" in r), None)
     if floor is not None:
         for label, kind, r in rows:
@@ -623,6 +652,9 @@ def s3_rows(
             rows.append(
                 (f"{label}: {text}", kind, child(kind, source, options, args.repeats, window, []))
             )
+        print(f"{dtype}: {label}: interleaved", flush=True)
+        pairs = child("interleaved", url, options, 2 * args.repeats, window, [])
+        rows.append((f"{label}: load / floor, interleaved in one process", "interleaved", pairs))
     return rows
 
 
