@@ -4,6 +4,7 @@ on stderr and exit status 2, never a traceback."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -235,6 +236,29 @@ def test_an_unreachable_endpoint_is_one_line_within_seconds(tmp_path: Path) -> N
     assert result.stderr.startswith("wcodec: error: s3://bucket/model.zarr: ")
     assert "Could not connect" in result.stderr and len(result.stderr.splitlines()) == 1
     assert elapsed < 20
+
+
+@pytest.mark.s3
+def test_no_credentials_is_one_line(server: LoopbackS3, tmp_path: Path) -> None:
+    """An S3 URL with no credentials anywhere (no options, no environment, no AWS files): one
+    line naming the URL and botocore's reason, exit 2."""
+    bucket = new_bucket(server)
+    empty = {"HOME": str(tmp_path), "AWS_CONFIG_FILE": os.devnull}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | empty
+    env["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+    url = f"s3://{bucket}/model.zarr"
+    result = subprocess.run(
+        [sys.executable, "-m", "wcodec_zarr", "info", url, f"-oendpoint_url={server.endpoint}"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert result.returncode == 2
+    assert (
+        result.stderr == f"wcodec: error: {url}: NoCredentialsError: Unable to locate credentials\n"
+    )
 
 
 def test_a_missing_storage_client_is_one_line(tmp_path: Path) -> None:
