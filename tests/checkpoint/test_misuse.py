@@ -330,7 +330,8 @@ def test_shard_entries_out_of_row_order_are_refused(
     model: Path, tmp_path: Path, change: Any
 ) -> None:
     """Each chunk's checksum says its bytes are intact, not that they are the rows asked for:
-    the fast paths (whole loads, row reads) take a shard's chunks only in row order."""
+    whole loads, row reads and reads through zarr take a shard's chunks only in writing
+    order."""
     ckpt = tmp_path / "ckpt"
     wc.convert(model, ckpt, progress=False, **SMALL)
     rewrite_index(ckpt / "w" / "c.1.0", 4, change)
@@ -340,6 +341,11 @@ def test_shard_entries_out_of_row_order_are_refused(
         wc.open_checkpoint(ckpt)["w"][256:512]  # the whole shard
     with pytest.raises(ValueError, match=r"w/c\.1\.0.*out of order"):
         wc.open_checkpoint(ckpt)["w"][330:400]  # two of its chunks
+    with pytest.raises(ValueError, match=r"w/c\.1\.0.*out of order"):
+        wc.open_checkpoint(ckpt)["w"][:, 3]  # a column: read through zarr
+    with pytest.raises(ValueError, match=r"w/c\.1\.0.*out of order"):
+        wc.open_checkpoint(ckpt)["w"][::2]  # rows with a step: read through zarr
+    assert wc.open_checkpoint(ckpt)["w"][:256, 3].shape == (256,)  # the other shards read
 
 
 def test_damaged_consolidated_metadata_is_a_value_error(model: Path, tmp_path: Path) -> None:

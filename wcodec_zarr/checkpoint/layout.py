@@ -22,6 +22,7 @@ from typing import Any
 import google_crc32c
 import numpy as np
 from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
+from zarr.core.indexing import morton_order_iter
 
 from ..codec.dtypes import is_supported
 from .safetensors_file import TensorEntry
@@ -271,6 +272,22 @@ def check_row_order(key: str, entries: list[tuple[int, int]], first: int = 0) ->
                 "(entries out of order)"
             )
         end = offset + nbytes
+
+
+@cache
+def write_order(grid: tuple[int, ...]) -> tuple[int, ...]:
+    """The C-order positions of a shard's inner chunks in the order zarr (and ``convert``)
+    writes them: Morton order of the shard's chunk grid (row order for a column of row bands)."""
+    return tuple(int(np.ravel_multi_index(c, grid)) for c in morton_order_iter(grid))
+
+
+def check_write_order(
+    key: str, entries: list[tuple[int, int] | None], grid: tuple[int, ...]
+) -> None:
+    """The stored entries of a shard index lie one after another in writing order
+    (``write_order``), none overlapping another: what ``check_row_order`` asks of row bands,
+    for any chunk grid."""
+    check_row_order(key, [e for i in write_order(grid) if (e := entries[i]) is not None])
 
 
 def _sizes(value: Any, low: int) -> bool:

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 import zarr
-from zarr.abc.store import Store
-from zarr.core.buffer import default_buffer_prototype
+from zarr.abc.store import ByteRequest, Store, SuffixByteRequest
+from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.core.chunk_key_encodings import ChunkKeyEncoding, parse_chunk_key_encoding
 from zarr.core.group import AsyncGroup
 from zarr.core.sync import sync
@@ -28,6 +28,7 @@ from zarr.storage import StorePath
 
 from ..storage import (
     READER_CONFIG,
+    EveryReadWrapper,
     RequiredObjects,
     local_path,
     local_root,
@@ -44,6 +45,8 @@ from .layout import (
     check_file_name,
     check_name,
     check_root,
+    check_write_order,
+    index_entries,
     partial_prefix,
 )
 from .objects import read_rows
@@ -214,6 +217,45 @@ class LazyTensor:
         return numpy_to_torch(self.numpy(), device)
 
 
+class OrderedShards(EveryReadWrapper):
+    """Reads through zarr whose shard indexes are checked for their writing order before zarr
+    uses them (``layout.check_write_order``): a chunk's checksum says its bytes are intact, not
+    that they are the chunk asked for, so entries swapped, or two pointing at the same bytes,
+    would read as the wrong part of a tensor. ``grids``: each sharded array's chunk grid within
+    a shard, by path; an index is what zarr reads of a shard object, its last bytes."""
+
+    def __init__(self, store: Store, grids: dict[str, tuple[int, ...]]) -> None:
+        super().__init__(store)
+        self.grids = grids
+
+    def _with_store(self, store: Store) -> OrderedShards:
+        return OrderedShards(store, self.grids)
+
+    def _grid(self, key: str) -> tuple[int, ...] | None:
+        path = key.rpartition("/")[0]
+        while path and path not in self.grids:  # chunk keys with "/" separators
+            path = path.rpartition("/")[0]
+        return self.grids.get(path)
+
+    async def get(
+        self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
+    ) -> Buffer | None:
+        value = await super().get(key, prototype, byte_range)
+        grid = None if value is None else self._grid(key)
+        if value is None or grid is None:
+            return value
+        count = math.prod(grid)
+        size = count * 16 + 4
+        if isinstance(byte_range, SuffixByteRequest) and byte_range.suffix == size:
+            index = value
+        elif byte_range is None and len(value) >= size:
+            index = value[len(value) - size :]
+        else:
+            return value
+        check_write_order(key, index_entries(key, index.as_numpy_array(), count), grid)
+        return value
+
+
 @dataclass(frozen=True)
 class FileInfo:
     name: str
@@ -281,7 +323,7 @@ class Checkpoint(Mapping[str, LazyTensor]):
         arrays raise ``MissingObjectError`` for an object that is not there (``RequiredObjects``)
         instead of reading it as the fill value."""
         if self._group is None:
-            store = StorePath(RequiredObjects(self.store))
+            store = StorePath(OrderedShards(RequiredObjects(self.store), self._grids()))
             try:
                 group = AsyncGroup.from_dict(store, dict(self._whole_document()))
             except (TypeError, KeyError, AttributeError) as exc:
@@ -292,6 +334,15 @@ class Checkpoint(Mapping[str, LazyTensor]):
                 ) from None
             self._group = zarr.Group(group)
         return self._group
+
+    def _grids(self) -> dict[str, tuple[int, ...]]:
+        """Each sharded tensor's chunk grid within a shard, by array path."""
+        grids = {}
+        for name, info in self.manifest["tensors"].items():
+            shards, chunks = info.get("shards"), info["chunks"]
+            if shards is not None:
+                grids[name] = tuple(s // c for s, c in zip(shards, chunks, strict=True))
+        return grids
 
     def _whole_document(self) -> dict[str, Any]:
         """The root document with its consolidated metadata, parsed on first use."""
