@@ -51,8 +51,14 @@ from ..codec.native import core, cuda
 from ..codec.staging import ObjectSlots, aligned
 from ..zarr.pipeline import CorruptChunkError
 from .frameworks import to_framework, to_torch, torch_dtype
-from .objects import StagedTensor, StoredObjects, StoredTensor, chunk_key, fetch_objects
-from .objects import stored_objects as stored_objects
+from .objects import (
+    StagedTensor,
+    StoredObjects,
+    StoredTensor,
+    chunk_key,
+    fetch_objects,
+    stored_objects,
+)
 
 WINDOW = 256 << 20  # default bytes of stored objects in flight during a load
 PIECES = 4  # pieces of a window held at once: one decoded (or copied), the others fetched (or read)
@@ -98,6 +104,7 @@ def padded_nbytes(t: StagedTensor) -> int:
 
 
 def check_window(window: int | None) -> int:
+    """The window a load streams with: ``window``, or ``WINDOW`` when None."""
     window = WINDOW if window is None else window
     if window < PIECES:
         raise ValueError(f"window must be at least {PIECES} bytes, got {window}")
