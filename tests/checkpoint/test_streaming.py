@@ -5,6 +5,7 @@ decoded. Tiny windows make many pieces of a small model."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -119,8 +120,22 @@ def test_corrupt_chunk_named_in_a_streamed_load(local: Path) -> None:
 def test_fetched_objects_stream_bit_exact(
     local: Path, model: tuple[Path, dict[str, np.ndarray]]
 ) -> None:
-    """Objects fetched from a store (not read by path) go through the same pieces: large
-    objects as ranged reads, a tiny window, whole loads and ``iter_tensors``."""
+    """Objects fetched from a store (not read by path) go through the same pieces: a tiny
+    window, whole loads and ``iter_tensors``."""
     store = memory_store(local)
     assert exact(wc.load_checkpoint(store, window=WINDOW), model[1])
     assert exact(dict(wc.open_checkpoint(store).iter_tensors(window=WINDOW)), model[1])
+
+
+def test_objects_larger_than_their_chunks_are_refused(local: Path) -> None:
+    """A shard object grown to a terabyte (a sparse file: a damaged or hostile store) is refused
+    by its size, naming it, before a buffer is sized by it."""
+    copy = local.parent / "huge.zarr"
+    shutil.copytree(local, copy)
+    victim = copy / "layers.1.q.weight" / "c.0.0"
+    os.truncate(victim, 1 << 40)
+    message = r"layers\.1\.q\.weight/c\.0\.0: object of 1099511627776 bytes is larger than"
+    with pytest.raises(ValueError, match=message):
+        wc.load_checkpoint(copy)
+    with pytest.raises(ValueError, match=message):
+        dict(wc.open_checkpoint(copy).iter_tensors())

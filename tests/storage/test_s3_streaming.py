@@ -77,13 +77,21 @@ def test_large_objects_fetched_as_parallel_ranges(
     stored = objects.stored_objects([ckpt["layers.1.q.weight"]])
     from zarr.core.sync import sync
 
-    whole = sync(objects.fetch_objects(ckpt.store, stored.keys, [0] * len(stored.keys)))
+    keys, most = stored.keys, stored.most
+    whole = sync(objects.fetch_objects(ckpt.store, keys, [0] * len(keys), most))
     server.reset_log()
-    ranged = sync(objects.fetch_objects(ckpt.store, stored.keys, stored.sizes, part_size=8192))
+    ranged = sync(objects.fetch_objects(ckpt.store, keys, stored.sizes, most, part_size=8192))
     assert [a.tobytes() for a in ranged] == [a.tobytes() for a in whole]
     gets = [r for r in server.requests if r.method == "GET"]
     assert len(gets) == sum(-(-a.size // 8192) for a in whole)
     assert all(r.range for r in gets)
+    # an object larger than its chunks can take is refused, whole or by its announced size
+    small = [8] * len(keys)
+    for bounds in ([0] * len(keys), stored.sizes):
+        with pytest.raises(
+            ValueError, match=r"/c\.\d\.0: object of \d+ bytes is larger than its chunks"
+        ):
+            sync(objects.fetch_objects(ckpt.store, keys, bounds, small, part_size=8192))
 
 
 def test_faults_in_a_streamed_load_retried_or_named(

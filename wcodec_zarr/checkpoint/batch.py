@@ -8,9 +8,9 @@ of its own), and at most four pieces are held at once:
 - Remote objects are fetched a piece at a time, three pieces ahead of the one being decoded,
   each piece's objects concurrently and a large object as parallel ranged requests
   (``objects.fetch_objects``): enough requests in flight to keep a link busy while one piece
-  is decoded (on 2 cores from a server limited to 100 MB/s, a 0.97 GB bf16 model loaded in
-  1.06-1.08x the time of fetching every object at once with three pieces ahead, 1.17-1.21x with
-  two).
+  is decoded (``benchmarks/bench_load.py``, 2 cores, a server limited to 100 MB/s, a 0.97 GB
+  bf16 model: 1.08x the time of fetching every object at once with three pieces ahead, 1.13x
+  with two).
 - On the CPU, native threads decode each piece straight from the objects (file paths, or the
   fetched bytes) into each destination tensor (``decode_stored``): they read runs of chunks into
   memory they keep, so reading overlaps decoding. A whole local load is one piece: the native
@@ -159,9 +159,9 @@ def _sources(objects: StoredObjects, parts: list[Piece]) -> Iterator[tuple[Piece
 
     def fetch(part: Piece) -> list[np.ndarray]:
         o = part.objects
-        return sync(
-            fetch_objects(store, objects.keys[o.start : o.stop], objects.sizes[o.start : o.stop])
-        )
+        keys, sizes = objects.keys[o.start : o.stop], objects.sizes[o.start : o.stop]
+        most = objects.most[o.start : o.stop]
+        return sync(fetch_objects(store, keys, sizes, most))
 
     ahead = PIECES - 1
     pool = ThreadPoolExecutor(ahead, thread_name_prefix="wcodec-fetch")

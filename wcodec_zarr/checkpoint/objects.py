@@ -251,6 +251,7 @@ class StoredObjects:
     keys: list[str]
     sources: list[str] | None  # file paths (a local store); None: fetch them (``fetch_objects``)
     sizes: list[int]  # a local object's size; a remote one's expected size (``expected_size``)
+    most: list[int]  # the most bytes each object's chunks can take (``most_size``)
     per_shard: list[int]  # inner chunks of each shard; 0 for a plain chunk
     nchunks: list[int]  # chunks each object holds for the batch
     store: Store | None  # where they are stored (None when there are none)
@@ -277,6 +278,7 @@ def stored_objects(tensors: Sequence[StoredTensor]) -> StoredObjects:
     per_shard: list[int] = []
     nchunks: list[int] = []
     bounds: list[int] = []
+    most: list[int] = []
     total = 0
     for tensor, layout in eligible:
         count = -(-tensor.shape[0] // layout.rows)
@@ -288,12 +290,13 @@ def stored_objects(tensors: Sequence[StoredTensor]) -> StoredObjects:
             per_shard.append(0 if tensor.shards is None else layout.per_shard)
             n = min(layout.per_shard, count - i * layout.per_shard)
             nchunks.append(n)
-            bounds.append(expected_size(t, n, per_shard[-1]))
+            most.append(most_size(t, n, per_shard[-1]))
+            bounds.append(expected_size(t, n, most[-1]))
         total += count
     store = next(iter(stores.values()), None)
     root = None if store is None else local_root(store)
     if root is None:
-        return StoredObjects(staged, keys, None, bounds, per_shard, nchunks, store)
+        return StoredObjects(staged, keys, None, bounds, most, per_shard, nchunks, store)
     folder = str(root)
     sources = [f"{folder}/{key}" for key in keys]
     try:
@@ -305,32 +308,55 @@ def stored_objects(tensors: Sequence[StoredTensor]) -> StoredObjects:
         if not stat.S_ISREG(info.st_mode):  # a FIFO would block the staging's reads
             raise ValueError(f"{key}: not a regular file")
     sizes = [info.st_size for info in found]
-    return StoredObjects(staged, keys, sources, sizes, per_shard, nchunks, store)
+    for key, size, limit in zip(keys, sizes, most, strict=True):
+        check_size(key, size, limit)
+    return StoredObjects(staged, keys, sources, sizes, most, per_shard, nchunks, store)
 
 
-def expected_size(t: StagedTensor, nchunks: int, per_shard: int) -> int:
+def most_size(t: StagedTensor, nchunks: int, per_shard: int) -> int:
+    """The most bytes an object of ``nchunks`` chunks of the tensor (a shard of ``per_shard``,
+    or a plain chunk when 0) can take: its chunks' decoded size, each chunk's header and
+    tables, and the shard index."""
+    return nchunks * (t.chunk_nbytes + CHUNK_SLACK) + per_shard * 16 + 4
+
+
+def check_size(key: str, size: int, most: int) -> None:
+    """An object larger than its chunks can take is refused before anything is allocated for
+    it: a hostile size (a sparse file, a server's answer) would otherwise size the buffers."""
+    if size > most:
+        raise ValueError(
+            f"{key}: object of {size} bytes is larger than its chunks can take ({most} bytes)"
+        )
+
+
+def expected_size(t: StagedTensor, nchunks: int, most: int) -> int:
     """The bytes an object of ``nchunks`` chunks of the tensor should take, from the tensor's
     stored size in the manifest: what loads plan their pieces by, without a request. Kept
-    between a sixteenth of the chunks' decoded size and the most they can take."""
-    most = nchunks * (t.chunk_nbytes + CHUNK_SLACK) + per_shard * 16 + 4
+    between a sixteenth of the chunks' decoded size and ``most`` (``most_size``)."""
     share = int(t.tensor.info.get("stored_nbytes", most)) * nchunks // t.count
     return min(most, max(share, nchunks * t.chunk_nbytes // 16))
 
 
 async def fetch_objects(
-    store: Store, keys: Sequence[str], bounds: Sequence[int], part_size: int = RANGE_PART
+    store: Store,
+    keys: Sequence[str],
+    bounds: Sequence[int],
+    most: Sequence[int],
+    part_size: int = RANGE_PART,
 ) -> list[np.ndarray]:
     """The objects' bytes, fetched concurrently. One that may be larger than ``part_size``
     (``bounds``) is fetched as ranged GETs of that size in parallel, after a request for its
-    size, so that one large shard does not hold up a load on one connection. A store's error
-    (an ``OSError``, once its retries are spent) names the key."""
+    size, so that one large shard does not hold up a load on one connection. An object larger
+    than ``most`` is refused (``check_size``). A store's error (an ``OSError``, once its
+    retries are spent) names the key."""
     prototype = default_buffer_prototype()
 
-    async def ranged(key: str) -> np.ndarray:
+    async def ranged(key: str, limit: int) -> np.ndarray:
         try:
             size = await store.getsize(key)
         except FileNotFoundError:
             raise ValueError(f"{key}: object missing from the store") from None
+        check_size(key, size, limit)
         out = np.empty(size, np.uint8)
 
         async def part(start: int, stop: int) -> None:
@@ -346,16 +372,19 @@ async def fetch_objects(
         await asyncio.gather(*(part(a, min(a + part_size, size)) for a in starts))
         return out
 
-    async def whole(key: str) -> np.ndarray:
-        return (await fetch(store, [key]))[0]
+    async def whole(key: str, limit: int) -> np.ndarray:
+        data = (await fetch(store, [key]))[0]
+        check_size(key, data.size, limit)
+        return data
 
-    async def named(key: str, bound: int) -> np.ndarray:
+    async def named(key: str, bound: int, limit: int) -> np.ndarray:
         try:
-            return await (ranged(key) if bound > part_size else whole(key))
+            return await (ranged(key, limit) if bound > part_size else whole(key, limit))
         except OSError as exc:  # the store's own errors (after its retries) name no key
             raise _naming(exc, key) from exc
 
-    return list(await asyncio.gather(*(named(k, b) for k, b in zip(keys, bounds, strict=True))))
+    jobs = zip(keys, bounds, most, strict=True)
+    return list(await asyncio.gather(*(named(k, b, m) for k, b, m in jobs)))
 
 
 def _naming(exc: OSError, key: str) -> OSError:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import glob
 import json
 import math
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,6 +218,9 @@ class LazyTensor:
         return numpy_to_torch(self.numpy(), device)
 
 
+_CHUNK_KEY = re.compile(r"(c[./])?\d+([./]\d+)*")  # a chunk key's part after the array path
+
+
 class OrderedShards(EveryReadWrapper):
     """Reads through zarr whose shard indexes are checked for their writing order before zarr
     uses them (``layout.check_write_order``): a chunk's checksum says its bytes are intact, not
@@ -232,10 +236,14 @@ class OrderedShards(EveryReadWrapper):
         return OrderedShards(store, self.grids)
 
     def _grid(self, key: str) -> tuple[int, ...] | None:
+        """The shard grid of the array whose chunk (shard) object ``key`` is; None for any
+        other key (documents, arrays that are not sharded)."""
         path = key.rpartition("/")[0]
         while path and path not in self.grids:  # chunk keys with "/" separators
             path = path.rpartition("/")[0]
-        return self.grids.get(path)
+        if not path or not _CHUNK_KEY.fullmatch(key[len(path) + 1 :]):
+            return None
+        return self.grids[path]
 
     async def get(
         self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
