@@ -6,12 +6,7 @@
 set -uo pipefail
 out=${1:?output folder}
 model=$(realpath "${2:?safetensors model}")
-mkdir -p "$out"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target .site .whl/*.whl
-export PYTHONPATH=$PWD/.site
-nvidia-smi --query-gpu=name,driver_version --format=csv | tee "$out/gpu.txt"
-WCODEC_CUDA=ON timeout 300 python3 -m pip install -q --no-build-isolation --no-deps . >"$out/build.log" 2>&1 \
-  || { tail -30 "$out/build.log"; exit 1; }
+. benchmarks/gpu_setup.sh
 repo=$PWD
 gpu_tests="$repo/tests/codec/test_gpu.py $repo/tests/zarr/test_gpu.py $repo/tests/checkpoint/test_gpu_load.py"
 cd "$out" || exit 1

@@ -5,12 +5,7 @@
 set -uo pipefail
 out=${1:?output folder}
 shift
-mkdir -p "$out"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target .site .whl/*.whl
-export PYTHONPATH=$PWD/.site
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/gpu.txt"
-WCODEC_CUDA=ON timeout 400 python3 -m pip install -q --no-build-isolation --no-deps . >"$out/build.log" 2>&1 \
-  || { tail -40 "$out/build.log"; exit 1; }
+. benchmarks/gpu_setup.sh
 cd "$out" && repo=$OLDPWD
 gpu_tests="$repo/tests/codec/test_gpu.py $repo/tests/zarr/test_gpu.py $repo/tests/checkpoint/test_gpu_load.py"
 timeout 300 python3 -m pytest -q -p no:cacheprovider -m gpu $gpu_tests 2>&1 | tee pytest-gpu.log | tail -5
