@@ -8,15 +8,18 @@ import asyncio
 import contextlib
 import os
 import sys
+import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 from zarr.core.sync import sync
 
 IN_FLIGHT_BYTES = 128 << 20  # source bytes of the tasks in flight in this process
 MAX_TASKS = 8
+
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -60,20 +63,58 @@ async def _gather_bounded(
 
     started: list[asyncio.Future[Any]] = []
     in_flight: list[tuple[asyncio.Future[Any], int]] = []
-    for task, weight in zip(tasks, weights, strict=True):
-        while in_flight and (
-            len(in_flight) >= MAX_TASKS or sum(w for _, w in in_flight) + weight > budget
-        ):
-            done, _ = await asyncio.wait([f for f, _ in in_flight], return_when="FIRST_COMPLETED")
-            for future in done:
-                if future.exception() is not None:
-                    await asyncio.gather(*(f for f, _ in in_flight), return_exceptions=True)
-                    raise future.exception()  # type: ignore[misc]
-            in_flight = [(f, w) for f, w in in_flight if f not in done]
-        future = asyncio.ensure_future(run(task, weight))
-        started.append(future)
-        in_flight.append((future, weight))
-    return list(await asyncio.gather(*started))
+    try:
+        for task, weight in zip(tasks, weights, strict=True):
+            while in_flight and (
+                len(in_flight) >= MAX_TASKS or sum(w for _, w in in_flight) + weight > budget
+            ):
+                futures = [f for f, _ in in_flight]
+                done, _ = await asyncio.wait(futures, return_when="FIRST_COMPLETED")
+                for future in done:
+                    if future.exception() is not None:
+                        raise future.exception()  # type: ignore[misc]
+                in_flight = [(f, w) for f, w in in_flight if f not in done]
+            future = asyncio.ensure_future(run(task, weight))
+            started.append(future)
+            in_flight.append((future, weight))
+        if started:
+            await asyncio.wait(started)
+        return [f.result() for f in started]
+    except BaseException:
+        # a failure, or this coroutine cancelled (Ctrl-C in the caller, ``_sync_to_the_end``):
+        # the tasks started finish first (``wait``, unlike ``gather``, does not cancel them:
+        # their encoding runs on threads that would go on writing), so that none still writes
+        # once the caller removes what they wrote
+        if started:
+            await asyncio.wait(started)
+        raise
+
+
+def _sync_to_the_end(coro: Awaitable[T]) -> T:
+    """``coro`` run on zarr's event loop (``sync``). Should this thread be interrupted meanwhile
+    (Ctrl-C), the coroutine is cancelled there and waited for before the interruption goes on:
+    ``sync`` alone would leave it running, writing into what the caller then removes."""
+    runner: list[asyncio.Task[Any]] = []
+
+    async def tracked() -> T:
+        task = asyncio.current_task()
+        if task is not None:
+            runner.append(task)
+        return await coro
+
+    try:
+        return sync(tracked())
+    except BaseException:
+        if runner:
+            task, finished = runner[0], threading.Event()
+
+            def stop() -> None:
+                task.add_done_callback(lambda _: finished.set())
+                task.cancel()
+
+            task.get_loop().call_soon_threadsafe(stop)
+            finished.wait()
+        raise
 
 
 def run_tasks(
@@ -97,7 +138,8 @@ def run_tasks(
             # (native code releases the GIL)
             budget = 0 if workers == 1 else IN_FLIGHT_BYTES
             if local_fn is not None:
-                return sync(_gather_bounded(local_fn, tasks, weights, budget, bar.update))
+                bounded = _gather_bounded(local_fn, tasks, weights, budget, bar.update)
+                return _sync_to_the_end(bounded)
             heaviest = max(weights, default=1)
             # more threads than CPUs only add switching (two still overlap reads with encoding)
             cpus = max(2, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2)
