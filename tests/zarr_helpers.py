@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from zarr.abc.store import ByteRequest
 from zarr.core.buffer import Buffer, BufferPrototype
-from zarr.storage import WrapperStore
+
+from wcodec_zarr.storage import EveryReadWrapper
 
 
 class ReadLog:
@@ -20,9 +20,10 @@ class ReadLog:
         self.bytes_read = 0
 
 
-class CountingStore(WrapperStore[Any]):
-    """Records every read in ``log``: (key, byte range) per request and the bytes returned.
-    Copies that zarr makes (``with_read_only``) share the log."""
+class CountingStore(EveryReadWrapper):
+    """Records every read in ``log``: (key, byte range) per request and the bytes returned
+    (every kind of read goes through ``get``, whatever the zarr version). Copies that zarr
+    makes (``with_read_only``) share the log."""
 
     def __init__(self, store: Any, log: ReadLog | None = None) -> None:
         super().__init__(store)
@@ -38,17 +39,6 @@ class CountingStore(WrapperStore[Any]):
         result = await super().get(key, prototype, byte_range)
         self.log.bytes_read += 0 if result is None else len(result)
         return result
-
-    async def get_partial_values(
-        self,
-        prototype: BufferPrototype,
-        key_ranges: Iterable[tuple[str, ByteRequest | None]],
-    ) -> list[Buffer | None]:
-        ranges = list(key_ranges)
-        self.log.reads.extend(ranges)
-        results = await super().get_partial_values(prototype, ranges)
-        self.log.bytes_read += sum(0 if r is None else len(r) for r in results)
-        return results
 
 
 def wcodec_array(store: Any, data: Any, *, write: bool = True, **layout: Any) -> Any:

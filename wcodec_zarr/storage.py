@@ -32,7 +32,7 @@ import asyncio
 import os
 import stat
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -74,8 +74,22 @@ def storage_defaults(url: str, storage_options: dict[str, Any] | None) -> dict[s
 
 
 class EveryReadWrapper(WrapperStore[Store]):
-    """A wrapper whose ``get`` sees every read: partial reads go through it a key at a time
-    (zarr's wrapper hands them to the wrapped store directly)."""
+    """A wrapper whose ``get`` sees every read. zarr's wrapper hands partial reads
+    (``get_partial_values``, ``_get_many``, and from zarr 3.2 ``get_ranges`` and the synchronous
+    reads) to the wrapped store directly, past the wrapper's checks; here they go through
+    ``get``, and the wrapper declares no synchronous reads, so zarr takes its asynchronous
+    path."""
+
+    # zarr 3.2+: callers that read synchronously ask this first (False: they use ``get``)
+    _supports_sync_io = False
+
+    def _with_store(self, store: Store) -> EveryReadWrapper:
+        return type(self)(store)
+
+    def with_read_only(self, read_only: bool = False) -> EveryReadWrapper:
+        """This wrapper over the wrapped store's read-only (or writable) copy (zarr 3.1.0's
+        wrapper has none)."""
+        return self._with_store(self._store.with_read_only(read_only))
 
     async def get_partial_values(
         self,
@@ -83,6 +97,27 @@ class EveryReadWrapper(WrapperStore[Store]):
         key_ranges: Iterable[tuple[str, ByteRequest | None]],
     ) -> list[Buffer | None]:
         return list(await asyncio.gather(*(self.get(key, prototype, r) for key, r in key_ranges)))
+
+    async def _get_many(
+        self, requests: Iterable[tuple[str, BufferPrototype, ByteRequest | None]]
+    ) -> AsyncGenerator[tuple[str, Buffer | None], None]:
+        for key, prototype, byte_range in requests:
+            yield key, await self.get(key, prototype, byte_range)
+
+    def get_ranges(
+        self, key: str, byte_ranges: Sequence[ByteRequest | None], **options: Any
+    ) -> AsyncIterator[Sequence[tuple[int, Buffer | None]]]:
+        """zarr 3.2+: many ranges of one object, merged where close, each read by ``get``
+        (zarr's base ``Store.get_ranges``)."""
+        ranges: Any = Store.get_ranges  # type: ignore[attr-defined]  # zarr 3.2+
+        given = {name: value for name, value in options.items() if value is not None}
+        result: AsyncIterator[Sequence[tuple[int, Buffer | None]]] = ranges(
+            self, key, byte_ranges, **given
+        )
+        return result
+
+    def get_sync(self, key: str, **options: Any) -> Buffer | None:
+        raise TypeError(f"{type(self).__name__} reads asynchronously only ({key})")
 
     async def getsize(self, key: str) -> int:
         # zarr's wrapper inherits the default, which reads the whole object

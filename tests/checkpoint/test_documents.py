@@ -23,7 +23,7 @@ from wcodec_zarr.checkpoint.documents import (
     root_document,
     write_documents,
 )
-from wcodec_zarr.checkpoint.layout import CHUNK_KEYS
+from wcodec_zarr.checkpoint.layout import CHUNK_KEYS, key_encoding
 
 SPECS = [
     ArraySpec("w", np.dtype(np.float32), (3000, 400), (163, 400), (652, 400), "wcodec", {"a": 1}),
@@ -53,6 +53,7 @@ def _zarrs_own(spec: ArraySpec) -> dict[str, Any]:
         fill_value=0,
         attributes=spec.attributes,
         chunk_key_encoding=CHUNK_KEYS,
+        dimension_names=spec.dimension_names,
         **codecs,
     )
     document: dict[str, Any] = json.loads(store._store_dict["zarr.json"].to_bytes())  # type: ignore[attr-defined]
@@ -105,3 +106,39 @@ def test_root_document_opens_every_node(kind: str, tmp_path: Path) -> None:
     # every node's own document is in the store too
     plain = zarr.open_group(store, mode="r", use_consolidated=False)
     assert plain["deep/er/name.weight"].shape == (5, 7)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"name": "default"},
+        {"name": "default", "configuration": {"separator": "."}},
+        {"name": "v2"},
+        {"name": "v2", "configuration": {"separator": "/"}},
+    ],
+    ids=lambda c: f"{c['name']}{c.get('configuration', {}).get('separator', '')}",
+)
+@pytest.mark.parametrize("coords", [(), (0,), (3, 12), (1, 0, 7)], ids=str)
+def test_chunk_keys_are_the_ones_zarr_makes(
+    config: dict[str, Any], coords: tuple[int, ...]
+) -> None:
+    array = zarr.create_array(
+        MemoryStore(), shape=(20,) * len(coords), dtype="i1", chunk_key_encoding=config
+    )
+    assert key_encoding(config).encode(coords) == array.metadata.encode_chunk_key(coords)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        "default",
+        {"name": "v3"},
+        {"name": "default", "configuration": {"separator": "-"}},
+        {"name": "default", "configuration": [1]},
+        {"name": 1},
+    ],
+    ids=str,
+)
+def test_unknown_chunk_key_encodings_are_refused(config: Any) -> None:
+    with pytest.raises(ValueError, match="chunk key"):
+        key_encoding(config)

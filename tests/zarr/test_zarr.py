@@ -143,24 +143,44 @@ def test_fresh_interpreter_reads_without_importing_the_package(tmp_path: Path) -
     assert result.stdout.split() == ["ok", "True"]
 
 
-def test_bfloat16_array_in_fresh_interpreter_after_import(tmp_path: Path) -> None:
-    # zarr 3.1 parses the data type before the codecs and does not load `zarr.data_type` entry
-    # points, so a bfloat16 array needs `import wcodec_zarr` in the reading process.
-    data = weight_like(np.random.default_rng(4), (33, 65), np.dtype(ml_dtypes.bfloat16))
-    wcodec_array(LocalStore(tmp_path / "bf"), data)
-    meta = (tmp_path / "bf" / "zarr.json").read_text()
-    assert '"data_type": "bfloat16"' in meta
-    np.save(tmp_path / "bf.npy", data.view(np.uint16))
-    script = (
-        "import numpy as np, zarr, wcodec_zarr, ml_dtypes\n"
-        f"a = zarr.open_array({str(tmp_path / 'bf')!r}, mode='r')[:]\n"
-        "assert a.dtype == ml_dtypes.bfloat16\n"
-        f"assert a.view(np.uint16).tobytes() == np.load({str(tmp_path / 'bf.npy')!r}).tobytes()\n"
+# zarr 3.4 loads the `zarr.data_type` entry points when it parses metadata; earlier versions
+# parse the data type before anything loads the package
+ZARR_LOADS_DATA_TYPES = tuple(int(p) for p in zarr.__version__.split(".")[:2]) >= (3, 4)
+
+
+@pytest.mark.parametrize("first", ["", "import wcodec_zarr"], ids=["plain", "imported"])
+def test_bfloat16_and_float8_checkpoint_in_a_process_with_only_zarr(
+    tmp_path: Path, first: str
+) -> None:
+    from safetensors_helpers import write_raw
+
+    bf16 = weight_like(np.random.default_rng(4), (33, 65), np.dtype(ml_dtypes.bfloat16))
+    f8 = weight_like(np.random.default_rng(5), (16, 8), np.dtype(ml_dtypes.float8_e4m3fn))
+    write_raw(
+        tmp_path / "m.safetensors",
+        [("w", "BF16", [33, 65], bf16.tobytes()), ("f8", "F8_E4M3", [16, 8], f8.tobytes())],
+    )
+    wc.convert(tmp_path / "m.safetensors", tmp_path / "ckpt", progress=False)
+    script = textwrap.dedent(
+        f"""
+        {first}
+        import sys
+        import zarr
+        group = zarr.open_group({str(tmp_path / "ckpt")!r}, mode="r")
+        w, f8 = group["w"][:], group["f8"][:]
+        print(w.dtype, f8.dtype, file=sys.stderr)
+        sys.stdout.buffer.write(w.tobytes() + f8.tobytes())
+        """
     )
     result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, check=False
+        [sys.executable, "-c", script], capture_output=True, cwd=tmp_path, check=False
     )
-    assert result.returncode == 0, result.stderr
+    if first or ZARR_LOADS_DATA_TYPES:
+        assert result.returncode == 0, result.stderr.decode()
+        assert result.stderr.decode().split() == ["bfloat16", "float8_e4m3fn"]
+        assert result.stdout == bf16.tobytes() + f8.tobytes()
+    else:
+        assert b"No Zarr data type found that matches 'bfloat16'" in result.stderr
 
 
 def test_reading_one_inner_chunk_fetches_the_index_and_that_chunk_only() -> None:

@@ -49,6 +49,13 @@ class ArraySpec:
     codec: str  # "wcodec" or "zstd"
     attributes: dict[str, Any]
 
+    @property
+    def dimension_names(self) -> tuple[str, ...]:
+        """``<path>.dim_<axis>``, one per axis: names unique to the array, because xarray joins
+        the dimensions of a group's arrays by name (and tensors of one size need not share an
+        axis)."""
+        return tuple(f"{self.path}.dim_{axis}" for axis in range(len(self.shape)))
+
 
 @dataclass(frozen=True)
 class Target:
@@ -97,6 +104,8 @@ async def _make(spec: ArraySpec) -> tuple[str, DirectLayout | None]:
         fill_value=0,
         config=ARRAY_CONFIG,
         chunk_key_encoding=CHUNK_KEYS,
+        # zarr leaves the key out for a 0-d array
+        dimension_names=spec.dimension_names or None,
         **_codecs(spec),
     )
     buffer = await store.get("zarr.json", default_buffer_prototype())
@@ -112,6 +121,8 @@ def _target(store: Store, spec: ArraySpec) -> Target:
     if spec.shards is not None:
         document["codecs"][0]["configuration"]["chunk_shape"] = list(spec.chunks)
     document["attributes"] = spec.attributes
+    if spec.dimension_names:
+        document["dimension_names"] = list(spec.dimension_names)
     if 0 in spec.shape:
         layout = None  # nothing is stored for an empty array; zarr knows
     elif layout is not None:

@@ -41,13 +41,19 @@ def to_torch(array: Any, dtype: Any) -> Any:
     return tensor.view(target) if tensor.dtype != target else tensor
 
 
+# safetensors' names for the frameworks (``safe_open(..., framework="pt")``)
+ALIASES = {"pt": "torch", "np": "numpy"}
+
+
 def resolve_framework(device: str, framework: str | None) -> str:
-    """The framework tensors are handed over in: ``framework`` checked against ``device``, or
-    the default, NumPy on the CPU and CuPy on CUDA."""
+    """The framework tensors are handed over in: ``framework`` (or its safetensors name, "pt"
+    or "np") checked against ``device``, or the default, NumPy on the CPU and CuPy on CUDA."""
     on_gpu = device.startswith("cuda")
-    framework = framework or ("cupy" if on_gpu else "numpy")
+    framework = ALIASES.get(framework or "", framework) or ("cupy" if on_gpu else "numpy")
     if framework not in ("numpy", "cupy", "torch"):
-        raise ValueError(f"framework must be 'numpy', 'cupy' or 'torch', got {framework!r}")
+        raise ValueError(
+            f"framework must be 'numpy' ('np'), 'torch' ('pt') or 'cupy', got {framework!r}"
+        )
     if framework == "numpy" and on_gpu:
         raise ValueError("framework='numpy' holds tensors on the CPU; use 'cupy' or 'torch'")
     if framework == "cupy" and not on_gpu:

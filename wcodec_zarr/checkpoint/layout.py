@@ -22,7 +22,6 @@ from typing import Any
 import google_crc32c
 import numpy as np
 from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding
-from zarr.core.indexing import morton_order_iter
 
 from ..codec.dtypes import is_supported
 from .safetensors_file import TensorEntry
@@ -274,11 +273,75 @@ def check_row_order(key: str, entries: list[tuple[int, int]], first: int = 0) ->
         end = offset + nbytes
 
 
+@dataclass(frozen=True)
+class KeyEncoding:
+    """A chunk key encoding of the Zarr v3 specification, as an array's metadata (or the
+    manifest) names it: ``default`` keys are ``c`` and the grid coordinates, joined by the
+    separator (``c`` alone for a 0-d array); ``v2`` keys the coordinates joined by the separator
+    (``0`` for a 0-d array)."""
+
+    name: str
+    separator: str
+
+    def encode(self, coords: tuple[int, ...]) -> str:
+        if self.name == "default":
+            return self.separator.join(["c", *map(str, coords)])
+        return self.separator.join(map(str, coords)) or "0"
+
+
+@cache
+def _key_encoding(name: Any, separator: Any) -> KeyEncoding:
+    if name not in ("default", "v2"):
+        raise ValueError(f"unknown chunk key encoding {name!r}")
+    if separator is None:
+        separator = "/" if name == "default" else "."
+    if separator not in ("/", "."):
+        raise ValueError(f"chunk key separator {separator!r} is neither '/' nor '.'")
+    return KeyEncoding(name, separator)
+
+
+def key_encoding(config: Any) -> KeyEncoding:
+    """The chunk key encoding of a JSON configuration (``{"name": ..., "configuration":
+    {"separator": ...}}``, the configuration optional); ``ValueError`` for any other."""
+    if not isinstance(config, dict):
+        raise ValueError(f"chunk key encoding {config!r} is not an object")
+    options = config.get("configuration") or {}
+    if not isinstance(options, dict):
+        raise ValueError(f"chunk key encoding configuration {options!r} is not an object")
+    name, separator = config.get("name"), options.get("separator")
+    if not isinstance(name, str) or not isinstance(separator, str | None):
+        raise ValueError(f"chunk key encoding {config!r} is malformed")
+    return _key_encoding(name, separator)
+
+
+@cache
+def morton_order(grid: tuple[int, ...]) -> np.ndarray:
+    """The coordinates (one row each) of a chunk grid in the order zarr's sharding codec (and
+    ``convert``) writes a shard's inner chunks: by their compressed Morton code, whose bits
+    interleave the coordinates' bits from the lowest, dimension 0 first at each bit, skipping a
+    dimension once its extent's bits are spent (row order for a column of row bands)."""
+    coords = np.stack([c.reshape(-1) for c in np.indices(grid, dtype=np.int64)], axis=1).reshape(
+        -1, len(grid)
+    )
+    codes = np.zeros(len(coords), np.int64)
+    bits = [(n - 1).bit_length() for n in grid]
+    out_bit = 0
+    for bit in range(max(bits, default=0)):
+        for dim, width in enumerate(bits):
+            if bit < width:
+                codes |= ((coords[:, dim] >> bit) & 1) << out_bit
+                out_bit += 1
+    order = coords[np.argsort(codes, kind="stable")]
+    order.flags.writeable = False
+    return order
+
+
 @cache
 def write_order(grid: tuple[int, ...]) -> tuple[int, ...]:
-    """The C-order positions of a shard's inner chunks in the order zarr (and ``convert``)
-    writes them: Morton order of the shard's chunk grid (row order for a column of row bands)."""
-    return tuple(int(np.ravel_multi_index(c, grid)) for c in morton_order_iter(grid))
+    """The C-order positions of a shard's inner chunks in writing order (``morton_order``)."""
+    if not grid:
+        return (0,)
+    return tuple(np.ravel_multi_index(morton_order(grid).T, grid).tolist())
 
 
 def check_write_order(

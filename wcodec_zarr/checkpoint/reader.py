@@ -14,7 +14,7 @@ import json
 import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,6 @@ import numpy as np
 import zarr
 from zarr.abc.store import ByteRequest, Store, SuffixByteRequest
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
-from zarr.core.chunk_key_encodings import ChunkKeyEncoding, parse_chunk_key_encoding
 from zarr.core.group import AsyncGroup
 from zarr.core.sync import sync
 from zarr.storage import StorePath
@@ -42,12 +41,14 @@ from .layout import (
     MANIFEST_KEY,
     READABLE_MANIFEST_VERSIONS,
     SCALES_GROUP,
+    KeyEncoding,
     check_entry,
     check_file_name,
     check_name,
     check_root,
     check_write_order,
     index_entries,
+    key_encoding,
     partial_prefix,
 )
 from .objects import read_rows
@@ -108,14 +109,17 @@ class LazyTensor:
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """The shape of the tensor (or region)."""
         return self._shape
 
     @property
     def dtype(self) -> np.dtype[Any]:
+        """The stored NumPy dtype (see the class documentation)."""
         return self._dtype
 
     @property
     def safetensors_dtype(self) -> str:
+        """The dtype in the original safetensors header ("BF16", "F32", ...)."""
         return self.checkpoint.entry(self.name).dtype
 
     @property
@@ -133,19 +137,24 @@ class LazyTensor:
 
     @property
     def entropy_bound_bytes(self) -> float | None:
+        """The order-0 entropy of the tensor's byte planes, per shard, in bytes (wcodec tensors
+        only; None for others)."""
         bound = self.info.get("entropy_bound_bytes")
         return None if bound is None else float(bound)
 
     @property
     def quantized(self) -> bool:
+        """Stored as int8 with per-row scales by ``convert(quantize="int8")``: lossy."""
         return bool(self.info.get("quantized"))
 
     @property
     def chunks(self) -> tuple[int, ...]:
+        """The shape of the tensor's chunks (the unit of a read)."""
         return tuple(self.info["chunks"])
 
     @property
     def shards(self) -> tuple[int, ...] | None:
+        """The shape of its shards (stored objects of several chunks), None if not sharded."""
         shards = self.info.get("shards")
         return None if shards is None else tuple(shards)
 
@@ -158,7 +167,13 @@ class LazyTensor:
         return LazyTensor(self.name, self.checkpoint, self.info, region)
 
     def __repr__(self) -> str:
-        return f"LazyTensor({self.name!r}, shape={self.shape}, dtype={self.dtype})"
+        region = (
+            ""
+            if self.is_whole
+            else ", region=[" + ", ".join(f"{r.start}:{r.stop}" for r in self._region) + "]"
+        )
+        lossy = ", quantized" if self.quantized else ""
+        return f"LazyTensor({self.name!r}, shape={self.shape}, dtype={self.dtype}{region}{lossy})"
 
     def __len__(self) -> int:
         return self.shape[0] if self.shape else 0
@@ -185,6 +200,7 @@ class LazyTensor:
         return data if dtype is None else data.astype(dtype)
 
     def numpy(self) -> np.ndarray:
+        """The tensor (or region) read and decoded into a NumPy array."""
         return self._read(self._region)
 
     def scales(self) -> np.ndarray:
@@ -216,6 +232,38 @@ class LazyTensor:
         if device.startswith("cuda") and self.is_whole:
             return load_to_gpu([self], device, "torch")[self.name]
         return numpy_to_torch(self.numpy(), device)
+
+
+class TensorSlice:
+    """A tensor to index, as safetensors' ``safe_open(...).get_slice(name)`` gives it:
+    ``get_shape()``, ``get_dtype()`` (the safetensors dtype), and ``s[rows, cols]``, which reads
+    only the chunks the selection covers and hands it over in the framework and on the device
+    the checkpoint was opened with (``Checkpoint.get_slice``)."""
+
+    def __init__(self, tensor: LazyTensor, framework: str, device: str) -> None:
+        self.tensor = tensor
+        self.framework = framework
+        self.device = device
+
+    def get_shape(self) -> list[int]:
+        """The tensor's shape, as a list (as safetensors gives it)."""
+        return list(self.tensor.shape)
+
+    def get_dtype(self) -> str:
+        """The tensor's safetensors dtype ("BF16", "F32", ...)."""
+        return self.tensor.safetensors_dtype
+
+    def __len__(self) -> int:
+        return len(self.tensor)
+
+    def __getitem__(self, selection: Any) -> Any:
+        return to_framework(np.asarray(self.tensor[selection]), self.framework, self.device)
+
+    def __repr__(self) -> str:
+        return (
+            f"TensorSlice({self.tensor.name!r}, shape={self.get_shape()}, "
+            f"dtype={self.get_dtype()}, framework={self.framework!r}, device={self.device!r})"
+        )
 
 
 _CHUNK_KEY = re.compile(r"(c[./])?\d+([./]\d+)*")  # a chunk key's part after the array path
@@ -266,37 +314,40 @@ class OrderedShards(EveryReadWrapper):
 
 @dataclass(frozen=True)
 class FileInfo:
+    """One original safetensors file: its name, size in bytes and parsed header."""
+
     name: str
     size: int
-    header: Header
-
-
-_KEY_ENCODINGS: dict[str, ChunkKeyEncoding] = {}
-
-
-def _key_encoding(config: Any) -> ChunkKeyEncoding:
-    """The chunk key encoding of a JSON configuration, parsed once per distinct configuration:
-    the arrays of a checkpoint share one, and parsing it through zarr for each array costs more
-    than the rest of planning a load."""
-    key = repr(config)
-    encoding = _KEY_ENCODINGS.get(key)
-    if encoding is None:
-        encoding = _KEY_ENCODINGS[key] = parse_chunk_key_encoding(config)
-    return encoding
+    header: Header = field(repr=False)
 
 
 class Checkpoint(Mapping[str, LazyTensor]):
-    """A read-only mapping from tensor name to ``LazyTensor``, in the original file order.
+    """A read-only mapping from tensor name to ``LazyTensor``, in the original file order, with
+    the reading surface of safetensors' ``safe_open``: a context manager, ``keys()``,
+    ``get_tensor(name)`` and ``get_slice(name)``, in the framework and on the device given to
+    ``open_checkpoint``.
 
     Built from the root metadata document alone; the Zarr group (and its arrays, from the
     consolidated metadata) is made only when a tensor is read through zarr.
     """
 
     def __init__(
-        self, store: Store, document: dict[str, Any], url: str, consolidated: str | None = None
+        self,
+        store: Store,
+        document: dict[str, Any],
+        url: str,
+        consolidated: str | None = None,
+        *,
+        framework: str | None = None,
+        device: str = "cpu",
+        owns_store: bool = False,
     ) -> None:
         self.url = url
         self.store = store
+        self.device = device
+        self.framework = resolve_framework(device, framework)
+        self.closed = False
+        self._owns_store = owns_store
         self._document = document
         # the consolidated metadata's JSON text while it is not parsed (see split_root)
         self._consolidated = consolidated
@@ -323,7 +374,7 @@ class Checkpoint(Mapping[str, LazyTensor]):
             ) from None
         self._group: zarr.Group | None = None
         self._members: dict[str, Any] | None = None
-        self._key_encodings: dict[str, ChunkKeyEncoding] = {}
+        self._key_encodings: dict[str, KeyEncoding] = {}
 
     @property
     def group(self) -> zarr.Group:
@@ -366,9 +417,54 @@ class Checkpoint(Mapping[str, LazyTensor]):
         return self._document
 
     def __getitem__(self, name: str) -> LazyTensor:
+        self._check_open()
         if name not in self._entries:
             raise KeyError(name)
         return LazyTensor(name, self, self.manifest["tensors"][name])
+
+    def get_tensor(self, name: str) -> Any:
+        """Tensor ``name``, whole, in the checkpoint's framework and on its device (as
+        safetensors' ``get_tensor``)."""
+        tensor = self[name]
+        if self.framework == "torch":
+            return tensor.torch(self.device)
+        if self.framework == "cupy":
+            return tensor.cupy(self.device)
+        return tensor.numpy()
+
+    def get_slice(self, name: str) -> TensorSlice:
+        """Tensor ``name`` to index lazily (as safetensors' ``get_slice``): ``[a:b]`` reads
+        only the chunks it covers."""
+        return TensorSlice(self[name], self.framework, self.device)
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ValueError(f"{self.url}: the checkpoint is closed")
+
+    def close(self) -> None:
+        """Closes the store ``open_checkpoint`` opened (a zip file's handle, for one); reads
+        afterwards raise ``ValueError``. A store passed in by the caller stays open."""
+        if self.closed:
+            return
+        self.closed = True
+        self._group = None
+        self._members = None
+        if self._owns_store:
+            self.store.close()
+
+    def __enter__(self) -> Checkpoint:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        lossy = ", quantized (lossy)" if self.quantized else ""
+        closed = ", closed" if self.closed else ""
+        return (
+            f"Checkpoint({self.url!r}, {len(self)} tensors, {self.nbytes / 1e6:.2f} MB stored "
+            f"in {self.stored_nbytes / 1e6:.2f} MB{lossy}{closed})"
+        )
 
     def chunk_key(self, path: str, coords: tuple[int, ...]) -> str:
         """The store key of the chunk (or shard) at grid ``coords`` of the array at ``path``,
@@ -381,16 +477,17 @@ class Checkpoint(Mapping[str, LazyTensor]):
                 if config is None:
                     node = self._whole_document()["consolidated_metadata"]["metadata"][path]
                     config = node["chunk_key_encoding"]
-                encoding = _key_encoding(config)
+                encoding = key_encoding(config)
             except (KeyError, TypeError, ValueError) as exc:
                 raise ValueError(
                     f"{self.url}: array {path!r} has no valid chunk key encoding ({exc})"
                 ) from None
             self._key_encodings[path] = encoding
-        return f"{path}/{encoding.encode_chunk_key(coords)}"
+        return f"{path}/{encoding.encode(coords)}"
 
     def array(self, path: str) -> zarr.Array[Any]:
         """The Zarr array at ``path`` (a tensor's name, or its scales' path)."""
+        self._check_open()
         if self._members is None:
             # every node at once, from the consolidated metadata: no request per tensor
             self._members = dict(self.group.members(max_depth=None))
@@ -428,14 +525,17 @@ class Checkpoint(Mapping[str, LazyTensor]):
 
     @property
     def nbytes(self) -> int:
+        """Bytes of every tensor as in the original files."""
         return sum(int(t["nbytes"]) for t in self.manifest["tensors"].values())
 
     @property
     def stored_nbytes(self) -> int:
+        """Bytes of every tensor's chunks in the checkpoint (Zarr metadata not counted)."""
         return sum(int(t["stored_nbytes"]) for t in self.manifest["tensors"].values())
 
     @property
     def quantized(self) -> bool:
+        """Whether any tensor was quantized (the checkpoint is then lossy)."""
         return any(t.get("quantized") for t in self.manifest["tensors"].values())
 
     def iter_tensors(
@@ -453,6 +553,7 @@ class Checkpoint(Mapping[str, LazyTensor]):
         Streams as ``load_checkpoint`` does (at most ``window`` bytes of stored objects in
         flight, default 256 MiB); ``device`` and ``framework`` as there. A damaged object
         raises when its tensor is reached, naming the object."""
+        self._check_open()
         selected = list(self) if names is None else list(names)
         missing = [n for n in selected if n not in self]
         if missing:
@@ -484,10 +585,23 @@ class Checkpoint(Mapping[str, LazyTensor]):
 
 
 def open_checkpoint(
-    url: str | Path | Store, *, storage_options: dict[str, Any] | None = None
+    url: str | Path | Store,
+    *,
+    storage_options: dict[str, Any] | None = None,
+    framework: str | None = None,
+    device: str = "cpu",
 ) -> Checkpoint:
     """Opens a checkpoint (a URL or a Zarr store) read-only: one read of the root metadata, no
-    tensor data."""
+    tensor data. Use it as safetensors' ``safe_open``, as a context manager::
+
+        with wc.open_checkpoint("model.zarr", framework="pt") as ckpt:
+            for name in ckpt.keys():
+                tensor = ckpt.get_tensor(name)
+
+    ``framework`` ("numpy" or "np", "torch" or "pt", "cupy") and ``device`` ("cpu", "cuda",
+    "cuda:1") are where ``get_tensor`` and ``get_slice`` hand tensors over; NumPy on the CPU by
+    default (CuPy when ``device`` is CUDA)."""
+    framework = resolve_framework(device, framework)
     try:
         store = open_store(url, storage_options=storage_options, mode="r")
     except FileNotFoundError as exc:
@@ -509,7 +623,15 @@ def open_checkpoint(
             f"{url}: checkpoint manifest version {manifest.get('version')!r} is not supported "
             f"(this version reads {readable})"
         )
-    return Checkpoint(store, document, str(url), consolidated)
+    return Checkpoint(
+        store,
+        document,
+        str(url),
+        consolidated,
+        framework=framework,
+        device=device,
+        owns_store=not isinstance(url, Store),
+    )
 
 
 def _unfinished(url: str | Path | Store) -> str:

@@ -26,15 +26,14 @@ from typing import Any
 
 import numpy as np
 from zarr.codecs import BytesCodec, Crc32cCodec, ShardingCodec
-from zarr.codecs.sharding import ShardingCodecIndexLocation
 from zarr.core.chunk_key_encodings import ChunkKeyEncoding
-from zarr.core.indexing import morton_order_iter
 from zarr.core.metadata.v3 import ArrayV3Metadata
 
 from ..codec.chunks import SEGMENT_KIB
 from ..codec.dtypes import dtype_code
 from ..codec.native import core
 from ..zarr.serializer import WCodec
+from .layout import morton_order
 
 
 @dataclass(frozen=True)
@@ -48,6 +47,11 @@ class DirectLayout:
     def plane_counts(self) -> np.ndarray:
         """Zeroed per-plane symbol counts (itemsize x 256) for ``encode_object``."""
         return np.zeros((self.fill_value.itemsize, 256), dtype=np.uint64)
+
+
+def _name(option: Any) -> Any:
+    """A codec option's name: zarr 3.1 holds options as enums, later versions as strings."""
+    return getattr(option, "value", option)
 
 
 def direct_layout(metadata: ArrayV3Metadata) -> DirectLayout | None:
@@ -69,11 +73,10 @@ def direct_layout(metadata: ArrayV3Metadata) -> DirectLayout | None:
     if (
         len(inner) != 1
         or not isinstance(inner[0], WCodec)
-        or sharding.index_location != ShardingCodecIndexLocation.end
+        or _name(sharding.index_location) != "end"
         or len(index) != 2
         or not isinstance(index[0], BytesCodec)
-        or index[0].endian is None
-        or index[0].endian.value != "little"
+        or _name(index[0].endian) != "little"
         or not isinstance(index[1], Crc32cCodec)
     ):
         return None
@@ -202,8 +205,8 @@ def _shard_arguments(
 
 @cache
 def _write_order(grid: tuple[int, ...]) -> np.ndarray:
-    """The grid coordinates of a shard's inner chunks in zarr's writing (Morton) order."""
-    return np.asarray(list(morton_order_iter(grid)), np.uint32).reshape(-1)
+    """The grid coordinates of a shard's inner chunks in writing order, flattened."""
+    return morton_order(grid).astype(np.uint32).reshape(-1)
 
 
 def object_key(layout: DirectLayout, region: tuple[tuple[int, int], ...]) -> str:

@@ -56,6 +56,8 @@ def gpu_status() -> dict[str, Any]:
 
 
 def gpu_available() -> bool:
+    """Whether chunks can be decoded on a GPU here: the CUDA module built and a usable device
+    (``gpu_status()`` says why not)."""
     return bool(gpu_status()["available"])
 
 

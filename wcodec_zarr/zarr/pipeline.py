@@ -6,7 +6,7 @@
   into it, all chunks of a batch in one native call (zarr would decode each into a new array
   and copy it over); for whole shards of wcodec chunks this covers every inner chunk of every
   shard of the batch, which skips zarr's per-shard buffer and its copy. The shard layout is read
-  with zarr's own sharding classes (zarr 3.1).
+  with zarr's own sharding classes (zarr 3.1 to 3.4).
 
 Importing ``wcodec_zarr`` selects it in ``zarr.config`` when the configuration still names
 zarr's default pipeline, so a reader that never imports the package gets it too (zarr imports
@@ -61,15 +61,24 @@ def _host_target(out: Any) -> np.ndarray | None:
 
 
 class KeyedCodecPipeline(BatchedCodecPipeline):
+    """zarr's batched pipeline, with corrupt chunks named by key and wcodec chunks decoded
+    straight into the output (see the module documentation)."""
+
     async def read_batch(
         self, batch_info: Iterable[Any], out: Any, drop_axes: tuple[int, ...] = ()
-    ) -> None:
+    ) -> Any:
+        """Reads a batch into ``out``; returns, per item in order, whether its object was
+        present (zarr 3.2 and later check this for ``array.read_missing_chunks``)."""
         items = list(batch_info)
+        status: dict[int, str] = {}
         try:
-            rest = await self._read_shards_into(items, out, drop_axes)
-            rest = await self._read_into(rest, out, drop_axes)
+            rest = await self._read_shards_into(items, out, drop_axes, status)
+            rest = await self._read_into(rest, out, drop_axes, status)
             if rest:
-                await super().read_batch(rest, out, drop_axes)
+                # None up to zarr 3.1, a status per item from 3.2
+                results: Any = await super().read_batch(rest, out, drop_axes)  # type: ignore[func-returns-value]
+                for item, result in zip(rest, results or [{}] * len(rest), strict=True):
+                    status[id(item)] = result.get("status", "present")
         except (ChunkError, CorruptChunkError) as exc:
             culprit, inner = await self._find_culprit(items, out, drop_axes, exc)
             raise CorruptChunkError([_where(culprit[0]), *inner], exc.reason) from None
@@ -78,6 +87,7 @@ class KeyedCodecPipeline(BatchedCodecPipeline):
             # without naming the object
             culprit, inner = await self._find_culprit(items, out, drop_axes, exc)
             raise CorruptChunkError([_where(culprit[0]), *inner], str(exc)) from None
+        return tuple({"status": status.get(id(item), "present")} for item in items)
 
     def _direct_target(
         self, chunk_codec: Any, items: list[Any], out: Any, drop_axes: tuple[int, ...]
@@ -94,9 +104,12 @@ class KeyedCodecPipeline(BatchedCodecPipeline):
             return None
         return _host_target(out)
 
-    async def _read_into(self, items: list[Any], out: Any, drop_axes: tuple[int, ...]) -> list[Any]:
+    async def _read_into(
+        self, items: list[Any], out: Any, drop_axes: tuple[int, ...], status: dict[int, str]
+    ) -> list[Any]:
         """Decodes the chunks read whole into a contiguous block of a host array straight into
-        ``out``; returns the items it left to zarr."""
+        ``out``; returns the items it left to zarr and notes in ``status`` those it found
+        missing."""
         target = self._direct_target(self.array_bytes_codec, items, out, drop_axes)
         if target is None:
             return items
@@ -126,6 +139,7 @@ class KeyedCodecPipeline(BatchedCodecPipeline):
         for i, chunk in enumerate(chunks):
             if chunk is None:
                 views[i][...] = fill_value_or_default(items[i][1])
+                status[id(items[i])] = "missing"
         try:
             await asyncio.to_thread(
                 decode_batch,
@@ -137,10 +151,11 @@ class KeyedCodecPipeline(BatchedCodecPipeline):
         return rest
 
     async def _read_shards_into(
-        self, items: list[Any], out: Any, drop_axes: tuple[int, ...]
+        self, items: list[Any], out: Any, drop_axes: tuple[int, ...], status: dict[int, str]
     ) -> list[Any]:
         """Decodes whole shards of wcodec chunks straight into ``out`` (each inner chunk a
-        contiguous block of a host array); returns the items it left to zarr."""
+        contiguous block of a host array); returns the items it left to zarr and notes in
+        ``status`` the shards it found missing."""
         codec = self.array_bytes_codec
         if not isinstance(codec, ShardingCodec) or len(codec.codecs) != 1:
             return items
@@ -179,9 +194,11 @@ class KeyedCodecPipeline(BatchedCodecPipeline):
             zarr.config.get("async.concurrency"),
         )
         chunks, outs, where = [], [], []
-        for (getter, spec, *_), shard, (view, inner) in zip(taken, shards, plans, strict=True):
+        for item, shard, (view, inner) in zip(taken, shards, plans, strict=True):
+            getter, spec, *_ = item
             if shard is None:
                 view[...] = fill_value_or_default(spec)
+                status[id(item)] = "missing"
                 continue
             reader = await _ShardReader.from_bytes(shard, codec, codec._get_chunks_per_shard(spec))
             for coords, block in inner:

@@ -78,6 +78,8 @@ class WCodec(ArrayBytesCodec):
 
     @classmethod
     def from_dict(cls, data: dict[str, JSON]) -> Self:
+        """The codec of a Zarr metadata entry; ``ValueError`` for another format version or
+        unknown keys."""
         _, config = parse_named_configuration(data, CODEC_NAME, require_configuration=False)
         config = dict(config or {})
         version = config.pop("format_version", FORMAT_VERSION)
@@ -92,6 +94,7 @@ class WCodec(ArrayBytesCodec):
         return cls(**config)  # type: ignore[arg-type]
 
     def to_dict(self) -> dict[str, JSON]:
+        """The codec's Zarr metadata entry, with the format version it writes."""
         return {
             "name": CODEC_NAME,
             "configuration": {
@@ -108,6 +111,7 @@ class WCodec(ArrayBytesCodec):
         dtype: ZDType[TBaseDType, TBaseScalar],
         chunk_grid: ChunkGrid,
     ) -> None:
+        """``TypeError`` for an array whose dtype the codec does not hold."""
         native = dtype.to_native_dtype()
         if not is_supported(native):
             raise TypeError(
@@ -167,6 +171,7 @@ class WCodec(ArrayBytesCodec):
     async def decode(
         self, chunks_and_specs: Iterable[tuple[Buffer | None, ArraySpec]]
     ) -> Iterable[NDBuffer | None]:
+        """Decodes a batch of chunks (None for a missing one) in one native call."""
         # One native call for the whole batch, whose threads share all segments of all chunks.
         return await asyncio.to_thread(self._decode_batch_sync, list(chunks_and_specs))
 
@@ -178,6 +183,7 @@ class WCodec(ArrayBytesCodec):
         return await asyncio.to_thread(self._encode_sync, chunk_array, chunk_spec)
 
     def compute_encoded_size(self, input_byte_length: int, chunk_spec: ArraySpec) -> int:
+        """Not known in advance: ``NotImplementedError`` (zarr asks only of fixed-size codecs)."""
         raise NotImplementedError("wcodec output size depends on the data")
 
     def __reduce__(self) -> tuple[Any, ...]:
