@@ -61,9 +61,21 @@ def test_convert_info_verify_export(
     assert any(line.startswith("total (2 tensors)") for line in table)
 
     assert main(["info", ckpt, "--json"]) == 0
-    info = json.loads(capsys.readouterr().out)
+    info = json.loads(capsys.readouterr().out, parse_constant=pytest.fail)  # no NaN, Infinity
     assert [t["name"] for t in info["tensors"]] == ["w", "zero"]
-    assert info["tensors"][1]["bound_ratio"] is None  # all zeros: no finite bound ratio
+    w, zero = info["tensors"]
+    # all zeros: an entropy of 0 bytes, an unbounded ratio (the table's "inf")
+    assert (zero["bound_bytes"], zero["bound_ratio"]) == (0.0, None)
+    assert w["bound_ratio"] == w["nbytes"] / w["bound_bytes"]
+    totals = info["totals"]
+    assert totals["tensors"] == 2
+    assert totals["nbytes"] == 256 * 128 * 4 + 64
+    assert totals["stored_nbytes"] == w["stored_nbytes"] + zero["stored_nbytes"]
+    assert totals["ratio"] == totals["nbytes"] / totals["stored_nbytes"]
+    assert totals["bound_bytes"] == w["bound_bytes"]
+    assert totals["bound_ratio"] == totals["nbytes"] / totals["bound_bytes"]
+    assert info["files"] == [{"name": "m.safetensors", "size": model.stat().st_size}]
+    assert (info["index"], info["other_files"]) == (None, [])
 
     assert main(["verify", str(model), ckpt]) == 0
     assert capsys.readouterr().out.startswith("OK: 2 tensors bit-exact")

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import google_crc32c
 import numpy as np
 from zarr.abc.store import Store
 from zarr.core.buffer import default_buffer_prototype
@@ -41,6 +42,7 @@ from .layout import (
     CHUNK_KEYS,
     MANIFEST_KEY,
     MANIFEST_VERSION,
+    OTHER_FILES,
     SCALES_GROUP,
     SHARD_BYTES,
     UNSEALED,
@@ -53,7 +55,7 @@ from .layout import (
 )
 from .quantize import QUANTIZE_SCHEME, quantize_rows
 from .shard_writer import encode_object_parts, object_key, write_object
-from .source import Source, read_block, resolve_source
+from .source import OtherFile, Source, read_block, resolve_source
 from .tasks import run_tasks
 
 
@@ -340,6 +342,26 @@ def _replace_dir(build: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+async def _copy_other(
+    store: Store, file: OtherFile, storage_options: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Copies one of the model's other files into the checkpoint verbatim; its manifest entry
+    (name, size and CRC32C, which readers check)."""
+    fs, path = filesystem(file.url, storage_options)
+    data = await asyncio.to_thread(fs.cat_file, path)
+    if len(data) != file.size:
+        raise ValueError(f"{file.url}: changed while it was converted ({file.size} bytes listed)")
+    key = f"{OTHER_FILES}/{file.name}"
+    await store.set(key, default_buffer_prototype().buffer.from_bytes(data))
+    return {"name": file.name, "size": file.size, "crc32c": f"{google_crc32c.value(data):08x}"}
+
+
+async def _copy_others(
+    store: Store, files: tuple[OtherFile, ...], storage_options: dict[str, Any] | None
+) -> list[dict[str, Any]]:
+    return list(await asyncio.gather(*(_copy_other(store, f, storage_options) for f in files)))
+
+
 async def _data_nbytes(store: Store, prefix: str) -> int:
     """Bytes of the chunk and shard objects under ``prefix`` (metadata documents excluded)."""
     total = 0
@@ -411,6 +433,7 @@ def _write(
     for path, size in zip(through_zarr, listed, strict=True):
         owner = path.removeprefix(f"{SCALES_GROUP}/")
         stored_of[owner] = stored_of.get(owner, 0) + size
+    others = sync(_copy_others(store, source.others, storage_options)) if source.others else []
     tensors: dict[str, Any] = {}
     for plan in plans:
         tensors[plan.path] = {
@@ -435,6 +458,7 @@ def _write(
         if source.index is None
         else {"name": source.index[0], "text": source.index[1]},
         "tensors": tensors,
+        "other_files": others,
     }
     # written once and last: the checkpoint is complete only when this is there
     root = seal_root(root_document(arrays, {MANIFEST_KEY: manifest}))

@@ -57,7 +57,8 @@ def export_safetensors(
     bands); returns their paths.
 
     A checkpoint of one file goes to ``dst`` when it ends in ``.safetensors``; otherwise
-    ``dst`` is a directory that receives every original file under its name (and the index).
+    ``dst`` is a directory that receives every original file under its name, the index, and
+    the model's other files (config, tokenizer, ...) that convert kept.
     A quantized checkpoint cannot be exported: its originals were not kept.
     """
     ckpt = open_checkpoint(url, storage_options=storage_options)
@@ -68,16 +69,15 @@ def export_safetensors(
         raise ValueError(f"{dst} overlaps the checkpoint {url}: export somewhere else")
     fs, base = filesystem(dst, storage_options if local_path(dst) is None else None)
     single = len(ckpt.files) == 1 and ckpt.index is None and dst.endswith(".safetensors")
-    targets = [base] if single else [f"{base.rstrip('/')}/{f.name}" for f in ckpt.files]
-    index_target = None if ckpt.index is None else f"{base.rstrip('/')}/{ckpt.index[0]}"
-    for target in [*targets, *([index_target] if index_target else [])]:
-        if fs.exists(target) and not overwrite:
-            raise FileExistsError(f"{target} exists; pass overwrite=True (--overwrite)")
-    if not single:
-        fs.makedirs(base, exist_ok=True)
-    if index_target is not None:
-        targets.append(index_target)
     with contextlib.closing(PresentedFiles(ckpt)) as presented:
-        for name, target in zip(presented.names(), targets, strict=True):
+        # one file: the weights alone; a directory: every file, the model's other files too
+        names = [ckpt.files[0].name] if single else presented.names()
+        targets = [base] if single else [f"{base.rstrip('/')}/{n}" for n in names]
+        for target in targets:
+            if fs.exists(target) and not overwrite:
+                raise FileExistsError(f"{target} exists; pass overwrite=True (--overwrite)")
+        for folder in sorted({t.rsplit("/", 1)[0] for t in targets} if not single else ()):
+            fs.makedirs(folder, exist_ok=True)
+        for name, target in zip(names, targets, strict=True):
             _write_atomic(fs, target, presented, name)
     return targets

@@ -32,6 +32,9 @@ MANIFEST_KEY = "wcodec_checkpoint"
 MANIFEST_VERSION = 2
 READABLE_MANIFEST_VERSIONS = (1, 2)
 SCALES_GROUP = "_wcodec_scales"
+# the model's other files (config, tokenizer, ...), verbatim, each as the object
+# ``<OTHER_FILES>/<name>``: not Zarr nodes, which zarr and xarray pass over
+OTHER_FILES = "_wcodec_files"
 CHUNK_BYTES = 1 << 20
 SHARD_BYTES = 64 << 20
 # Chunk keys "c.0.0" rather than "c/0/0": an array's objects sit in its own folder, with no
@@ -96,7 +99,7 @@ def check_name(name: str) -> None:
         not name
         or "\\" in name
         or any(not p or p in (".", "..", "zarr.json") or p.startswith("__") for p in parts)
-        or parts[0] == SCALES_GROUP
+        or parts[0] in (SCALES_GROUP, OTHER_FILES)
     ):
         raise ValueError(f"tensor name {name!r} cannot be a Zarr array path")
 

@@ -110,8 +110,8 @@ class _Presented:
 
 
 class PresentedFiles:
-    """The original files of a checkpoint (and its index, if it had one), by name. ``close``
-    stops its decoding threads."""
+    """The original files of a checkpoint (and its index, if it had one, and the model's other
+    files), by name. ``close`` stops its decoding threads."""
 
     def __init__(
         self, ckpt: Checkpoint, cache_bytes: int = CACHE_BYTES, prefetch: int = PREFETCH
@@ -124,6 +124,8 @@ class PresentedFiles:
         self.files = {f.name: _Presented(ckpt, i) for i, f in enumerate(ckpt.files)}
         index = ckpt.index
         self.index = None if index is None else (index[0], index[1].encode("utf-8"))
+        self.others = {f.name: f for f in ckpt.other_files}
+        self._other_bytes: dict[str, bytes] = {}  # read whole on first use (small files)
         self.prefetch = prefetch
         self.bands = BandCache(ckpt, cache_bytes, max(2, prefetch + 1))
 
@@ -131,21 +133,34 @@ class PresentedFiles:
         self.bands.close()
 
     def names(self) -> list[str]:
-        """Every file presented: the original files in order, then the index."""
-        return list(self.files) + ([self.index[0]] if self.index is not None else [])
+        """Every file presented: the original files in order, the index, the other files."""
+        index = [self.index[0]] if self.index is not None else []
+        return [*self.files, *index, *self.others]
 
     def __contains__(self, name: object) -> bool:
-        return name in self.files or (self.index is not None and name == self.index[0])
+        return (
+            name in self.files
+            or name in self.others
+            or (self.index is not None and name == self.index[0])
+        )
 
     def size(self, name: str) -> int:
+        """The size in bytes of a presented file."""
         if self.index is not None and name == self.index[0]:
             return len(self.index[1])
+        if name in self.others:
+            return self.others[name].size
         return self.files[name].size
 
     def read_range(self, name: str, start: int, end: int) -> bytes:
         """Bytes ``[start, end)`` of a presented file, decoding only the bands that cover them."""
         if self.index is not None and name == self.index[0]:
             return self.index[1][start:end]
+        if name in self.others:
+            data = self._other_bytes.get(name)
+            if data is None:
+                data = self._other_bytes[name] = self.ckpt.read_other_file(name)
+            return data[start:end]
         presented = self.files[name]
         end = min(end, presented.size)
         if start >= end:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import google_crc32c
 import numpy as np
 import zarr
 from zarr.abc.store import ByteRequest, Store, SuffixByteRequest
@@ -39,6 +40,7 @@ from .batch import iter_tensors, load_to_gpu
 from .frameworks import numpy_to_torch, resolve_framework, to_framework
 from .layout import (
     MANIFEST_KEY,
+    OTHER_FILES,
     READABLE_MANIFEST_VERSIONS,
     SCALES_GROUP,
     KeyEncoding,
@@ -54,6 +56,7 @@ from .layout import (
 from .objects import read_rows
 from .quantize import dequantize
 from .safetensors_file import Header, TensorEntry, json_error, parse_header
+from .source import check_relative_name
 
 
 class IncompleteCheckpointError(ValueError):
@@ -321,6 +324,27 @@ class FileInfo:
     header: Header = field(repr=False)
 
 
+@dataclass(frozen=True)
+class OtherFileInfo:
+    """Another file of the original model (config, tokenizer, ...), kept verbatim: its name
+    relative to the model folder, its size in bytes and the CRC32C its reads are checked
+    against (``Checkpoint.read_other_file``)."""
+
+    name: str
+    size: int
+    crc32c: int = field(repr=False)
+
+
+def _other_file(entry: Any) -> OtherFileInfo:
+    name, size, crc = entry["name"], entry["size"], entry["crc32c"]
+    check_relative_name(name)
+    if type(size) is not int or size < 0:
+        raise ValueError(f"other file {name!r}: size {size!r} is not a byte count")
+    if not isinstance(crc, str) or not re.fullmatch(r"[0-9a-f]{8}", crc):
+        raise ValueError(f"other file {name!r}: crc32c {crc!r} is not 8 hex digits")
+    return OtherFileInfo(name, size, int(crc, 16))
+
+
 class Checkpoint(Mapping[str, LazyTensor]):
     """A read-only mapping from tensor name to ``LazyTensor``, in the original file order, with
     the reading surface of safetensors' ``safe_open``: a context manager, ``keys()``,
@@ -357,6 +381,8 @@ class Checkpoint(Mapping[str, LazyTensor]):
                 FileInfo(str(f["name"]), int(f["size"]), parse_header(f["header"]))
                 for f in self.manifest["files"]
             ]
+            # the model's other files, absent from checkpoints written before they were kept
+            self.other_files = [_other_file(e) for e in self.manifest.get("other_files", [])]
             self._names = [t.name for f in self.files for t in f.header.tensors]
             self._entries = {t.name: t for f in self.files for t in f.header.tensors}
             # names become store keys and file paths: none may lead outside the checkpoint
@@ -436,6 +462,23 @@ class Checkpoint(Mapping[str, LazyTensor]):
         """Tensor ``name`` to index lazily (as safetensors' ``get_slice``): ``[a:b]`` reads
         only the chunks it covers."""
         return TensorSlice(self[name], self.framework, self.device)
+
+    def read_other_file(self, name: str) -> bytes:
+        """The bytes of another file of the original model (``other_files``: config,
+        tokenizer, ...), checked against the size and CRC32C the manifest holds."""
+        self._check_open()
+        info = next((f for f in self.other_files if f.name == name), None)
+        if info is None:
+            raise FileNotFoundError(f"{name}: not a file of {self.url}")
+        key = f"{OTHER_FILES}/{name}"
+        value = sync(RequiredObjects(self.store).get(key, default_buffer_prototype()))
+        data = b"" if value is None else value.to_bytes()
+        if len(data) != info.size or google_crc32c.value(data) != info.crc32c:
+            raise ValueError(
+                f"{self.url}: {key}: damaged ({len(data)} bytes, {info.size} expected, or a "
+                "CRC32C mismatch)"
+            )
+        return data
 
     def _check_open(self) -> None:
         if self.closed:

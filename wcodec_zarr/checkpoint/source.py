@@ -15,6 +15,28 @@ import numpy as np
 from ..storage import filesystem
 from .safetensors_file import Header, read_header, read_into, read_region
 
+# files of a model folder that are weights in another format (or another copy of them): not
+# carried into a checkpoint
+OTHER_WEIGHTS = (
+    ".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".gguf",
+    ".tflite", ".ot", ".npz",
+)  # fmt: skip
+
+
+def check_relative_name(name: str) -> None:
+    """Another file of the model is a relative path inside its folder (``config.json``,
+    ``1_Pooling/config.json``): export writes it under its destination, never outside."""
+    parts = name.split("/")
+    if not name or "\\" in name or "\0" in name or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"file name {name!r} is not a relative path inside the model folder")
+
+
+def carried(name: str) -> bool:
+    """Whether a file of a model folder (relative path) goes into the checkpoint beside the
+    weights: not hidden (``.gitattributes``, ``.cache/``), not weights in another format."""
+    hidden = any(part.startswith(".") for part in name.split("/"))
+    return not hidden and not name.lower().endswith(OTHER_WEIGHTS)
+
 
 @dataclass(frozen=True)
 class SourceFile:
@@ -25,9 +47,35 @@ class SourceFile:
 
 
 @dataclass(frozen=True)
+class OtherFile:
+    """A file of the model folder beside the weights (config, tokenizer, README, ...)."""
+
+    name: str  # relative to the model folder, "/" between folders
+    url: str
+    size: int
+
+
+@dataclass(frozen=True)
 class Source:
     files: tuple[SourceFile, ...]
     index: tuple[str, str] | None  # (file name, text) of model.safetensors.index.json
+    # the folder's other files (``layout.carried``), for a folder or an index; none for a file
+    others: tuple[OtherFile, ...] = ()
+
+
+def _other_files(fs: Any, folder: str, base: str, taken: set[str]) -> tuple[OtherFile, ...]:
+    """The files under ``folder`` (fsspec path; ``base`` its URL) that go along with the
+    weights, ``taken`` (the weights and the index) left out, by name."""
+    found = fs.find(folder, detail=True)
+    others = []
+    prefix = folder.rstrip("/") + "/"
+    for path, info in sorted(found.items()):
+        name = path[len(prefix) :] if path.startswith(prefix) else Path(path).name
+        if info.get("type") != "file" or name in taken or not carried(name):
+            continue
+        check_relative_name(name)
+        others.append(OtherFile(name, f"{base}/{name}", int(info["size"])))
+    return tuple(others)
 
 
 def _open_file(url: str, storage_options: dict[str, Any] | None) -> SourceFile:
@@ -56,7 +104,8 @@ def resolve_source(src: str | Path, storage_options: dict[str, Any] | None = Non
         found = [n for n in names if n.endswith(".safetensors")]
         if not found:
             raise FileNotFoundError(f"{src}: no .safetensors files")
-        return Source(tuple(_open_file(f"{base}/{n}", storage_options) for n in found), None)
+        files = tuple(_open_file(f"{base}/{n}", storage_options) for n in found)
+        return Source(files, None, _other_files(fs, path, base, set(found)))
     if not fs.isfile(path):
         raise FileNotFoundError(f"{src}: no such file or directory")
     if not path.endswith(".json"):
@@ -83,7 +132,9 @@ def resolve_source(src: str | Path, storage_options: dict[str, Any] | None = Non
             or [k for k in weight_map if weight_map[k] != listed[k]][:3]
         )
         raise ValueError(f"{src}: the index and the files disagree about {missing}")
-    return Source(files, (Path(path).name, text))
+    taken = {f.name for f in files} | {Path(path).name}
+    others = _other_files(fs, path.rsplit("/", 1)[0] if "/" in path else ".", folder, taken)
+    return Source(files, (Path(path).name, text), others)
 
 
 def read_block(

@@ -15,9 +15,9 @@ from zarr.abc.store import Store
 
 from ..storage import filesystem
 from .quantize import quantize_rows
-from .reader import open_checkpoint
+from .reader import Checkpoint, open_checkpoint
 from .safetensors_file import TensorEntry
-from .source import read_block, resolve_source
+from .source import Source, read_block, resolve_source
 from .tasks import run_tasks
 
 
@@ -109,6 +109,23 @@ class VerifyReport:
         return self.ok and not self.lossy
 
 
+def _other_mismatches(
+    source: Source, ckpt: Checkpoint, storage_options: dict[str, Any] | None
+) -> list[tuple[str, str]]:
+    """The source folder's other files (config, tokenizer, ...) that the checkpoint lacks or
+    holds with other bytes."""
+    held = {f.name for f in ckpt.other_files}
+    found = []
+    for other in source.others:
+        if other.name not in held:
+            found.append((other.name, "file missing from the checkpoint"))
+            continue
+        fs, path = filesystem(other.url, storage_options)
+        if ckpt.read_other_file(other.name) != fs.cat_file(path):
+            found.append((other.name, "file differs"))
+    return found
+
+
 def verify(
     src: str | Path,
     url: str | Path | Store,
@@ -146,6 +163,7 @@ def verify(
         source.index is not None and ckpt.index is not None and source.index[1] != ckpt.index[1]
     ):
         mismatches.append(("index", "the index file differs"))
+    mismatches += _other_mismatches(source, ckpt, storage_options)
     tasks = [
         VerifyTask(
             f.url,

@@ -20,7 +20,7 @@ from typing import Any
 from ..checkpoint import convert, export_safetensors, open_checkpoint, verify
 from ..checkpoint.layout import CHUNK_BYTES, SHARD_BYTES
 from . import demo
-from .tables import format_info, info_rows, mb
+from .tables import format_info, info_json, info_rows, mb
 
 
 def _storage_options(pairs: list[str] | None) -> dict[str, Any] | None:
@@ -72,10 +72,7 @@ def _info(args: argparse.Namespace) -> int:
     ckpt = open_checkpoint(args.url, storage_options=_storage_options(args.storage_option))
     rows = info_rows(ckpt)
     if args.json:
-        for row in rows:  # JSON has no infinity: an all-constant tensor's bound ratio
-            if row["bound_ratio"] == float("inf"):
-                row["bound_ratio"] = None
-        print(json.dumps({"url": args.url, "files": [f.name for f in ckpt.files], "tensors": rows}))
+        print(json.dumps(info_json(args.url, ckpt, rows), allow_nan=False))
     else:
         print(format_info(ckpt, rows))
     return 0

@@ -13,11 +13,11 @@ def mb(n: float) -> str:
 
 
 def info_rows(ckpt: Checkpoint) -> list[dict[str, Any]]:
-    """Per tensor: names, dtypes, shape, sizes, ratio, bound ratio, codec; in file order."""
+    """Per tensor: names, dtypes, shape, sizes, ratio, entropy bound (bytes), codec; in file
+    order."""
     rows = []
     for name in ckpt:
         t = ckpt[name]
-        bound = t.entropy_bound_bytes
         rows.append(
             {
                 "name": name,
@@ -27,14 +27,43 @@ def info_rows(ckpt: Checkpoint) -> list[dict[str, Any]]:
                 "nbytes": t.nbytes,
                 "stored_nbytes": t.stored_nbytes,
                 "ratio": t.nbytes / t.stored_nbytes if t.stored_nbytes else None,
-                "bound_ratio": None
-                if bound is None
-                else (t.nbytes / bound if bound else float("inf")),
+                "bound_bytes": t.entropy_bound_bytes,
                 "codec": ckpt.manifest["tensors"][name]["codec"],
                 "quantized": t.quantized,
             }
         )
     return rows
+
+
+def _ratio(nbytes: float, bound: float | None) -> float | None:
+    """original / bound; None where there is no bound (a tensor stored with zstd) or it is 0 (a
+    constant tensor: the ratio is unbounded)."""
+    return nbytes / bound if bound else None
+
+
+def info_json(url: str, ckpt: Checkpoint, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """``info --json``: the rows, the totals, the files (every number finite: ratios are left
+    out where they are unbounded, the bound bytes say why)."""
+    coded = [r for r in rows if r["bound_bytes"] is not None]
+    bound = sum(r["bound_bytes"] for r in coded)
+    totals = {
+        "tensors": len(rows),
+        "nbytes": ckpt.nbytes,
+        "stored_nbytes": ckpt.stored_nbytes,
+        "ratio": ckpt.nbytes / ckpt.stored_nbytes if ckpt.stored_nbytes else None,
+        "wcodec_nbytes": sum(r["nbytes"] for r in coded),
+        "bound_bytes": bound,
+        "bound_ratio": _ratio(sum(r["nbytes"] for r in coded), bound),
+        "quantized": ckpt.quantized,
+    }
+    return {
+        "url": url,
+        "files": [{"name": f.name, "size": f.size} for f in ckpt.files],
+        "index": None if ckpt.index is None else ckpt.index[0],
+        "other_files": [{"name": f.name, "size": f.size} for f in ckpt.other_files],
+        "tensors": [{**r, "bound_ratio": _ratio(r["nbytes"], r["bound_bytes"])} for r in rows],
+        "totals": totals,
+    }
 
 
 def format_info(ckpt: Checkpoint, rows: list[dict[str, Any]]) -> str:
@@ -45,7 +74,8 @@ def format_info(ckpt: Checkpoint, rows: list[dict[str, Any]]) -> str:
     )
     lines = [header, "-" * len(header)]
     for r in rows:
-        bound = "-" if r["bound_ratio"] is None else f"{r['bound_ratio']:.4f}"
+        ratio = _ratio(r["nbytes"], r["bound_bytes"])
+        bound = "-" if r["bound_bytes"] is None else ("inf" if ratio is None else f"{ratio:.4f}")
         codec = r["codec"] + (" (int8, lossy)" if r["quantized"] else "")
         lines.append(
             f"{r['name']:<{width}} {r['dtype']:<7} {'x'.join(map(str, r['shape'])) or '()':<14} "
@@ -54,15 +84,20 @@ def format_info(ckpt: Checkpoint, rows: list[dict[str, Any]]) -> str:
         )
     lines.append("-" * len(header))
     total, stored = ckpt.nbytes, ckpt.stored_nbytes
-    bounds = [r["nbytes"] / r["bound_ratio"] for r in rows if r["bound_ratio"] is not None]
-    coded = sum(r["nbytes"] for r in rows if r["bound_ratio"] is not None)
+    coded = [r for r in rows if r["bound_bytes"] is not None]
+    bound_ratio = _ratio(sum(r["nbytes"] for r in coded), sum(r["bound_bytes"] for r in coded))
     lines.append(
         f"{'total (' + str(len(rows)) + ' tensors)':<{width}} {'':<7} {'':<14} {mb(total):>8} "
-        f"{mb(stored):>8} {total / stored:>7.4f} "
-        f"{(coded / sum(bounds) if bounds else 0):>7.4f}"
+        f"{mb(stored):>8} {(total / stored if stored else 0):>7.4f} "
+        f"{('-' if bound_ratio is None else f'{bound_ratio:.4f}'):>7}"
     )
     lines.append(
-        "ratio: original / stored chunk bytes (Zarr metadata not counted); bound: original / "
-        "order-0 entropy of each byte plane, per shard (wcodec tensors only)"
+        "ratio: original / stored chunk bytes (Zarr metadata not counted)\n"
+        "bound: original / order-0 entropy of each byte plane, measured per shard (wcodec "
+        "tensors only); the codec's tables are per segment of a chunk, so a tensor whose "
+        "statistics vary within a shard can beat it"
     )
+    if ckpt.other_files:
+        names = ", ".join(f.name for f in ckpt.other_files)
+        lines.append(f"other files ({len(ckpt.other_files)}): {names}")
     return "\n".join(lines)
