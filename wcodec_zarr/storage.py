@@ -346,6 +346,10 @@ def open_store(
                 raise FileNotFoundError(f"{path}: no such zip file")
             store = ZipStore(path, mode=mode)
         else:
+            if read_only and path.exists() and not path.is_dir():
+                raise NotADirectoryError(
+                    f"{path}: a file, not a Zarr store (a directory, a .zip file or a URL)"
+                )
             if read_only and not path.is_dir():
                 raise FileNotFoundError(f"{path}: no such directory")
             store = RegularFileStore(path, read_only=True) if read_only else LocalStore(path)

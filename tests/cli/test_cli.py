@@ -3,6 +3,7 @@ on stderr and exit status 2, never a traceback."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -19,7 +20,7 @@ from helpers import new_bucket, server_fixture, weight_like
 from safetensors_helpers import write_raw
 
 import wcodec_zarr as wc
-from wcodec_zarr.cli import main
+from wcodec_zarr.cli import build_parser, main
 from wcodec_zarr.testing import LoopbackS3
 
 
@@ -134,6 +135,11 @@ def test_verify_finds_a_renamed_file_and_names_what_the_checkpoint_holds(
         (["convert", "missing.safetensors", "out"], "missing.safetensors: no such file"),
         (["convert", "m.safetensors", "exists"], "exists; pass overwrite=True (--overwrite)"),
         (["info", "nowhere"], "nowhere: no such directory"),
+        (
+            ["info", "m.safetensors"],
+            "m.safetensors: a file, not a Zarr store (a directory, a .zip file or a URL); a "
+            "safetensors model, which 'wcodec convert m.safetensors <checkpoint>' converts",
+        ),
         (["info", "exists"], "exists: no checkpoint there (no Zarr group)"),
         (["convert", "garbage.safetensors", "out"], "not a valid safetensors file"),
         (["convert", "m.safetensors", "out", "-o", "novalue"], "is not key=value"),
@@ -155,20 +161,85 @@ def test_user_mistakes_are_one_clear_line(
     assert (tmp_path / "m.safetensors").read_bytes() == model.read_bytes()
 
 
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.startswith(f"wcodec {wc.__version__} (bitstream format v1, ")
+
+
+def test_no_arguments_print_the_help(tmp_path: Path) -> None:
+    result = run_cli(cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: wcodec")
+    for command in ("convert", "info", "verify", "export", "demo"):
+        assert f"    {command} " in result.stdout
+
+
+def test_every_argument_is_described_in_plain_text() -> None:
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    for name, sub in [("wcodec", parser), *commands.choices.items()]:
+        assert sub.description and "``" not in sub.description, name
+        for action in sub._actions:
+            assert action.help and "``" not in action.help, (name, action.dest)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--chunk-kb", "0"], "argument --chunk-kb: --chunk-kb must be a positive number, got 0"),
+        (["--shard-mb", "-1"], "argument --shard-mb: --shard-mb must be a positive number"),
+        (["--chunk-kb", "big"], "argument --chunk-kb: --chunk-kb takes a number, not 'big'"),
+        (["--quantize", "int4"], "argument --quantize: invalid choice: 'int4'"),
+    ],
+)
+def test_bad_options_are_named(model: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    result = run_cli("convert", str(model), "out", *args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1].startswith(f"wcodec convert: error: {message}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_quiet_and_progress(
+    model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = str(tmp_path / "ckpt")
+    assert main(["convert", str(model), ckpt, "-q"]) == 0
+    assert main(["export", ckpt, str(tmp_path / "a.safetensors"), "-q"]) == 0
+    assert capsys.readouterr() == ("", "")
+    assert main(["export", ckpt, str(tmp_path / "b.safetensors")]) == 0
+    assert capsys.readouterr().out == f"{tmp_path / 'b.safetensors'}\n"
+    wc.export_safetensors(ckpt, tmp_path / "c.safetensors", progress=True)
+    bar = capsys.readouterr().err
+    assert "export" in bar and "100%" in bar
+    for name in "abc":
+        assert (tmp_path / f"{name}.safetensors").read_bytes() == model.read_bytes()
+
+
 def test_demo_runs_the_main_job(
     minilm: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "demo.zarr"
     assert main(["demo", "--repeats", "1", "--out", str(out)]) == 0
-    text = capsys.readouterr().out
-    assert "total (104 tensors)" in text
-    assert "verify: OK, 104 tensors bit-exact" in text
-    assert "lazy slice: rank 1 of 8" in text and "bit-exact yes" in text
-    assert "GPU load:" in text
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("wcodec demo: all-MiniLM-L6-v2 (model.safetensors), format v1")
+    # the summary leads, a line per step
+    labels = [line.split(":")[0] for line in lines[2:7]]
+    assert labels == ["model", "checkpoint", "verify", "lazy slice", "GPU load"]
+    assert lines[2].endswith("104 tensors (103 F32, 1 I64), 90.86 MB")
+    assert "ratio 1.22" in lines[3] and "(order-0 bound 1.21" in lines[3]
+    assert lines[4].endswith("OK, 104 tensors bit-exact")
+    assert lines[5].startswith("lazy slice:  rank 1 of 8") and lines[5].endswith("bit-exact yes")
+    assert not any(line.startswith("total (104 tensors)") for line in lines)
     for view in ("fp32", "bf16", "int8"):
-        line = next(line for line in text.splitlines() if line.startswith(view + " "))
+        line = next(line for line in lines if line.startswith(view + " "))
         assert line.rstrip().endswith("yes")
+    assert [line.split(":")[0] for line in lines[-3:]] == ["ratio", "bound", "views"]
     assert (out / "zarr.json").is_file()
+
+    assert main(["demo", "--repeats", "1", "--out", str(out), "--tensors"]) == 0
+    assert "total (104 tensors)" in capsys.readouterr().out
 
 
 server = server_fixture(LoopbackS3)

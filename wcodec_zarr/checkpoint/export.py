@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
 
 from fsspec.implementations.local import LocalFileSystem
+from tqdm.auto import tqdm
 from zarr.abc.store import Store
 
 from ..storage import filesystem, local_path, overlap
@@ -20,7 +22,7 @@ from .reader import open_checkpoint
 EXPORT_BLOCK = 16 << 20
 
 
-def _write_atomic(fs: Any, path: str, presented: PresentedFiles, name: str) -> None:
+def _write_atomic(fs: Any, path: str, presented: PresentedFiles, name: str, bar: Any) -> None:
     """Copies a presented file to ``path`` whole or not at all: a local file through a
     temporary name and a rename; a remote one as an upload committed only once it is complete
     (fsspec's ``autocommit=False``: ``commit``, or ``discard`` on failure)."""
@@ -32,6 +34,7 @@ def _write_atomic(fs: Any, path: str, presented: PresentedFiles, name: str) -> N
         with file:
             for start in range(0, size, EXPORT_BLOCK):
                 file.write(presented.read_range(name, start, min(start + EXPORT_BLOCK, size)))
+                bar.update(min(EXPORT_BLOCK, size - start))
     except BaseException:
         # a corrupt chunk, a failed read or Ctrl-C: nothing of the file stays behind
         if local:
@@ -52,6 +55,7 @@ def export_safetensors(
     *,
     storage_options: dict[str, Any] | None = None,
     overwrite: bool = False,
+    progress: bool | None = False,
 ) -> list[str]:
     """Writes the original safetensors files back, byte-identical (streamed: memory stays a few
     bands); returns their paths.
@@ -59,7 +63,8 @@ def export_safetensors(
     A checkpoint of one file goes to ``dst`` when it ends in ``.safetensors``; otherwise
     ``dst`` is a directory that receives every original file under its name, the index, and
     the model's other files (config, tokenizer, ...) that convert kept.
-    A quantized checkpoint cannot be exported: its originals were not kept.
+    A quantized checkpoint cannot be exported: its originals were not kept. ``progress``:
+    a tqdm bar of the bytes written (None: on a terminal).
     """
     ckpt = open_checkpoint(url, storage_options=storage_options)
     if ckpt.quantized:
@@ -78,6 +83,9 @@ def export_safetensors(
                 raise FileExistsError(f"{target} exists; pass overwrite=True (--overwrite)")
         for folder in sorted({t.rsplit("/", 1)[0] for t in targets} if not single else ()):
             fs.makedirs(folder, exist_ok=True)
-        for name, target in zip(names, targets, strict=True):
-            _write_atomic(fs, target, presented, name)
+        show = sys.stderr.isatty() if progress is None else progress
+        total = sum(presented.size(n) for n in names)
+        with tqdm(total=total, unit="B", unit_scale=True, desc="export", disable=not show) as bar:
+            for name, target in zip(names, targets, strict=True):
+                _write_atomic(fs, target, presented, name, bar)
     return targets

@@ -647,6 +647,11 @@ def open_checkpoint(
     framework = resolve_framework(device, framework)
     try:
         store = open_store(url, storage_options=storage_options, mode="r")
+    except NotADirectoryError as exc:
+        if str(url).endswith(".safetensors"):
+            hint = f"; a safetensors model, which 'wcodec convert {url} <checkpoint>' converts"
+            raise NotADirectoryError(f"{exc}{hint}") from None
+        raise
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"{exc}{_unfinished(url)}") from None
     found = _root_document(store)

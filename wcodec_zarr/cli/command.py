@@ -14,11 +14,13 @@ import logging
 import sys
 import traceback
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from ..checkpoint import convert, export_safetensors, open_checkpoint, verify
 from ..checkpoint.layout import CHUNK_BYTES, SHARD_BYTES
+from ..codec.native import core
 from . import demo
 from .tables import format_info, info_json, info_rows, mb
 
@@ -114,22 +116,54 @@ def _export(args: argparse.Namespace) -> int:
         args.dst,
         storage_options=_storage_options(args.storage_option),
         overwrite=args.overwrite,
+        progress=False if args.quiet else None,
     )
-    for path in written:
-        print(path)
+    if not args.quiet:
+        for path in written:
+            print(path)
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
-    return demo.main(args.model, args.out, args.threads, args.repeats)
+    return demo.main(args.model, args.out, args.threads, args.repeats, args.tensors)
+
+
+def _positive(flag: str) -> Any:
+    """An argparse type: a number above 0 (the error names ``flag``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} takes a number, not {text!r}") from None
+        if not value > 0 or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{flag} must be a positive number, got {text}")
+        return value
+
+    return parse
+
+
+def _version() -> str:
+    try:
+        package = version("wcodec-zarr")
+    except PackageNotFoundError:  # pragma: no cover - running from an unbuilt tree
+        package = "unknown"
+    return f"wcodec {package} (bitstream format v{core.FORMAT_VERSION}, decoder {core.simd()})"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wcodec", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="wcodec",
+        description="Lossless compression of neural-network weights: safetensors models as "
+        "compressed, lazily readable Zarr checkpoints (local or s3://, gs://, ... URLs).",
+        epilog="'wcodec COMMAND -h' describes a command. Exit status: 0 done, 1 verify found a "
+        "difference, 2 an error (one 'wcodec: error:' line), 130 interrupted.",
+    )
+    parser.add_argument("--version", action="version", version=_version())
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="show storage retries and error tracebacks"
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", help="one of:")
 
     def storage(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -137,47 +171,98 @@ def build_parser() -> argparse.ArgumentParser:
             "--storage-option",
             action="append",
             metavar="KEY=VALUE",
-            help="fsspec option for remote URLs (repeatable; JSON values)",
+            help="fsspec option for remote URLs, e.g. endpoint_url=http://... (repeatable; "
+            "values parse as JSON where they can)",
         )
 
-    p = sub.add_parser("convert", help="safetensors model -> compressed Zarr checkpoint")
-    p.add_argument("src", help="a .safetensors file, an index.json, or a directory")
-    p.add_argument("dst", help="destination directory or URL (s3://..., memory://...)")
-    p.add_argument("--shard-mb", type=float, default=SHARD_BYTES / 2**20)
-    p.add_argument("--chunk-kb", type=float, default=CHUNK_BYTES / 2**10)
+    def quiet(p: argparse.ArgumentParser, what: str) -> None:
+        p.add_argument("-q", "--quiet", action="store_true", help=f"no progress bar{what}")
+
+    p = sub.add_parser(
+        "convert",
+        help="safetensors model -> compressed Zarr checkpoint",
+        description="Converts a safetensors model (a file, a sharded model's index.json, or a "
+        "model folder, whose other files come along) into a checkpoint.",
+    )
+    p.add_argument(
+        "src", help="a .safetensors file, a *.safetensors.index.json, or a model folder (or URL)"
+    )
+    p.add_argument("dst", help="the checkpoint to write: a directory or a URL (s3://..., gs://...)")
+    p.add_argument(
+        "--shard-mb",
+        type=_positive("--shard-mb"),
+        default=SHARD_BYTES / 2**20,
+        metavar="MB",
+        help="largest stored object (shard) in MiB (default %(default)g)",
+    )
+    p.add_argument(
+        "--chunk-kb",
+        type=_positive("--chunk-kb"),
+        default=CHUNK_BYTES / 2**10,
+        metavar="KB",
+        help="largest chunk, the unit of a partial read, in KiB (default %(default)g)",
+    )
     p.add_argument("--quantize", choices=["int8"], help="LOSSY: per-row int8 of 2-D weights")
-    p.add_argument("--workers", help="Dask: a worker count or a scheduler address")
+    p.add_argument(
+        "--workers", metavar="N|ADDRESS", help="encode on Dask: a worker count or a scheduler"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing destination")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    quiet(p, " or summary")
     storage(p)
     p.set_defaults(func=_convert)
 
-    p = sub.add_parser("info", help="per-tensor table: dtype, shape, size, ratio, bound")
-    p.add_argument("url")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = sub.add_parser(
+        "info",
+        help="per-tensor table: dtype, shape, size, ratio, bound",
+        description="Describes a checkpoint: per tensor its dtype, shape, sizes, ratio and "
+        "entropy bound, then the totals and the model's files.",
+    )
+    p.add_argument("url", help="the checkpoint: a directory, a .zip or a URL")
+    p.add_argument("--json", action="store_true", help="machine-readable output, with totals")
     storage(p)
     p.set_defaults(func=_info)
 
-    p = sub.add_parser("verify", help="bit-exact comparison with the source model")
-    p.add_argument("src")
-    p.add_argument("url")
-    p.add_argument("--workers", help="Dask: a worker count or a scheduler address")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p = sub.add_parser(
+        "verify",
+        help="bit-exact comparison with the source model",
+        description="Compares a checkpoint with the model it was converted from: headers, "
+        "every tensor bit for bit, the other files byte for byte. Exit status 1 on a "
+        "difference.",
+    )
+    p.add_argument("src", help="the source model, as given to convert")
+    p.add_argument("url", help="the checkpoint")
+    p.add_argument(
+        "--workers", metavar="N|ADDRESS", help="compare on Dask: a worker count or a scheduler"
+    )
+    quiet(p, "")
     storage(p)
     p.set_defaults(func=_verify)
 
-    p = sub.add_parser("export", help="write the original safetensors files back")
-    p.add_argument("url")
-    p.add_argument("dst", help="a .safetensors path (single-file models) or a directory")
-    p.add_argument("--overwrite", action="store_true")
+    p = sub.add_parser(
+        "export",
+        help="write the original safetensors files back",
+        description="Writes the model's original files back, byte-identical: the weights, "
+        "the index and the other files a folder had.",
+    )
+    p.add_argument("url", help="the checkpoint")
+    p.add_argument("dst", help="a .safetensors path (a model of one file) or a directory (or URL)")
+    p.add_argument("--overwrite", action="store_true", help="replace files that exist")
+    quiet(p, " or list of files written")
     storage(p)
     p.set_defaults(func=_export)
 
-    p = sub.add_parser("demo", help="convert, inspect, verify and load the real MiniLM model")
+    p = sub.add_parser(
+        "demo",
+        help="convert, inspect, verify and load the real MiniLM model",
+        description="The main job on the real all-MiniLM-L6-v2 weights (or --model): "
+        "convert, verify, a lazy slice, a GPU load where there is a GPU, and the codec alone "
+        "on fp32, bf16 and int8.",
+    )
     p.add_argument("--model", type=Path, help="a safetensors file instead of MiniLM")
     p.add_argument("--out", default="wcodec-demo.zarr", help="checkpoint to write (replaced)")
     p.add_argument("--threads", type=int, default=0, help="0 (default): every core")
     p.add_argument("--repeats", type=int, default=3, help="timing repeats (best is shown)")
+    p.add_argument("--tensors", action="store_true", help="print the per-tensor table too")
     p.set_defaults(func=_demo)
     return parser
 
@@ -211,7 +296,11 @@ def _verbose(enabled: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # no command: the help, as a question
+        parser.print_help()
+        return 0
     _verbose(args.verbose)
     try:
         code: int = args.func(args)
