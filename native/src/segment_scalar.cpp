@@ -33,7 +33,29 @@ void decode_segment_scalar(const DecodeTable& table, const uint8_t* payload, siz
     state[k] = load_u32(payload + 4 * k);
     if (state[k] < kStateLow) throw FormatError("corrupt segment: initial rANS state below 2^16");
   }
-  decode_segment_tail(table, state, 0, n, payload + kStateBytes, payload + len, out);
+  const uint8_t* wp = payload + kStateBytes;
+  const uint8_t* const wend = payload + len;
+  size_t i = 0;
+  // Whole steps of 32 symbols while a step's words (at most one per lane) are all there, without
+  // branches: whether a lane takes a word is as random as the data, so a branch on it would be
+  // mispredicted often. The next word is read whether it is taken or not (it is in bounds), and
+  // the word pointer advances by 0 or 2: lanes then depend on one another only through that add.
+  for (; i + kLanes <= n && static_cast<size_t>(wend - wp) >= 2 * kLanes; i += kLanes) {
+    for (uint32_t k = 0; k < kLanes; ++k) {
+      uint32_t x = state[k];
+      const uint32_t e = table.entry[x & (kProbScale - 1)];
+      out[i + k] = static_cast<uint8_t>(dec_symbol(e));
+      x = dec_freq(e) * (x >> kProbBits) + dec_offset(e);
+      // all ones when the lane takes a word: a mask, which compilers keep free of branches (a
+      // conditional expression here became a branch)
+      const uint32_t take = 0u - static_cast<uint32_t>(x < kStateLow);
+      const uint32_t shifted = (x << 16) | load_u16(wp);
+      x = (x & ~take) | (shifted & take);
+      wp += take & 2u;
+      state[k] = x;
+    }
+  }
+  decode_segment_tail(table, state, i, n, wp, wend, out);
 }
 
 void decode_segment_group_scalar(const SegmentJob* jobs, int count) {
