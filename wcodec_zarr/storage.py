@@ -160,6 +160,27 @@ class ShardIndexCache(EveryReadWrapper):
         return value
 
 
+class DirectoryZipStore(ZipStore):
+    """zarr's ``ZipStore`` with object sizes from the zip's directory: zarr's ``getsize``
+    reads the whole member, which a deflate bomb (a small member declaring gigabytes) would
+    inflate before any size check could refuse it."""
+
+    async def getsize(self, key: str) -> int:
+        if not self._is_open:
+            self._sync_open()
+        try:
+            return int(self._zf.getinfo(key).file_size)
+        except KeyError:
+            raise FileNotFoundError(key) from None
+
+
+def sizes_are_free(store: Store) -> bool:
+    """Whether ``getsize`` costs no request: a local directory or zip file (through
+    ``ShardIndexCache``), where a size is checked before an object is read."""
+    inner = store._store if isinstance(store, ShardIndexCache) else store
+    return isinstance(inner, LocalStore | DirectoryZipStore)
+
+
 class TransferError(ValueError):
     """An object's bytes failed the checksum its store sent with them, on every try."""
 
@@ -344,7 +365,7 @@ def open_store(
         if path.suffix == ".zip":
             if read_only and not path.is_file():
                 raise FileNotFoundError(f"{path}: no such zip file")
-            store = ZipStore(path, mode=mode)
+            store = DirectoryZipStore(path, mode=mode)
         else:
             if read_only and path.exists() and not path.is_dir():
                 raise NotADirectoryError(

@@ -9,6 +9,8 @@ import os
 import struct
 import subprocess
 import sys
+import tracemalloc
+import zipfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -469,3 +471,41 @@ def test_a_manifest_claiming_more_than_memory_is_a_value_error(model: Path, tmp_
     root.write_bytes(seal_root(json.dumps(document, separators=(",", ":")).encode()))
     with pytest.raises(ValueError, match="more than this machine's memory"):
         wc.load_checkpoint(ckpt)
+
+
+def _zip_with_a_bomb(ckpt: Path, dst: Path, bombed: str, inflated: int) -> None:
+    """``ckpt`` zipped (as ``zip -r`` would, deflated), the member ``bombed`` replaced by
+    ``inflated`` bytes of zeros: a few hundred KiB that declare and inflate to far more."""
+    with zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(ckpt.rglob("*")):
+            key = str(path.relative_to(ckpt))
+            if path.is_file() and key != bombed:
+                zf.write(path, key)
+        with zf.open(zipfile.ZipInfo(bombed), "w") as member:
+            zeros = bytes(1 << 20)
+            for _ in range(inflated >> 20):
+                member.write(zeros)
+
+
+@pytest.mark.parametrize("read", ["slice", "zarr", "load"])
+def test_a_deflate_bomb_in_a_zip_checkpoint_is_refused_before_it_inflates(
+    tmp_path: Path, read: str
+) -> None:
+    weight = weight_like(np.random.default_rng(3), (512, 256), np.dtype(np.int8))
+    write_raw(tmp_path / "m.safetensors", [("w", "I8", [512, 256], weight.tobytes())])
+    wc.convert(tmp_path / "m.safetensors", tmp_path / "ckpt", chunk_bytes=1 << 14, progress=False)
+    _zip_with_a_bomb(tmp_path / "ckpt", tmp_path / "ckpt.zip", "w/c.0.0", 256 << 20)
+    ckpt = wc.open_checkpoint(tmp_path / "ckpt.zip")
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"w/c\.0\.0: object of 268435456 bytes is larger"):
+            if read == "slice":
+                ckpt["w"][0:4]
+            elif read == "zarr":
+                ckpt["w"].array[0:4, 3]
+            else:
+                wc.load_checkpoint(tmp_path / "ckpt.zip")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20

@@ -35,6 +35,7 @@ from ..storage import (
     local_root,
     open_store,
     read_regular_file,
+    sizes_are_free,
 )
 from .batch import iter_tensors, load_to_gpu
 from .frameworks import numpy_to_torch, resolve_framework, to_framework
@@ -53,7 +54,7 @@ from .layout import (
     key_encoding,
     partial_prefix,
 )
-from .objects import read_rows
+from .objects import CHUNK_SLACK, check_size, read_rows
 from .quantize import dequantize
 from .safetensors_file import Header, TensorEntry, json_error, parse_header
 from .source import check_relative_name
@@ -237,6 +238,54 @@ class LazyTensor:
         return numpy_to_torch(self.numpy(), device)
 
 
+class BoundedObjects(EveryReadWrapper):
+    """Reads of chunk and shard objects refused, before a byte is read, when the object is
+    larger than its array's chunks can take (``limits``: the most bytes of an object, by array
+    path): a sparse file or a zip member that inflates to gigabytes would otherwise be read
+    whole into memory first. For stores whose sizes cost no request (``sizes_are_free``)."""
+
+    def __init__(self, store: Store, limits: dict[str, int]) -> None:
+        super().__init__(store)
+        self.limits = limits
+
+    def _with_store(self, store: Store) -> BoundedObjects:
+        return BoundedObjects(store, self.limits)
+
+    async def get(
+        self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
+    ) -> Buffer | None:
+        path, _, rest = key.rpartition("/")
+        most = self.limits.get(path)
+        if most is not None and _CHUNK_KEY.fullmatch(rest):
+            try:
+                size = await self._store.getsize(key)
+            except FileNotFoundError:
+                return None
+            check_size(key, size, most)
+        return await super().get(key, prototype, byte_range)
+
+
+def object_limits(manifest: dict[str, Any]) -> dict[str, int]:
+    """The most bytes a stored object of each array can take, by array path: its chunks'
+    decoded size with room for their headers and tables (zstd's worst case inside it), the
+    shard index; a quantized tensor's scales array too."""
+    limits = {}
+    for name, info in manifest["tensors"].items():
+        itemsize = np.dtype(info["dtype"]).itemsize
+        chunk = math.prod(info["chunks"]) * itemsize
+        per_shard = (
+            1
+            if info.get("shards") is None
+            else math.prod(s // c for s, c in zip(info["shards"], info["chunks"], strict=True))
+        )
+        index = 0 if info.get("shards") is None else per_shard * 16 + 4
+        limits[name] = per_shard * (chunk + chunk // 128 + CHUNK_SLACK) + index
+        if info.get("quantized"):
+            rows = (info.get("shards") or info["chunks"])[0]
+            limits[f"{SCALES_GROUP}/{name}"] = rows * 4 + CHUNK_SLACK
+    return limits
+
+
 class TensorSlice:
     """A tensor to index, as safetensors' ``safe_open(...).get_slice(name)`` gives it:
     ``get_shape()``, ``get_dtype()`` (the safetensors dtype), and ``s[rows, cols]``, which reads
@@ -400,6 +449,15 @@ class Checkpoint(Mapping[str, LazyTensor]):
             ) from None
         self._group: zarr.Group | None = None
         self._members: dict[str, Any] | None = None
+        if sizes_are_free(store):
+            # every read through zarr, and a zip checkpoint's loads, check sizes first (local
+            # loads read files through the native reader, which checks them itself)
+            bounded = BoundedObjects(store, object_limits(self.manifest))
+            self._zarr_store: Store = bounded
+            if local_root(store) is None:
+                self.store = bounded
+        else:
+            self._zarr_store = store
         self._key_encodings: dict[str, KeyEncoding] = {}
 
     @property
@@ -408,7 +466,7 @@ class Checkpoint(Mapping[str, LazyTensor]):
         arrays raise ``MissingObjectError`` for an object that is not there (``RequiredObjects``)
         instead of reading it as the fill value."""
         if self._group is None:
-            store = StorePath(OrderedShards(RequiredObjects(self.store), self._grids()))
+            store = StorePath(OrderedShards(RequiredObjects(self._zarr_store), self._grids()))
             try:
                 group = AsyncGroup.from_dict(store, dict(self._whole_document()))
             except (TypeError, KeyError, AttributeError) as exc:
