@@ -139,3 +139,17 @@ def test_objects_larger_than_their_chunks_are_refused(local: Path) -> None:
         wc.load_checkpoint(copy)
     with pytest.raises(ValueError, match=message):
         dict(wc.open_checkpoint(copy).iter_tensors())
+
+
+def test_a_load_shows_a_bar_of_every_byte_when_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    arrays = write_mixed_model(tmp_path / "m.safetensors")
+    wc.convert(tmp_path / "m.safetensors", tmp_path / "ckpt", progress=False)
+    wc.load_checkpoint(tmp_path / "ckpt")
+    assert capsys.readouterr().err == ""  # no bar by default
+    tensors = wc.load_checkpoint(tmp_path / "ckpt", progress=True)
+    bar = capsys.readouterr().err.replace("\r", "\n").splitlines()[-1]
+    total = sum(a.nbytes for a in arrays.values())  # int64 position_ids read through zarr too
+    assert bar.startswith("load: 100%") and f"{total / 1e3:.3g}k/{total / 1e3:.3g}k" in bar
+    assert all(tensors[n].tobytes() == a.tobytes() for n, a in arrays.items())

@@ -277,10 +277,14 @@ def cpu_view(t: StagedTensor, dest: np.ndarray) -> np.ndarray:
 
 
 def load_to_cpu(
-    tensors: Sequence[StoredTensor], threads: int | None = None, window: int | None = None
+    tensors: Sequence[StoredTensor],
+    threads: int | None = None,
+    window: int | None = None,
+    done: Callable[[int], object] | None = None,
 ) -> dict[str, np.ndarray]:
     """The tensors as NumPy arrays, in the order given; see the module documentation. The
-    arrays of one call are views of one block of memory, freed when none is left."""
+    arrays of one call are views of one block of memory, freed when none is left. ``done``
+    is told the bytes of each tensor as it completes (a progress bar's ``update``)."""
     objects = stored_objects(tensors)
     window = check_window(window)
     results: dict[str, np.ndarray] = {}
@@ -292,8 +296,18 @@ def load_to_cpu(
         )
         for t, dest in streamed:
             results[t.tensor.name] = cpu_view(t, dest)
+            if done is not None:
+                done(t.tensor.nbytes)
         objects.check_unchanged()
-    return {t.name: results[t.name] if t.name in results else t.numpy() for t in tensors}
+    out: dict[str, np.ndarray] = {}
+    for tensor in tensors:
+        result = results.get(tensor.name)
+        if result is None:  # read through zarr (zstd, empty or scalar tensors)
+            result = tensor.numpy()
+            if done is not None:
+                done(tensor.nbytes)
+        out[tensor.name] = result
+    return out
 
 
 class _Slot:
@@ -455,11 +469,15 @@ def _stage(
 
 
 def load_to_gpu(
-    tensors: Sequence[StoredTensor], device: str, framework: str, window: int | None = None
+    tensors: Sequence[StoredTensor],
+    device: str,
+    framework: str,
+    window: int | None = None,
+    done: Callable[[int], object] | None = None,
 ) -> dict[str, Any]:
     """The tensors on ``device`` as CuPy arrays (bfloat16/float8 as same-width unsigned
     integers) or PyTorch tensors; see the module documentation. The tensors of one call are
-    views of one device allocation."""
+    views of one device allocation. ``done`` as for ``load_to_cpu``."""
     import cupy as cp
 
     with cp.cuda.Device(int(device.partition(":")[2] or 0)):
@@ -475,12 +493,16 @@ def load_to_gpu(
             for t, dest in stream_to_gpu(objects, lambda t: places[id(t)], window):
                 view = gpu_view(t, dest, "cupy") if typed is None else typed.view(t, dest)
                 results[t.tensor.name] = view
+                if done is not None:
+                    done(t.tensor.nbytes)
             objects.check_unchanged()
         out: dict[str, Any] = {}
         for tensor in tensors:
             result = results.get(tensor.name)
             if result is None:
                 result = upload(tensor.numpy(), tensor.dtype, framework)
+                if done is not None:
+                    done(tensor.nbytes)
             out[tensor.name] = result
         return out
 

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from tqdm.auto import tqdm
 from zarr.abc.store import Store
 
 from . import quantize
@@ -25,9 +27,11 @@ def load_checkpoint(
     dequantize: bool = False,
     storage_options: dict[str, Any] | None = None,
     window: int | None = None,
+    progress: bool | None = False,
 ) -> dict[str, Any]:
     """Every tensor (or those in ``names``) as a dict, usable as a ``load_state_dict`` source
-    with ``framework="torch"``.
+    with ``framework="torch"``; ``progress``: a tqdm bar of the bytes loaded (None: on a
+    terminal).
 
     ``framework``: ``"numpy"`` (default on the CPU), ``"cupy"`` (default for ``device`` on
     CUDA) or ``"torch"`` (any ``device`` PyTorch accepts). ``dtype_map`` converts by dtype name,
@@ -46,9 +50,12 @@ def load_checkpoint(
         raise KeyError(f"not in the checkpoint: {', '.join(missing[:5])}")
     framework = resolve_framework(device, framework)
     tensors = [ckpt[n] for n in selected]
-    if device.startswith("cuda") and not dequantize and not dtype_map:
-        return load_to_gpu(tensors, device, framework, window)
-    arrays = load_to_cpu(tensors, window=window)
+    show = sys.stderr.isatty() if progress is None else progress
+    total = sum(t.nbytes for t in tensors)
+    with tqdm(total=total, unit="B", unit_scale=True, desc="load", disable=not show) as bar:
+        if device.startswith("cuda") and not dequantize and not dtype_map:
+            return load_to_gpu(tensors, device, framework, window, bar.update)
+        arrays = load_to_cpu(tensors, window=window, done=bar.update)
     out: dict[str, Any] = {}
     for tensor in tensors:
         data = arrays[tensor.name]

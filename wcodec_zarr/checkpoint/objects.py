@@ -62,6 +62,9 @@ class StoredTensor(Protocol):
     def dtype(self) -> np.dtype[Any]: ...
 
     @property
+    def nbytes(self) -> int: ...
+
+    @property
     def chunks(self) -> tuple[int, ...]: ...
 
     @property
