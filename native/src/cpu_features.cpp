@@ -21,6 +21,12 @@ Simd cpu_simd() {
     return best;
   }();
   return level;
+#elif defined(__aarch64__)
+  static const Simd level = [] {
+    const char* env = std::getenv("WCODEC_SIMD");
+    return env != nullptr && std::strcmp(env, "scalar") == 0 ? Simd::Scalar : Simd::Neon;
+  }();
+  return level;
 #else
   return Simd::Scalar;
 #endif

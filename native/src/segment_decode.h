@@ -21,6 +21,9 @@ void decode_segment_avx2(const DecodeTable& table, const uint8_t* payload, size_
                          size_t n);
 void decode_segment_avx512(const DecodeTable& table, const uint8_t* payload, size_t len,
                            uint8_t* out, size_t n);
+#elif defined(__aarch64__)
+void decode_segment_neon(const DecodeTable& table, const uint8_t* payload, size_t len, uint8_t* out,
+                         size_t n);
 #endif
 
 // One segment to decode, for the group decoders.
@@ -40,6 +43,8 @@ void decode_segment_group_scalar(const SegmentJob* jobs, int count);
 #if defined(__x86_64__)
 void decode_segment_group_avx2(const SegmentJob* jobs, int count);
 void decode_segment_group_avx512(const SegmentJob* jobs, int count);
+#elif defined(__aarch64__)
+void decode_segment_group_neon(const SegmentJob* jobs, int count);
 #endif
 SegmentGroupDecoder select_segment_group_decoder();
 

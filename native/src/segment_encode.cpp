@@ -33,7 +33,8 @@ size_t encode_segment(const uint8_t* sym, uint64_t n, const EncodeTable& tab,
   switch (cpu_simd()) {
     case Simd::Avx512: return encode_segment_avx512(sym, n, tab, simd, out);
     case Simd::Avx2: return encode_segment_avx2(sym, n, tab, simd, out);
-    case Simd::Scalar: break;
+    case Simd::Scalar:
+    case Simd::Neon: break;
   }
 #endif
   (void)simd;

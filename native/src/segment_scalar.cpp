@@ -80,8 +80,11 @@ SegmentDecoder select_segment_decoder() {
   switch (cpu_simd()) {
     case Simd::Avx512: return decode_segment_avx512;
     case Simd::Avx2: return decode_segment_avx2;
-    case Simd::Scalar: break;
+    case Simd::Scalar:
+    case Simd::Neon: break;
   }
+#elif defined(__aarch64__)
+  if (cpu_simd() == Simd::Neon) return decode_segment_neon;
 #endif
   return decode_segment_scalar;
 }
@@ -91,8 +94,11 @@ SegmentGroupDecoder select_segment_group_decoder() {
   switch (cpu_simd()) {
     case Simd::Avx512: return decode_segment_group_avx512;
     case Simd::Avx2: return decode_segment_group_avx2;
-    case Simd::Scalar: break;
+    case Simd::Scalar:
+    case Simd::Neon: break;
   }
+#elif defined(__aarch64__)
+  if (cpu_simd() == Simd::Neon) return decode_segment_group_neon;
 #endif
   return decode_segment_group_scalar;
 }
@@ -101,6 +107,7 @@ const char* segment_decoder_name() {
   switch (cpu_simd()) {
     case Simd::Avx512: return "avx512";
     case Simd::Avx2: return "avx2";
+    case Simd::Neon: return "neon";
     case Simd::Scalar: break;
   }
   return "scalar";

@@ -11,6 +11,7 @@
 #include <random>
 #include <vector>
 
+#include "segment_decode.h"
 #include "wcodec/codec.h"
 #include "wcodec/crc32c.h"
 
@@ -25,6 +26,8 @@ static std::vector<uint8_t> decode(const std::vector<uint8_t>& chunk, ChunkInfo*
 }
 
 int main(int argc, char** argv) {
+  // on stderr: the decoders differ between runs whose outputs must not
+  std::fprintf(stderr, "wcodec_crosscheck: %s decoder\n", segment_decoder_name());
   int failures = 0;
   for (int a = 1; a < argc; ++a) {
     std::ifstream file(argv[a], std::ios::binary);

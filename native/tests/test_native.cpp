@@ -329,6 +329,31 @@ static void test_scalar_matches_simd() {
     decode_segment_group_avx512(jobs, count);
     for (int k = 0; k < count; ++k) CHECK(outs[k] == data);
   }
+#elif defined(__aarch64__)
+  // every skew, segment length and truncation: NEON decodes what the portable decoder decodes,
+  // and fails where it fails
+  std::mt19937 rng(3);
+  for (int round = 0; round < 40; ++round) {
+    const size_t n = 1 + rng() % 70000;
+    std::vector<uint8_t> data(n);
+    std::geometric_distribution<int> geo(0.01 + 0.02 * (round % 20));
+    for (auto& b : data) b = static_cast<uint8_t>(geo(rng));
+    const std::vector<uint8_t> chunk = encode(data, DType::UInt8, {n}, false);
+    const ChunkInfo info = parse_chunk(chunk.data(), chunk.size());
+    if (info.planes[0].mode != PlaneMode::Rans || info.nseg != 1) continue;
+    DecodeTable table;
+    build_decode_table(info.planes[0].tables[0], &table);
+    const uint8_t* payload = chunk.data() + info.planes[0].payload_offset;
+    const size_t len = info.planes[0].payload_bytes;
+    std::vector<uint8_t> a(n), b(n), c(n);
+    decode_segment_scalar(table, payload, len, a.data(), n);
+    decode_segment_neon(table, payload, len, b.data(), n);
+    const SegmentJob job{&table, payload, len, c.data(), n};
+    decode_segment_group_neon(&job, 1);
+    CHECK(a == data && b == data && c == data);
+    const size_t cut = kStateBytes + rng() % (len - kStateBytes);
+    CHECK(throws_format_error([&] { decode_segment_neon(table, payload, cut, b.data(), n); }));
+  }
 #endif
 }
 
