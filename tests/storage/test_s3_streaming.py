@@ -20,6 +20,7 @@ from safetensors_helpers import write_mixed_model, write_raw
 
 import wcodec_zarr as wc
 from wcodec_zarr.checkpoint import objects
+from wcodec_zarr.checkpoint.batch import load_to_cpu
 
 pytest.importorskip("s3fs")
 moto = pytest.importorskip("moto.server", reason="needs moto[server]")
@@ -196,3 +197,35 @@ def test_truncated_bodies_in_a_streamed_load_exact_or_named(
     finally:
         server.faults.short = 0.0
     assert "silent" not in outcomes and "refused" in outcomes, outcomes
+
+
+def test_reads_that_cross_an_overwrite_fail_instead_of_mixing(
+    remote: tuple[str, Any], model: tuple[Path, dict[str, np.ndarray]], tmp_path: Path
+) -> None:
+    """convert(overwrite=True) into object storage removes the old objects and writes the new
+    ones in place, the root document last: reads of the checkpoint opened before (the old
+    manifest) would otherwise decode the new objects, or fail only where an object is gone."""
+    url, options = remote
+    opened = wc.open_checkpoint(url, storage_options=options)
+    other = {name: a.copy() for name, a in model[1].items()}
+    for a in other.values():
+        a.reshape(-1)[::7] = a.reshape(-1)[::-7][: a.reshape(-1)[::7].size]  # same shapes
+    write_raw(
+        tmp_path / "other.safetensors",
+        [(n, {"int8": "I8", "bfloat16": "BF16", "float32": "F32", "int64": "I64"}[str(a.dtype)],
+          list(a.shape), a.tobytes()) for n, a in other.items()],
+    )  # fmt: skip
+    wc.convert(
+        tmp_path / "other.safetensors",
+        url,
+        storage_options=options,
+        overwrite=True,
+        progress=False,
+        **STORE_LAYOUT,
+    )
+    with pytest.raises(ValueError, match="replaced while it was read"):
+        dict(opened.iter_tensors(window=WINDOW))
+    with pytest.raises(ValueError, match="replaced while it was read"):
+        load_to_cpu([opened[name] for name in opened], window=WINDOW)
+    # opened again: the new model, whole
+    assert exact(wc.load_checkpoint(url, storage_options=options, window=WINDOW), other)

@@ -35,6 +35,8 @@ def _write_atomic(fs: Any, path: str, presented: PresentedFiles, name: str, bar:
             for start in range(0, size, EXPORT_BLOCK):
                 file.write(presented.read_range(name, start, min(start + EXPORT_BLOCK, size)))
                 bar.update(min(EXPORT_BLOCK, size - start))
+        # before the file is put in place: every byte of it is of the checkpoint opened
+        presented.ckpt.check_unchanged()
     except BaseException:
         # a corrupt chunk, a failed read or Ctrl-C: nothing of the file stays behind
         if local:

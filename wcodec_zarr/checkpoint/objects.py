@@ -29,7 +29,7 @@ from zarr.core.sync import sync
 
 from ..codec.chunks import decode_batch
 from ..codec.errors import ChunkError
-from ..storage import check_unchanged, local_root
+from ..storage import local_root
 from ..zarr.pipeline import CorruptChunkError
 from .layout import check_row_order, index_entries
 
@@ -41,6 +41,8 @@ class StoredCheckpoint(Protocol):
     def store(self) -> Store: ...
 
     def chunk_key(self, path: str, coords: tuple[int, ...]) -> str: ...
+
+    def check_unchanged(self) -> None: ...
 
 
 class StoredTensor(Protocol):
@@ -258,12 +260,13 @@ class StoredObjects:
     per_shard: list[int]  # inner chunks of each shard; 0 for a plain chunk
     nchunks: list[int]  # chunks each object holds for the batch
     store: Store | None  # where they are stored (None when there are none)
+    checkpoint: StoredCheckpoint | None  # the checkpoint they are of (None when there are none)
 
     def check_unchanged(self) -> None:
-        """After the objects were read by path: ``ReplacedError`` when their checkpoint's
-        directory was replaced meanwhile (a local store; see ``storage.RegularFileStore``)."""
-        if self.store is not None:
-            check_unchanged(self.store)
+        """After the objects were read: ``ReplacedError`` when their checkpoint was replaced
+        meanwhile (``Checkpoint.check_unchanged``)."""
+        if self.checkpoint is not None:
+            self.checkpoint.check_unchanged()
 
 
 def stored_objects(tensors: Sequence[StoredTensor]) -> StoredObjects:
@@ -297,9 +300,12 @@ def stored_objects(tensors: Sequence[StoredTensor]) -> StoredObjects:
             bounds.append(expected_size(t, n, most[-1]))
         total += count
     store = next(iter(stores.values()), None)
+    checkpoint = eligible[0][0].checkpoint if eligible else None
     root = None if store is None else local_root(store)
     if root is None:
-        return StoredObjects(staged, keys, None, bounds, most, per_shard, nchunks, store)
+        return StoredObjects(
+            staged, keys, None, bounds, most, per_shard, nchunks, store, checkpoint
+        )
     folder = str(root)
     sources = [f"{folder}/{key}" for key in keys]
     try:
@@ -313,7 +319,7 @@ def stored_objects(tensors: Sequence[StoredTensor]) -> StoredObjects:
     sizes = [info.st_size for info in found]
     for key, size, limit in zip(keys, sizes, most, strict=True):
         check_size(key, size, limit)
-    return StoredObjects(staged, keys, sources, sizes, most, per_shard, nchunks, store)
+    return StoredObjects(staged, keys, sources, sizes, most, per_shard, nchunks, store, checkpoint)
 
 
 def most_size(t: StagedTensor, nchunks: int, per_shard: int) -> int:

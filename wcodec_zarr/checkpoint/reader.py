@@ -30,7 +30,9 @@ from zarr.storage import StorePath
 from ..storage import (
     READER_CONFIG,
     EveryReadWrapper,
+    ReplacedError,
     RequiredObjects,
+    check_unchanged,
     local_path,
     local_root,
     open_store,
@@ -414,9 +416,12 @@ class Checkpoint(Mapping[str, LazyTensor]):
         framework: str | None = None,
         device: str = "cpu",
         owns_store: bool = False,
+        fingerprint: int | None = None,
     ) -> None:
         self.url = url
         self.store = store
+        # of the root document read at open (``root_fingerprint``), checked by check_unchanged
+        self._fingerprint = fingerprint
         self.device = device
         self.framework = resolve_framework(device, framework)
         self.closed = False
@@ -537,6 +542,22 @@ class Checkpoint(Mapping[str, LazyTensor]):
                 "CRC32C mismatch)"
             )
         return data
+
+    def check_unchanged(self) -> None:
+        """``ReplacedError`` when the checkpoint at the URL is no longer the one opened: a
+        local directory renamed away (``storage.RegularFileStore``), or a root document that
+        differs from the one read at open, or is gone (``convert(overwrite=True)`` into object
+        storage removes the objects and writes the root document last). Whole-model loads,
+        ``iter_tensors``, export and verify call it after their reads: what they read is then
+        all of the opened checkpoint, or they fail."""
+        if local_root(self.store) is not None:
+            check_unchanged(self.store)
+            return
+        if self._fingerprint is None:
+            return  # opened from a document given, not read
+        raw = sync(_fetch_root(self.store))
+        if raw is None or root_fingerprint(raw) != self._fingerprint:
+            raise ReplacedError(f"{self.url}: the checkpoint was replaced while it was read")
 
     def _check_open(self) -> None:
         if self.closed:
@@ -715,7 +736,7 @@ def open_checkpoint(
     found = _root_document(store)
     if found is None:
         raise FileNotFoundError(f"{url}: no checkpoint there (no Zarr group){_unfinished(url)}")
-    document, consolidated = found
+    document, consolidated, fingerprint = found
     attributes = document.get("attributes")
     manifest = attributes.get(MANIFEST_KEY) if isinstance(attributes, dict) else None
     if not isinstance(manifest, dict):
@@ -737,6 +758,7 @@ def open_checkpoint(
         framework=framework,
         device=device,
         owns_store=not isinstance(url, Store),
+        fingerprint=fingerprint,
     )
 
 
@@ -752,10 +774,18 @@ def _unfinished(url: str | Path | Store) -> str:
     return f"; a conversion into it (unfinished, or still running) builds at {builds[0]}{more}"
 
 
-def _root_document(store: Store) -> tuple[dict[str, Any], str | None] | None:
-    """The root ``zarr.json`` as ``split_root`` gives it, or None when there is none (or not a
-    format 3 group). A local checkpoint's is read from its file (zarr's local reads cost a hop
-    to its event loop and a thread each)."""
+def root_fingerprint(raw: bytes) -> int:
+    """What tells two root documents apart: their CRC32C and length. A conversion of other
+    weights writes another document, as it holds each tensor's stored bytes and entropy bound
+    (to the last digit of a float); documents alike mean the same data, but for weights that
+    differ without changing either (rows swapped inside one shard, say)."""
+    return int(google_crc32c.value(raw)) << 64 | len(raw)
+
+
+def _root_document(store: Store) -> tuple[dict[str, Any], str | None, int] | None:
+    """The root ``zarr.json`` as ``split_root`` gives it, with its ``root_fingerprint``, or
+    None when there is none (or not a format 3 group). A local checkpoint's is read from its
+    file (zarr's local reads cost a hop to its event loop and a thread each)."""
     root = local_root(store)
     if root is not None:
         raw = read_regular_file(root / "zarr.json", "zarr.json")
@@ -770,7 +800,7 @@ def _root_document(store: Store) -> tuple[dict[str, Any], str | None] | None:
         raise ValueError(f"zarr.json is not valid JSON: {json_error(exc)}") from None
     if not isinstance(document, dict) or document.get("node_type") != "group":
         return None
-    return document, consolidated
+    return document, consolidated, root_fingerprint(raw)
 
 
 _ROOT_HEAD = '{"attributes":'

@@ -190,6 +190,8 @@ def verify(
         progress=progress,
         desc="verify",
     )
+    # what was compared is all of the checkpoint opened, or the comparison fails
+    ckpt.check_unchanged()
     checks: list[TensorCheck] = results
     differing = {
         t.entry.name: c.difference
