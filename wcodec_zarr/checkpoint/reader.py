@@ -674,7 +674,9 @@ class Checkpoint(Mapping[str, LazyTensor]):
 
         Streams as ``load_checkpoint`` does (at most ``window`` bytes of stored objects in
         flight, default 256 MiB); ``device`` and ``framework`` as there. A damaged object
-        raises when its tensor is reached, naming the object."""
+        raises when its tensor is reached, naming the object; a checkpoint replaced while it
+        was read raises ``ReplacedError`` after the last tensor (``check_unchanged``), so
+        tensors handed over before it may be of either checkpoint."""
         self._check_open()
         selected = list(self) if names is None else list(names)
         missing = [n for n in selected if n not in self]
