@@ -473,6 +473,9 @@ def test_a_manifest_claiming_more_than_memory_is_a_value_error(model: Path, tmp_
         wc.load_checkpoint(ckpt)
 
 
+GOLDEN_V1 = Path(__file__).parent.parent / "fixtures" / "golden_checkpoint" / "v1"
+
+
 def _zip_with_a_bomb(ckpt: Path, dst: Path, bombed: str, inflated: int) -> None:
     """``ckpt`` zipped (as ``zip -r`` would, deflated), the member ``bombed`` replaced by
     ``inflated`` bytes of zeros: a few hundred KiB that declare and inflate to far more."""
@@ -503,6 +506,28 @@ def test_a_deflate_bomb_in_a_zip_checkpoint_is_refused_before_it_inflates(
                 ckpt["w"][0:4]
             elif read == "zarr":
                 ckpt["w"].array[0:4, 3]
+            else:
+                wc.load_checkpoint(tmp_path / "ckpt.zip")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20
+
+
+@pytest.mark.parametrize("read", ["zarr", "load"])
+def test_a_deflate_bomb_in_a_version_1_zip_checkpoint_is_refused(tmp_path: Path, read: str) -> None:
+    """The same through chunk keys with "/" separators (manifest version 1: ``c/0/0``)."""
+    with zipfile.ZipFile(GOLDEN_V1 / "checkpoint.zip") as golden:
+        golden.extractall(tmp_path / "ckpt")
+    _zip_with_a_bomb(tmp_path / "ckpt", tmp_path / "ckpt.zip", "layer.0.i8/c/0/0", 256 << 20)
+    ckpt = wc.open_checkpoint(tmp_path / "ckpt.zip")
+    tracemalloc.start()
+    try:
+        with pytest.raises(
+            ValueError, match=r"layer\.0\.i8/c/0/0: object of 268435456 bytes is larger"
+        ):
+            if read == "zarr":
+                ckpt["layer.0.i8"].array[0:2]
             else:
                 wc.load_checkpoint(tmp_path / "ckpt.zip")
         peak = tracemalloc.get_traced_memory()[1]

@@ -106,6 +106,12 @@ def test_a_damaged_other_file_is_named(tmp_path: Path) -> None:
     ckpt = wc.open_checkpoint(tmp_path / "ckpt")
     with pytest.raises(ValueError, match=r"_wcodec_files/config.json: damaged"):
         ckpt.read_other_file("config.json")
+    stored.write_bytes(bytes(1 << 20))  # larger than the manifest says: refused by its size
+    with pytest.raises(
+        ValueError,
+        match=rf"_wcodec_files/config.json: damaged \(1048576 bytes, {len(CARRIED['config.json'])}",
+    ):
+        ckpt.read_other_file("config.json")
     stored.unlink()
     with pytest.raises(ValueError, match=r"_wcodec_files/config.json: object missing"):
         ckpt.read_other_file("config.json")

@@ -359,7 +359,8 @@ async def _copy_other(
 async def _copy_others(
     store: Store, files: tuple[OtherFile, ...], storage_options: dict[str, Any] | None
 ) -> list[dict[str, Any]]:
-    return list(await asyncio.gather(*(_copy_other(store, f, storage_options) for f in files)))
+    # one at a time: memory holds the largest of them, not all (a folder may hold big ones)
+    return [await _copy_other(store, f, storage_options) for f in files]
 
 
 async def _data_nbytes(store: Store, prefix: str) -> int:

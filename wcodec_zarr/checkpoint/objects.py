@@ -322,11 +322,17 @@ def stored_objects(tensors: Sequence[StoredTensor]) -> StoredObjects:
     return StoredObjects(staged, keys, sources, sizes, most, per_shard, nchunks, store, checkpoint)
 
 
+def object_limit(chunk_nbytes: int, nchunks: int, per_shard: int) -> int:
+    """The most bytes an object of ``nchunks`` chunks of ``chunk_nbytes`` decoded bytes each
+    (a shard of ``per_shard`` inner chunks, or a plain chunk when 0) can take: each chunk's
+    decoded size with room for its header and tables (and zstd's worst case, for chunks read
+    through zarr), and the shard index."""
+    return nchunks * (chunk_nbytes + chunk_nbytes // 128 + CHUNK_SLACK) + per_shard * 16 + 4
+
+
 def most_size(t: StagedTensor, nchunks: int, per_shard: int) -> int:
-    """The most bytes an object of ``nchunks`` chunks of the tensor (a shard of ``per_shard``,
-    or a plain chunk when 0) can take: its chunks' decoded size, each chunk's header and
-    tables, and the shard index."""
-    return nchunks * (t.chunk_nbytes + CHUNK_SLACK) + per_shard * 16 + 4
+    """The most bytes an object of ``nchunks`` chunks of the tensor can take (``object_limit``)."""
+    return object_limit(t.chunk_nbytes, nchunks, per_shard)
 
 
 def check_size(key: str, size: int, most: int) -> None:

@@ -30,6 +30,7 @@ from zarr.storage import StorePath
 from ..storage import (
     READER_CONFIG,
     EveryReadWrapper,
+    MissingObjectError,
     ReplacedError,
     RequiredObjects,
     check_unchanged,
@@ -56,7 +57,7 @@ from .layout import (
     key_encoding,
     partial_prefix,
 )
-from .objects import CHUNK_SLACK, check_size, read_rows
+from .objects import check_size, object_limit, read_rows
 from .quantize import dequantize
 from .safetensors_file import Header, TensorEntry, json_error, parse_header
 from .source import check_relative_name
@@ -256,9 +257,9 @@ class BoundedObjects(EveryReadWrapper):
     async def get(
         self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
     ) -> Buffer | None:
-        path, _, rest = key.rpartition("/")
-        most = self.limits.get(path)
-        if most is not None and _CHUNK_KEY.fullmatch(rest):
+        path = _array_of(key, self.limits)
+        most = None if path is None else self.limits[path]
+        if most is not None:
             try:
                 size = await self._store.getsize(key)
             except FileNotFoundError:
@@ -268,23 +269,19 @@ class BoundedObjects(EveryReadWrapper):
 
 
 def object_limits(manifest: dict[str, Any]) -> dict[str, int]:
-    """The most bytes a stored object of each array can take, by array path: its chunks'
-    decoded size with room for their headers and tables (zstd's worst case inside it), the
-    shard index; a quantized tensor's scales array too."""
+    """The most bytes a stored object of each array can take (``objects.object_limit``), by
+    array path; a quantized tensor's scales array too."""
     limits = {}
     for name, info in manifest["tensors"].items():
-        itemsize = np.dtype(info["dtype"]).itemsize
-        chunk = math.prod(info["chunks"]) * itemsize
-        per_shard = (
-            1
-            if info.get("shards") is None
-            else math.prod(s // c for s, c in zip(info["shards"], info["chunks"], strict=True))
-        )
-        index = 0 if info.get("shards") is None else per_shard * 16 + 4
-        limits[name] = per_shard * (chunk + chunk // 128 + CHUNK_SLACK) + index
+        chunk = math.prod(info["chunks"]) * np.dtype(info["dtype"]).itemsize
+        shards = info.get("shards")
+        if shards is None:
+            limits[name] = object_limit(chunk, 1, 0)
+        else:
+            per_shard = math.prod(s // c for s, c in zip(shards, info["chunks"], strict=True))
+            limits[name] = object_limit(chunk, per_shard, per_shard)
         if info.get("quantized"):
-            rows = (info.get("shards") or info["chunks"])[0]
-            limits[f"{SCALES_GROUP}/{name}"] = rows * 4 + CHUNK_SLACK
+            limits[f"{SCALES_GROUP}/{name}"] = object_limit((shards or info["chunks"])[0] * 4, 1, 0)
     return limits
 
 
@@ -323,6 +320,17 @@ class TensorSlice:
 _CHUNK_KEY = re.compile(r"(c[./])?\d+([./]\d+)*")  # a chunk key's part after the array path
 
 
+def _array_of(key: str, paths: Mapping[str, object]) -> str | None:
+    """The array (one of ``paths``) whose chunk or shard object ``key`` is, whatever the chunk
+    key separator; None for any other key (documents, other arrays)."""
+    path = key.rpartition("/")[0]
+    while path and path not in paths:  # chunk keys with "/" separators
+        path = path.rpartition("/")[0]
+    if not path or not _CHUNK_KEY.fullmatch(key[len(path) + 1 :]):
+        return None
+    return path
+
+
 class OrderedShards(EveryReadWrapper):
     """Reads through zarr whose shard indexes are checked for their writing order before zarr
     uses them (``layout.check_write_order``): a chunk's checksum says its bytes are intact, not
@@ -340,12 +348,8 @@ class OrderedShards(EveryReadWrapper):
     def _grid(self, key: str) -> tuple[int, ...] | None:
         """The shard grid of the array whose chunk (shard) object ``key`` is; None for any
         other key (documents, arrays that are not sharded)."""
-        path = key.rpartition("/")[0]
-        while path and path not in self.grids:  # chunk keys with "/" separators
-            path = path.rpartition("/")[0]
-        if not path or not _CHUNK_KEY.fullmatch(key[len(path) + 1 :]):
-            return None
-        return self.grids[path]
+        path = _array_of(key, self.grids)
+        return None if path is None else self.grids[path]
 
     async def get(
         self, key: str, prototype: BufferPrototype, byte_range: ByteRequest | None = None
@@ -534,6 +538,13 @@ class Checkpoint(Mapping[str, LazyTensor]):
         if info is None:
             raise FileNotFoundError(f"{name}: not a file of {self.url}")
         key = f"{OTHER_FILES}/{name}"
+        # its size first: an object larger than the manifest says is not read into memory
+        try:
+            size = sync(self.store.getsize(key))
+        except FileNotFoundError:
+            raise MissingObjectError(f"{key}: object missing from the store") from None
+        if size != info.size:
+            raise ValueError(f"{self.url}: {key}: damaged ({size} bytes, {info.size} expected)")
         value = sync(RequiredObjects(self.store).get(key, default_buffer_prototype()))
         data = b"" if value is None else value.to_bytes()
         if len(data) != info.size or google_crc32c.value(data) != info.crc32c:

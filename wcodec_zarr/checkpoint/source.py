@@ -59,7 +59,7 @@ class OtherFile:
 class Source:
     files: tuple[SourceFile, ...]
     index: tuple[str, str] | None  # (file name, text) of model.safetensors.index.json
-    # the folder's other files (``layout.carried``), for a folder or an index; none for a file
+    # the folder's other files (``carried``), for a folder or an index; none for a file
     others: tuple[OtherFile, ...] = ()
 
 
@@ -70,7 +70,9 @@ def _other_files(fs: Any, folder: str, base: str, taken: set[str]) -> tuple[Othe
     others = []
     prefix = folder.rstrip("/") + "/"
     for path, info in sorted(found.items()):
-        name = path[len(prefix) :] if path.startswith(prefix) else Path(path).name
+        if not path.startswith(prefix):
+            continue
+        name = path[len(prefix) :]
         if info.get("type") != "file" or name in taken or not carried(name):
             continue
         check_relative_name(name)
