@@ -1,14 +1,17 @@
-"""GPU benchmark (run on the GPU machine): decode GB/s of output for MINILM_INT8 and MINILM_BF16
+"""GPU benchmark (run on the GPU machine): decode GB/s of output for every dtype view of MiniLM
 tiled to 256 MiB, as 4 MiB chunks and as a batch of random 1-4 MiB chunks, against the
-device-to-device copy (the ceiling) and nvCOMP's ANS codec on the same data in the same run;
-plus the time to load a sharded checkpoint from local disk into GPU memory against safetensors.
-CUDA events, median of --repeats (after warm-up). Writes benchmarks/results/gpu-<card>-<date>.md.
+device-to-device copy (the ceiling) and nvCOMP's ANS codec at its best on the same bytes in the
+same run (one buffer and a list of chunks, byte mode and, for 2-byte data, its float16 mode; CUDA
+events on the codec's stream); the batch APIs on host and on device-resident chunks; one large
+sharded array read through zarr's GPU pipeline; and the time to load a sharded checkpoint from
+local disk into GPU memory against safetensors. Writes benchmarks/results/gpu-<card>-<date>.md.
 
-    python benchmarks/bench_gpu.py [--repeats 20] [--mib 256] [--views int8 bf16]
+    python benchmarks/bench_gpu.py [--repeats 20] [--mib 256] [--views int8 uint8 ...]
 
-The GPU machine is offline and takes a limited upload: export the views there as wcodec
-chunks first (python benchmarks/bench_gpu.py --export DIR --views int8 [--skip REGEX]) and
-run with --from DIR; the tensors skipped are named in the report.
+The views (VIEWS below) are derived from MiniLM's fp32 weights. The GPU machine is offline and
+takes a limited upload: export the fp32 weights there as wcodec chunks first
+(python benchmarks/bench_gpu.py --export DIR [--skip REGEX]) and run with --from DIR; the
+tensors skipped are named in the report.
 """
 
 from __future__ import annotations
@@ -20,14 +23,16 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 import wcodec_zarr as wc
 from wcodec_zarr.codec.gpu import PreparedBatch, storage_dtype
-from wcodec_zarr.testing.weights import as_rows, minilm_views
+from wcodec_zarr.testing.weights import Tensors, as_rows, minilm_views, quantize_int8_per_row
 
 try:  # --export runs where there is no GPU
     import cupy as cp
@@ -35,6 +40,41 @@ except ImportError:
     cp = None
 
 RESULTS = Path(__file__).parent / "results"
+
+# name: how the view is made from the fp32 weights
+VIEWS = {
+    "int8": "2-D weights, symmetric int8 per output row (MINILM_INT8)",
+    "uint8": "MINILM_INT8 stored as uint8 with zero point 128",
+    "skew8": "2-D weights, uint8 with zero point 128, one absmax scale per tensor (skewed)",
+    "fp8": "2-D weights as float8_e4m3fn, one scale per tensor mapping absmax to 448",
+    "bf16": "float tensors rounded to bfloat16 (MINILM_BF16)",
+    "fp32": "float tensors as shipped",
+}
+
+
+def make_views(fp32: Tensors, names: list[str]) -> dict[str, Tensors]:
+    floats = {k: t for k, t in fp32.items() if np.issubdtype(t.dtype, np.floating)}
+    weights = {k: t for k, t in floats.items() if t.ndim == 2}
+    int8: Tensors = {k: quantize_int8_per_row(t) for k, t in weights.items()}
+
+    def per_tensor(t: np.ndarray) -> np.ndarray:
+        absmax = float(np.abs(t).max()) or 1.0
+        q = np.clip(np.rint(t / (absmax / 127)), -127, 127).astype(np.int16) + 128
+        return q.astype(np.uint8)
+
+    def fp8(t: np.ndarray) -> np.ndarray:
+        absmax = float(np.abs(t).max()) or 1.0
+        return (t * (448 / absmax)).astype(ml_dtypes.float8_e4m3fn)
+
+    make: dict[str, Callable[[], Tensors]] = {
+        "int8": lambda: int8,
+        "uint8": lambda: {k: (q.view(np.uint8) ^ 0x80) for k, q in int8.items()},
+        "skew8": lambda: {k: per_tensor(t) for k, t in weights.items()},
+        "fp8": lambda: {k: fp8(t) for k, t in weights.items()},
+        "bf16": lambda: {k: t.astype(ml_dtypes.bfloat16) for k, t in floats.items()},
+        "fp32": lambda: floats,
+    }
+    return {n: make[n]() for n in names}
 
 
 def event_median(fn: Callable[[], Any], repeats: int, warmup: int = 3) -> float:
@@ -104,9 +144,12 @@ def bench_copy(nbytes: int, repeats: int) -> float:
     return nbytes / event_median(copy, repeats) / 1e9
 
 
-def bench_nvcomp(data: np.ndarray, sizes: list[int], repeats: int) -> tuple[float, float] | str:
-    """(output GB/s, ratio) of nvCOMP ANS (byte mode) batch decode; wall clock, because its
-    Python API synchronises."""
+def bench_nvcomp(
+    data: np.ndarray, sizes: list[int], repeats: int
+) -> dict[str, tuple[float, float]] | str:
+    """nvCOMP ANS decode, {mode: (output GB/s, ratio)}: the data as one buffer and as a list of
+    the same chunks as wcodec's, in byte mode and (2-byte data) in its float16 mode; CUDA events
+    around the synchronous decode call on the codec's stream, like wcodec's."""
     try:
         from nvidia import nvcomp
     except ImportError as exc:
@@ -117,44 +160,137 @@ def bench_nvcomp(data: np.ndarray, sizes: list[int], repeats: int) -> tuple[floa
     for size in sizes:
         pieces.append(nvcomp.as_array(device[at : at + size]))
         at += size
-    try:
-        codec = nvcomp.Codec(algorithm="ANS")
-        encoded = codec.encode(nvcomp.as_arrays(pieces))
-        cp.cuda.get_current_stream().synchronize()
-        decoded = codec.decode(encoded)
-        cp.cuda.get_current_stream().synchronize()
-    except Exception as exc:  # report, do not hide, a peer that does not run
-        return f"nvCOMP ANS failed: {type(exc).__name__}: {exc}"
-    got = cp.concatenate([cp.asarray(d).view(cp.uint8).reshape(-1) for d in decoded])
-    assert cp.asnumpy(got).tobytes() == flat.tobytes()
-    times = []
-    for _ in range(repeats + 3):
-        cp.cuda.Device().synchronize()
-        start = time.perf_counter()
-        codec.decode(encoded)
-        cp.cuda.Device().synchronize()
-        times.append(time.perf_counter() - start)
-    ratio = flat.nbytes / sum(e.buffer_size for e in encoded)
-    return flat.nbytes / statistics.median(times[3:]) / 1e9, ratio
+    stream = cp.cuda.get_current_stream()
+    types = ["|u1"] + (["<f2"] if data.dtype.itemsize == 2 else [])
+    results: dict[str, tuple[float, float]] = {}
+    errors = []
+    for data_type in types:
+        for layout, source in (
+            ("one buffer", nvcomp.as_array(device)),
+            ("list", nvcomp.as_arrays(pieces)),
+        ):
+            label = f"{layout}, {'float16' if data_type == '<f2' else 'bytes'}"
+            try:
+                codec = nvcomp.Codec(algorithm="ANS", data_type=data_type, cuda_stream=stream.ptr)
+                encoded = codec.encode(source)
+                decoded = codec.decode(encoded)
+                outs = decoded if layout == "list" else [decoded]
+                got = cp.concatenate([cp.asarray(d).view(cp.uint8).reshape(-1) for d in outs])
+                assert cp.asnumpy(got).tobytes() == flat.tobytes()
+                seconds = event_median(partial(codec.decode, encoded), repeats)
+            except Exception as exc:  # report, do not hide, a mode that does not run
+                errors.append(f"{label}: {type(exc).__name__}: {exc}")
+                continue
+            stored = (
+                sum(e.buffer_size for e in encoded) if layout == "list" else encoded.buffer_size
+            )
+            results[label] = (flat.nbytes / seconds / 1e9, flat.nbytes / stored)
+    return results or "; ".join(errors)
 
 
-def load_views(source: Path | None, names: list[str]) -> dict[str, dict[str, np.ndarray]]:
-    if source is None:
-        views = minilm_views()
-        return {n: views[n] for n in names}
+def bench_apis(data: np.ndarray, sizes: list[int], repeats: int) -> dict[str, float]:
+    """Wall-clock GB/s of output (median, synchronised) of the batch APIs on the same chunks:
+    PreparedBatch made from host bytes (upload and plan) plus one launch; decode_batch on host
+    bytes; decode_batch on the chunks already in device memory."""
+    item = data.dtype.itemsize
+    flat = data.reshape(-1)
+    hosts, at = [], 0
+    for size in sizes:
+        hosts.append(np.frombuffer(wc.encode(flat[at // item : (at + size) // item]), np.uint8))
+        at += size
+    devices = [cp.asarray(h) for h in hosts]
+
+    def prepared() -> None:
+        batch = PreparedBatch(hosts, None, None)
+        batch.launch()
+        batch.check()
+
+    def wall(fn: Callable[[], Any]) -> float:
+        fn()
+        times = []
+        for _ in range(min(repeats, 10)):
+            cp.cuda.Device().synchronize()
+            start = time.perf_counter()
+            fn()
+            cp.cuda.Device().synchronize()
+            times.append(time.perf_counter() - start)
+        return data.nbytes / statistics.median(times) / 1e9
+
+    got = wc.decode_batch(devices, device="cuda")
+    for g, h in zip(got, hosts, strict=True):
+        assert cp.asnumpy(g).tobytes() == wc.decode(h).tobytes()
     return {
-        n: {p.stem: wc.decode(p.read_bytes()) for p in sorted((source / n).glob("*.wcz"))}
-        for n in names
+        "PreparedBatch from host bytes + launch": wall(prepared),
+        "decode_batch, host bytes": wall(lambda: wc.decode_batch(hosts, device="cuda")),
+        "decode_batch, device chunks": wall(lambda: wc.decode_batch(devices, device="cuda")),
     }
 
 
-def export_views(target: Path, names: list[str], skip: str | None) -> None:
-    views = minilm_views()
-    for n in names:
-        (target / n).mkdir(parents=True, exist_ok=True)
-        for key, t in views[n].items():
-            if skip is None or not re.search(skip, key):
-                (target / n / f"{key}.wcz").write_bytes(wc.encode(t))
+def bench_zarr_array(data: np.ndarray, repeats: int) -> list[str]:
+    """One 14336x4096 array (an MLP weight's shape) of the view, 1 MiB inner chunks, read whole
+    through zarr under zarr.config.enable_gpu(), sharded (32 MiB shards) and not: GB/s."""
+    import zarr
+    from zarr.storage import LocalStore
+
+    shape = (14336, 4096)
+    values = tile(data.reshape(-1), shape[0] * shape[1] * data.dtype.itemsize).reshape(shape)
+    rows = (1 << 20) // (shape[1] * data.dtype.itemsize)
+    lines = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, shards in (("sharded", (32 * rows, shape[1])), ("unsharded", None)):
+            root = Path(tmp) / label
+            z = zarr.create_array(
+                LocalStore(root),
+                shape=shape,
+                dtype=values.dtype,
+                chunks=(rows, shape[1]),
+                shards=shards,
+                serializer=wc.WCodec(),
+                compressors=None,
+            )
+            z[:] = values
+
+            def read(root: Path = root) -> Any:
+                with zarr.config.enable_gpu():
+                    out = zarr.open_array(LocalStore(root), mode="r")[...]
+                cp.cuda.Device().synchronize()
+                return out
+
+            got = read()
+            assert isinstance(got, cp.ndarray) and cp.asnumpy(got).tobytes() == values.tobytes()
+            times = []
+            for _ in range(min(repeats, 10)):
+                start = time.perf_counter()
+                read()
+                times.append(time.perf_counter() - start)
+            seconds = statistics.median(times)
+            lines.append(
+                f"| {label}, {values.dtype}, {shape[0]}x{shape[1]}, 1 MiB chunks | "
+                f"{1e3 * seconds:.1f} | {values.nbytes / seconds / 1e9:.1f} |"
+            )
+    return lines
+
+
+SKIPPED = "skipped.txt"  # in an export: the float tensors left out, one name a line
+
+
+def load_fp32(source: Path | None) -> Tensors:
+    if source is None:
+        return minilm_views()["fp32"]
+    return {p.stem: wc.decode(p.read_bytes()) for p in sorted(source.glob("*.wcz"))}
+
+
+def export_fp32(target: Path, skip: str | None) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    skipped = []
+    for key, t in minilm_views()["fp32"].items():
+        if not np.issubdtype(t.dtype, np.floating):
+            continue
+        if skip is not None and re.search(skip, key):
+            skipped.append(key)
+        else:
+            (target / f"{key}.wcz").write_bytes(wc.encode(t))
+    (target / SKIPPED).write_text("".join(f"{k}\n" for k in skipped))
 
 
 def zarr_gpu_loader(root: Path, tensors: dict[str, np.ndarray]) -> Callable[[], None]:
@@ -242,66 +378,107 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--mib", type=int, default=256)
-    parser.add_argument("--views", nargs="+", default=["int8", "bf16"], choices=["int8", "bf16"])
-    parser.add_argument("--from", dest="source", type=Path, help="views exported with --export")
-    parser.add_argument("--export", type=Path, help="write the views as wcodec chunks and exit")
+    parser.add_argument("--views", nargs="+", default=list(VIEWS), choices=list(VIEWS))
+    parser.add_argument("--from", dest="source", type=Path, help="fp32 weights from --export")
+    parser.add_argument("--export", type=Path, help="write the fp32 weights as wcodec chunks, exit")
     parser.add_argument("--skip", help="with --export: leave out tensors whose name matches")
     args = parser.parse_args()
     if args.export is not None:
-        export_views(args.export, args.views, args.skip)
+        export_fp32(args.export, args.skip)
         return
     card = cp.cuda.runtime.getDeviceProperties(0)["name"].decode()
-    views = load_views(args.source, args.views)
+    fp32 = load_fp32(args.source)
+    views = make_views(fp32, args.views)
     nbytes = args.mib << 20
-    datasets = {
-        f"MINILM_{n.upper()}": tile(as_rows(tensors).reshape(-1), nbytes)
-        for n, tensors in views.items()
-    }
-    tensors_used = "; ".join(
-        f"{n}: {len(t)} tensors, {sum(a.nbytes for a in t.values()) / 1e6:.1f} MB"
-        for n, t in views.items()
-    )
+    datasets = {n: tile(as_rows(tensors).reshape(-1), nbytes) for n, tensors in views.items()}
     copy = bench_copy(nbytes, args.repeats)
     rows = [f"| device-to-device copy | | {copy:.0f} | | | |"]
-    bars = []
+    apis, bars = [], []
     for name, data in datasets.items():
         for label, rng in (("4 MiB chunks", None), ("1-4 MiB chunks", np.random.default_rng(0))):
             sizes = chunk_sizes(data.nbytes, rng)
             gbs, unchecked, ratio = bench_wcodec(data, sizes, args.repeats)
             nv = bench_nvcomp(data, sizes, args.repeats)
             if isinstance(nv, str):
-                nv_cell, nv_ratio, speedup = nv, "", float("nan")
+                nv_cells, best = [nv, "", ""], float("nan")
             else:
-                nv_cell, nv_ratio, speedup = f"{nv[0]:.0f}", f"{nv[1]:.4f}", gbs / nv[0]
+                mode, (best, nv_ratio) = max(nv.items(), key=lambda kv: kv[1][0])
+                others = ", ".join(f"{m} {g:.0f}" for m, (g, _) in nv.items() if m != mode)
+                nv_cells = [f"{best:.0f} ({mode})", f"{nv_ratio:.4f}", others]
             cells = [
                 f"{name}, {label} ({len(sizes)})",
                 f"{ratio:.4f}",
                 f"{gbs:.0f}",
                 f"{unchecked:.0f}",
-                nv_ratio,
-                nv_cell,
             ]
-            rows.append("| " + " | ".join(cells) + " |")
-            bars.append((f"{name} {label}: >= 2x nvCOMP ANS ({speedup:.2f}x)", speedup >= 2))
-        if name == "MINILM_INT8":
-            bars.append(
-                ("MINILM_INT8 4 MiB chunks: >= 800 GB/s", float(rows[1].split("|")[3]) >= 800)
-            )
-    checkpoint = bench_checkpoint(views, args.repeats)
+            rows.append("| " + " | ".join([*cells, *nv_cells, f"{gbs / best:.2f}x"]) + " |")
+            if label == "4 MiB chunks":
+                if data.dtype.itemsize == 1:
+                    bars.append((f"{name}: >= 800 GB/s ({gbs:.0f})", gbs >= 800))
+                    bars.append(
+                        (
+                            f"{name}: >= 2x nvCOMP ANS at its best ({gbs / best:.2f}x)",
+                            gbs >= 2 * best,
+                        )
+                    )
+                elif name == "bf16" and not isinstance(nv, str) and "one buffer, float16" in nv:
+                    fp16 = nv["one buffer, float16"][0]
+                    bars.append(
+                        (
+                            f"bf16: >= 1.5x nvCOMP's float16 mode ({gbs / fp16:.2f}x)",
+                            gbs >= 1.5 * fp16,
+                        )
+                    )
+                if name in ("int8", "bf16"):
+                    for api, rate in bench_apis(data, sizes, args.repeats).items():
+                        apis.append(f"| {name} | {api} | {rate:.1f} |")
+                    apis.append(
+                        f"| {name} | PreparedBatch.launch alone (CUDA events) | {gbs:.0f} |"
+                    )
+    zarr_rows = bench_zarr_array(datasets["int8"], args.repeats) if "int8" in datasets else []
+    checkpoint = bench_checkpoint(
+        {n: views[n] for n in ("int8", "bf16") if n in views}, args.repeats
+    )
+    used = {
+        n: f"{len(t)} tensors, {sum(a.nbytes for a in t.values()) / 1e6:.1f} MB"
+        for n, t in views.items()
+    }
+    skipped = (args.source / SKIPPED).read_text().split() if args.source else []
     text = "\n".join(
         [
             f"# GPU benchmark, {datetime.date.today().isoformat()}",
             "",
             f"GPU: {card}; wcodec {wc.__version__}; data tiled to {args.mib} MiB; CUDA events, "
-            f"median of {args.repeats} after 3 warm-ups (nvCOMP: wall clock around its "
-            f"synchronising Python call). GB/s are of decoded output. MiniLM views used: "
-            f"{tensors_used}.",
+            f"median of {args.repeats} after 3 warm-ups, for wcodec's launch and nvCOMP's decode "
+            "call alike. GB/s are of decoded output. nvCOMP ANS: the best of one buffer and a "
+            "list of the same chunks, byte mode and (2-byte data) float16 mode; the other modes "
+            "beside it.",
+            "Views, from MiniLM's fp32 weights"
+            + (f" (tensors left out: {', '.join(skipped)})" if skipped else "")
+            + ":",
+            "",
+            *[f"- {n}: {VIEWS[n]}; {used[n]}" for n in views],
+            "",
             "Command: `python benchmarks/bench_gpu.py`",
             "",
             "| data (chunks) | wcodec ratio | wcodec GB/s | wcodec GB/s, checksums not checked "
-            "| nvCOMP ANS ratio | nvCOMP ANS GB/s |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| nvCOMP ANS GB/s, best | its ratio | nvCOMP other modes | wcodec vs nvCOMP best |",
+            "|---|---:|---:|---:|---:|---:|---|---:|",
             *rows,
+            "",
+            "Batch APIs on the 4 MiB chunks (wall clock, synchronised, median of up to 10), "
+            "GB/s of output:",
+            "",
+            "| view | API | GB/s |",
+            "|---|---|---:|",
+            *apis,
+            "",
+            "One large array through zarr's GPU pipeline (`zarr.config.enable_gpu()`, local store, "
+            "page cache warm, the whole array read; wall clock):",
+            "",
+            "| array | ms | GB/s |",
+            "|---|---:|---:|",
+            *zarr_rows,
             "",
             "Whole checkpoint from local disk (page cache warm) into GPU memory, ms:",
             "",
@@ -319,8 +496,7 @@ def main() -> None:
     print(text)
     RESULTS.mkdir(exist_ok=True)
     slug = re.sub(r"[^a-z0-9]+", "-", card.lower()).strip("-")
-    suffix = "-".join(args.views)
-    (RESULTS / f"gpu-{slug}-{suffix}-{datetime.date.today().isoformat()}.md").write_text(text)
+    (RESULTS / f"gpu-{slug}-{datetime.date.today().isoformat()}.md").write_text(text)
 
 
 if __name__ == "__main__":

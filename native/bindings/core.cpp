@@ -151,6 +151,20 @@ nb::tuple header(InBuf data) {
   return nb::make_tuple(info.dtype, nb::tuple(shape));
 }
 
+// The dtype code and shape of an n-byte chunk whose first bytes are `data` (at least
+// min(n, kMaxFixedHead) of them), and how many first bytes hold its head (chunk_head_bound).
+nb::tuple head(InBuf data, uint64_t n) {
+  if (data.size() > n) throw std::invalid_argument("head: more bytes than the chunk has");
+  if (data.size() < std::min<uint64_t>(n, wcodec::kMaxFixedHead)) {
+    throw std::invalid_argument("head: the chunk's fixed header is not all there");
+  }
+  const uint64_t bound = wcodec::chunk_head_bound(data.data(), data.size(), n);
+  const wcodec::ChunkInfo info = wcodec::parse_header(data.data(), data.size());
+  nb::list shape;
+  for (uint32_t d = 0; d < info.ndim; ++d) shape.append(info.shape[d]);
+  return nb::make_tuple(info.dtype, nb::tuple(shape), bound);
+}
+
 void decode_batch(const std::vector<InBuf>& srcs, const std::vector<OutBuf>& dsts, int threads) {
   if (srcs.size() != dsts.size()) throw std::invalid_argument("need one output buffer per chunk");
   std::vector<wcodec::DecodeJob> jobs(srcs.size());
@@ -339,6 +353,7 @@ NB_MODULE(_core, m) {
   m.def("write_shard", &write_shard, "fd"_a, "data"_a, "dtype_code"_a, "shape"_a, "inner"_a, "grid"_a, "order"_a,
         "fill"_a, "threads"_a, "checksum"_a, "predict"_a, "segment_kib"_a, "histograms"_a.none() = nb::none());
   m.def("header", &header, "data"_a);
+  m.def("head", &head, "data"_a, "n"_a);
   m.def("decode_batch", &decode_batch, "srcs"_a, "dsts"_a, "threads"_a);
   m.def("inspect", &inspect, "data"_a);
   m.def("stage_objects", &stage_objects, "sources"_a, "sizes"_a, "slots"_a, "slot_lens"_a, "per_shard"_a,

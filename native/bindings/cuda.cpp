@@ -65,6 +65,36 @@ wcodec::cuda::DecodePlan plan_staged(InBuf host, uintptr_t device, ConstU64 offs
   }
 }
 
+// Chunks in device memory (chunk k: lens[k] bytes at devices[k]) planned from their heads, which
+// the caller copied to the host: chunk k's first head_lens[k] bytes at head_offsets[k] of `heads`
+// (at least core.head's bound). Chunk k decodes into outs[k] (out_lens[k] bytes).
+wcodec::cuda::DecodePlan plan_heads(InBuf heads, ConstU64 head_offsets, ConstU64 head_lens, ConstU64 lens,
+                                    ConstU64 devices, ConstU64 outs, ConstU64 out_lens) {
+  const size_t n = lens.size();
+  if (head_offsets.size() != n || head_lens.size() != n || devices.size() != n || outs.size() != n ||
+      out_lens.size() != n) {
+    throw std::invalid_argument("plan_heads: one entry per chunk in every array");
+  }
+  std::vector<wcodec::cuda::ChunkRef> refs(n);
+  for (size_t k = 0; k < n; ++k) {
+    if (head_offsets(k) > heads.size() || head_lens(k) > heads.size() - head_offsets(k) || head_lens(k) > lens(k)) {
+      throw std::invalid_argument("plan_heads: chunk " + std::to_string(k) + "'s head lies outside the buffer");
+    }
+    refs[k] = {heads.data() + head_offsets(k),
+               static_cast<size_t>(lens(k)),
+               reinterpret_cast<const uint8_t*>(devices(k)),
+               reinterpret_cast<uint8_t*>(outs(k)),
+               static_cast<size_t>(out_lens(k)),
+               static_cast<size_t>(head_lens(k))};
+  }
+  try {
+    nb::gil_scoped_release release;
+    return wcodec::cuda::plan_decode(refs.data(), refs.size());
+  } catch (const wcodec::ChunkError& e) {
+    raise_chunk_error(e);
+  }
+}
+
 // Stored objects (file paths or buffers) staged into `staging` (pinned) and uploaded to
 // `device_staging` (on device `device_id`), their chunks planned to decode into outs[i]
 // (out_lens[i] bytes); see wcodec::cuda::stage_and_plan. A bad object raises
@@ -137,6 +167,8 @@ NB_MODULE(_cuda, m) {
       .def_prop_ro("num_chunks", &wcodec::cuda::DecodePlan::num_chunks)
       .def_prop_ro("num_segments", &wcodec::cuda::DecodePlan::num_segments);
   m.def("plan_staged", &plan_staged, "host"_a, "device"_a, "offsets"_a, "lens"_a, "outs"_a, "out_lens"_a);
+  m.def("plan_heads", &plan_heads, "heads"_a, "head_offsets"_a, "head_lens"_a, "lens"_a, "devices"_a, "outs"_a,
+        "out_lens"_a);
   m.def("stage_and_plan", &stage_and_plan, "sources"_a, "sizes"_a, "slots"_a, "slot_lens"_a, "per_shard"_a,
         "nchunks"_a, "first"_a, "staging"_a, "align"_a, "device_staging"_a, "outs"_a, "out_lens"_a,
         "chunk_offset"_a, "chunk_len"_a, "device_id"_a, "stream"_a, "threads"_a);

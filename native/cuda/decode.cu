@@ -150,6 +150,7 @@ const char* status_message(int32_t status) {
     case kUnreadWords: return "corrupt segment: unread renormalisation words remain";
     case kFinalStateMismatch: return "corrupt segment: final rANS state mismatch";
     case kChecksumMismatch: return "checksum mismatch: decoded bytes are corrupt";
+    case kBadPadding: return "corrupt chunk: nonzero padding before a segment or plane";
   }
   return "unknown decoder status";
 }
@@ -165,7 +166,7 @@ std::string chunk_prefix(size_t count, size_t k) {
 void parse_chunks(const ChunkRef* refs, size_t count, ChunkInfo* infos) {
   parallel_for(count, resolve_threads(0), [&](size_t k, int) {
     try {
-      infos[k] = parse_chunk(refs[k].host, refs[k].len);
+      infos[k] = parse_chunk_head(refs[k].host, refs[k].host_len, refs[k].len);
     } catch (const FormatError& e) {
       throw ChunkError(k, chunk_prefix(count, k), e.what());
     }
@@ -264,10 +265,13 @@ DecodePlan lay_out(const ChunkRef* refs, const ChunkInfo* infos, size_t count) {
         } else if (pl.mode == PlaneMode::Raw) {
           d.mode = 0;
           d.payload = payload + s.first_elem;
+          d.zero_before = static_cast<uint8_t>(j == 0 ? pl.pad_before : 0);
         } else {
           const uint64_t e = load_u64(r.host + pl.index_offset + 8 * j);
-          const uint64_t start = j == 0 ? 0 : align_up(load_u64(r.host + pl.index_offset + 8 * (j - 1)) >> 8, 4);
+          const uint64_t prev_end = j == 0 ? 0 : load_u64(r.host + pl.index_offset + 8 * (j - 1)) >> 8;
+          const uint64_t start = align_up(prev_end, 4);
           const uint64_t end = e >> 8;
+          d.zero_before = static_cast<uint8_t>(j == 0 ? pl.pad_before : start - prev_end);
           const uint32_t pred = (e >> 4) & 0xf;
           if ((e & 0xf) == static_cast<uint64_t>(SegCoding::Raw)) {
             d.mode = 0;

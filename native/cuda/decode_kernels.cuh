@@ -26,7 +26,9 @@ struct DevPlane {
   uint8_t mode;            // 0 raw bytes, 1 constant, 2 rANS
   uint8_t delta;           // 1: undo the delta predictor
   uint8_t constant;
-  uint8_t pad;
+  // the padding (0..3 bytes) just before `payload`, which must be zero: a plan from chunk
+  // heads alone has not seen it
+  uint8_t zero_before;
 };
 
 struct DevSegment {
@@ -641,6 +643,13 @@ __device__ void decode_segment(const DevSegment& seg, uint32_t tables_off, uint3
       ok = false;
     }
   }
+  bool padded = false;
+#pragma unroll
+  for (int p = 0; p < NP; ++p) {
+    const DevPlane& pl = seg.planes[p];
+    padded |= static_cast<uint32_t>(lane) < pl.zero_before && pl.payload[-1 - lane] != 0;
+  }
+  if (__any_sync(0xffffffffu, padded) && lane == 0) fail(status, chunk, kBadPadding);
   BlockCrc crc;
   crc.matrices = base + 32 * lane;  // g_smem 0
   uint32_t staged = 0;

@@ -1,4 +1,5 @@
 // Parsing and validating the chunk container (everything but the rANS payloads).
+#include <algorithm>
 #include <string>
 
 #include "wcodec/codec.h"
@@ -63,24 +64,39 @@ ChunkInfo parse_header(const uint8_t* src, size_t n) {
   return info;
 }
 
-ChunkInfo parse_chunk(const uint8_t* src, size_t n) {
-  ChunkInfo info = parse_header(src, n);
+uint64_t chunk_head_bound(const uint8_t* src, size_t avail, size_t n) {
+  const ChunkInfo info = parse_header(src, std::min(avail, n));
+  // a plane descriptor is its mode byte, a constant or table mask, and at most one table per
+  // predictor; padding to 8 comes before the index of 8 bytes per segment of each rANS plane
+  const uint64_t descriptors = info.nplanes * (2 + kNumPredictors * kMaxTableBytes);
+  const uint64_t index = 8 * info.nplanes * info.nseg;
+  return std::min<uint64_t>(n, kHeaderBytes + 8ull * info.ndim + descriptors + 7 + index);
+}
+
+ChunkInfo parse_chunk(const uint8_t* src, size_t n) { return parse_chunk_head(src, n, n); }
+
+ChunkInfo parse_chunk_head(const uint8_t* src, size_t avail, size_t n) {
+  // the structure is checked against the chunk's length n; bytes are read below `have` only
+  // (a head that claims more than its bound is malformed: "truncated" within what was read)
+  const bool whole = avail >= n;
+  const uint64_t have = whole ? n : avail;
+  ChunkInfo info = parse_header(src, have);
   uint64_t pos = kHeaderBytes + 8ull * info.ndim;
   for (uint32_t p = 0; p < info.nplanes; ++p) {
     PlaneInfo& pl = info.planes[p];
     const uint64_t start = pos;
-    if (pos >= n) throw FormatError("truncated plane descriptors");
+    if (pos >= have) throw FormatError("truncated plane descriptors");
     const uint8_t mode = src[pos++];
     if (mode > static_cast<uint8_t>(PlaneMode::Rans)) {
       throw FormatError("plane " + std::to_string(p) + ": unknown mode " + std::to_string(mode));
     }
     pl.mode = static_cast<PlaneMode>(mode);
     if (pl.mode == PlaneMode::Constant) {
-      if (pos >= n) throw FormatError("truncated plane descriptors");
+      if (pos >= have) throw FormatError("truncated plane descriptors");
       pl.constant = src[pos++];
     } else if (pl.mode == PlaneMode::Rans) {
       if (info.nelem == 0) throw FormatError("plane " + std::to_string(p) + ": rANS plane of an empty chunk");
-      if (pos >= n) throw FormatError("truncated plane descriptors");
+      if (pos >= have) throw FormatError("truncated plane descriptors");
       pl.table_mask = src[pos++];
       if (pl.table_mask == 0 || pl.table_mask >= (1u << kNumPredictors)) {
         throw FormatError("plane " + std::to_string(p) + ": bad table mask " + std::to_string(pl.table_mask));
@@ -88,7 +104,7 @@ ChunkInfo parse_chunk(const uint8_t* src, size_t n) {
       for (uint32_t q = 0; q < kNumPredictors; ++q) {
         if (!(pl.table_mask & (1u << q))) continue;
         try {
-          pos += parse_table(src + pos, n - pos, &pl.tables[q]);
+          pos += parse_table(src + pos, have - pos, &pl.tables[q]);
         } catch (const FormatError& e) {
           throw FormatError("plane " + std::to_string(p) + ": " + e.what());
         }
@@ -97,7 +113,7 @@ ChunkInfo parse_chunk(const uint8_t* src, size_t n) {
     pl.descriptor_bytes = pos - start;
   }
   const uint64_t index_start = align_up(pos, 8);
-  if (index_start > n) throw FormatError("truncated before the segment index");
+  if (index_start > have) throw FormatError("truncated before the segment index");
   if (!all_zero(src + pos, index_start - pos)) throw FormatError("bad padding before the segment index");
   pos = index_start;
   info.index_offset = pos;
@@ -105,7 +121,7 @@ ChunkInfo parse_chunk(const uint8_t* src, size_t n) {
     PlaneInfo& pl = info.planes[p];
     if (pl.mode != PlaneMode::Rans) continue;
     pl.index_offset = pos;
-    if ((n - pos) / 8 < info.nseg) throw FormatError("truncated segment index");
+    if ((have - pos) / 8 < info.nseg) throw FormatError("truncated segment index");
     pos += 8 * info.nseg;
   }
   info.data_offset = pos;
@@ -116,14 +132,17 @@ ChunkInfo parse_chunk(const uint8_t* src, size_t n) {
     if (pl.mode == PlaneMode::Constant) continue;
     const uint64_t start = align_up(data, 4);
     if (start > data_len) throw FormatError("plane " + std::to_string(p) + ": truncated payload");
-    if (!all_zero(src + info.data_offset + data, start - data)) throw FormatError("bad padding between planes");
+    if (whole && !all_zero(src + info.data_offset + data, start - data)) {
+      throw FormatError("bad padding between planes");
+    }
+    pl.pad_before = static_cast<uint32_t>(start - data);
     pl.payload_offset = info.data_offset + start;
     const uint64_t room = data_len - start;
     if (pl.mode == PlaneMode::Raw) {
       if (room < info.nelem) throw FormatError("plane " + std::to_string(p) + ": truncated raw plane");
       pl.payload_bytes = info.nelem;
     } else {
-      const uint8_t* payload = src + pl.payload_offset;
+      const uint8_t* payload = src + pl.payload_offset;  // read only when whole
       uint64_t prev_end = 0;
       for (uint64_t j = 0; j < info.nseg; ++j) {
         const uint64_t e = load_u64(src + pl.index_offset + 8 * j);
@@ -141,7 +160,7 @@ ChunkInfo parse_chunk(const uint8_t* src, size_t n) {
           throw FormatError(plane_seg(p, j) + "predictor without a table");
         }
         if (end < seg_start || end > room) throw FormatError(plane_seg(p, j) + "truncated segment");
-        if (!all_zero(payload + prev_end, seg_start - prev_end)) {
+        if (whole && !all_zero(payload + prev_end, seg_start - prev_end)) {
           throw FormatError(plane_seg(p, j) + "bad padding before segment");
         }
         const uint64_t len = end - seg_start;

@@ -16,6 +16,26 @@ using namespace wcodec;
 // Decodes one input: it decodes or fails with FormatError / invalid_argument (a clean
 // rejection); anything else (a crash, a sanitizer report, another exception) is a finding.
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  // The input's head alone, as a plan for device-resident chunks reads it: never read past its
+  // bound, and accepted wherever the whole input is.
+  try {
+    const uint64_t bound = chunk_head_bound(data, size, size);
+    const std::vector<uint8_t> head(data, data + bound);
+    bool whole_ok = true;
+    ChunkInfo whole;
+    try {
+      whole = parse_chunk(data, size);
+    } catch (const FormatError&) {
+      whole_ok = false;
+    }
+    try {
+      const ChunkInfo h = parse_chunk_head(head.data(), head.size(), size);
+      if (whole_ok && h.data_offset != whole.data_offset) __builtin_trap();
+    } catch (const FormatError&) {
+      if (whole_ok) __builtin_trap();
+    }
+  } catch (const FormatError&) {
+  }
   try {
     const ChunkInfo info = parse_header(data, size);
     // outputs up to 1 MiB: the allocation a header may declare is not under test here, and

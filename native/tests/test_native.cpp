@@ -439,6 +439,53 @@ static void test_corruption() {
   CHECK(throws_format_error([&] { decode(longer); }));
 }
 
+// A chunk's head (chunk_head_bound's first bytes) parses as the whole chunk does, for every
+// dtype, skew and segment count (indexes longer than a first read of 4 KiB included); the
+// padding inside the data section, which a head does not hold, is left to the payload's decoder.
+static void test_heads() {
+  std::mt19937 rng(12);
+  const DType dtypes[] = {DType::Int8, DType::BFloat16, DType::Float32, DType::Float16};
+  for (int round = 0; round < 24; ++round) {
+    const DType dt = dtypes[round % 4];
+    DTypeLayout layout;
+    dtype_layout(static_cast<uint8_t>(dt), &layout);
+    const size_t n = round < 20 ? 1 + rng() % 300000 : 40 * 65536;
+    std::vector<uint8_t> data(n * layout.itemsize);
+    for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(rng() % (1 + round * 10));
+    const std::vector<uint8_t> chunk = encode(data, dt, {n});
+    const uint64_t bound = chunk_head_bound(chunk.data(), std::min(chunk.size(), kMaxFixedHead), chunk.size());
+    CHECK(bound <= chunk.size());
+    const ChunkInfo whole = parse_chunk(chunk.data(), chunk.size());
+    CHECK(whole.data_offset <= bound);
+    // exactly the head's bytes, so that ASan reports a read past them
+    std::vector<uint8_t> head(chunk.begin(), chunk.begin() + static_cast<long>(bound));
+    const ChunkInfo h = parse_chunk_head(head.data(), head.size(), chunk.size());
+    CHECK(h.data_offset == whole.data_offset && h.nseg == whole.nseg && h.total_bytes == whole.total_bytes);
+    for (uint32_t p = 0; p < whole.nplanes; ++p) {
+      CHECK(h.planes[p].payload_offset == whole.planes[p].payload_offset);
+      CHECK(h.planes[p].payload_bytes == whole.planes[p].payload_bytes);
+      CHECK(h.planes[p].pad_before == whole.planes[p].pad_before);
+    }
+    // a head cut short of its index is rejected, never read past
+    if (whole.data_offset > kMaxFixedHead) {
+      std::vector<uint8_t> cut(chunk.begin(), chunk.begin() + static_cast<long>(whole.data_offset - 1));
+      CHECK(throws_format_error([&] { parse_chunk_head(cut.data(), cut.size(), chunk.size()); }));
+    }
+    // nonzero padding before a segment: the whole chunk is rejected, its head is not
+    const PlaneInfo& pl = whole.planes[0];
+    if (pl.mode != PlaneMode::Rans || whole.nseg < 2) continue;
+    const uint64_t end0 = load_u64(chunk.data() + pl.index_offset) >> 8;
+    if (end0 % 4 == 0) continue;
+    std::vector<uint8_t> bad = chunk;
+    bad[pl.payload_offset + end0] = 1;
+    CHECK(throws_format_error([&] { parse_chunk(bad.data(), bad.size()); }));
+    CHECK(parse_chunk_head(bad.data(), bound, bad.size()).data_offset == whole.data_offset);
+  }
+  // the bound of a header that claims more than its bytes is the chunk's length
+  const std::vector<uint8_t> small = encode(std::vector<uint8_t>(100, 3), DType::Int8, {100});
+  CHECK(chunk_head_bound(small.data(), small.size(), small.size()) <= small.size());
+}
+
 // The pool under load: jobs of every size back to back, from several threads at once (a job
 // finding the pool busy runs alone); every task runs exactly once, and a task's exception
 // reaches its caller.
@@ -478,6 +525,7 @@ int main() {
   test_scalar_matches_simd();
   test_encoders_agree();
   test_corruption();
+  test_heads();
   test_pool();
   if (failures) {
     std::fprintf(stderr, "%d check(s) failed\n", failures);

@@ -1,5 +1,6 @@
 """GPU decoder (marker ``gpu``; skipped without a GPU): bit-exact against the CPU decoder for
-every dtype, sizes and segment counts, mixed batches, replayed launches and corrupt chunks."""
+every dtype, sizes and segment counts, mixed batches, replayed launches, chunks already in
+device memory and corrupt chunks."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from helpers import DTYPES, random_bits, weight_like
 
 import wcodec_zarr as wc
+from wcodec_zarr.codec import gpu, native
 from wcodec_zarr.codec.gpu import PreparedBatch, storage_dtype
 
 pytestmark = pytest.mark.gpu
@@ -106,6 +108,56 @@ def test_cupy_input() -> None:
     encoded = wc.encode(array)
     device_input = cp.asarray(np.frombuffer(encoded, np.uint8))
     assert cp.asnumpy(wc.decode(device_input, device="cuda")).tobytes() == array.tobytes()
+
+
+def test_device_resident_chunks_are_planned_from_their_heads() -> None:
+    """A batch of chunks already in device memory decodes where it lies: chunks of every dtype,
+    one whose head is longer than the first read (two reads of heads), and chunks at unaligned
+    offsets of one buffer (as inner chunks of a shard are), which are copied on the device."""
+    import cupy as cp
+
+    rng = np.random.default_rng(8)
+    arrays = [weight_like(rng, (30, 7001), dt) for dt in DTYPES]
+    arrays.append(weight_like(rng, (120, 65536), np.dtype(np.float32)))  # 120 segments
+    encoded = [wc.encode(a) for a in arrays]
+    last = np.frombuffer(encoded[-1], np.uint8)
+    assert native.core.head(last[: gpu.HEAD_PREFIX], last.size)[2] > gpu.HEAD_PREFIX
+    got = wc.decode_batch([cp.asarray(np.frombuffer(e, np.uint8)) for e in encoded], device="cuda")
+    assert [cp.asnumpy(g).tobytes() for g in got] == [a.tobytes() for a in arrays]
+    # one buffer, each chunk 3 bytes after the previous one's end
+    offsets = np.cumsum([0] + [len(e) + 3 for e in encoded[:-1]])
+    shard = np.zeros(int(offsets[-1]) + len(encoded[-1]), np.uint8)
+    for e, at in zip(encoded, offsets, strict=True):
+        shard[at : at + len(e)] = np.frombuffer(e, np.uint8)
+    on_device = cp.asarray(shard)
+    views = [on_device[at : at + len(e)] for e, at in zip(encoded, offsets, strict=True)]
+    got = wc.decode_batch(views, device="cuda")
+    assert [cp.asnumpy(g).tobytes() for g in got] == [a.tobytes() for a in arrays]
+    truncated = cp.asarray(np.frombuffer(encoded[0][:100], np.uint8))
+    with pytest.raises(wc.ChunkError, match=r"^chunk 1: "):
+        wc.decode_batch([views[0], truncated], device="cuda")
+
+
+def test_nonzero_padding_is_found_on_the_device() -> None:
+    """The padding between segments lies in the payload, which a plan from heads alone does not
+    read: the kernel checks it, so a device-resident chunk is rejected as its host copy is."""
+    import cupy as cp
+
+    for seed in range(20):
+        array = weight_like(np.random.default_rng(seed), (2, 65536), np.dtype(np.int8))
+        encoded = bytearray(wc.encode(array))
+        data = wc.inspect(bytes(encoded))["header_bytes"]
+        # one rANS plane of two segments: its index is the 16 bytes before the data section
+        end0 = int.from_bytes(encoded[data - 16 : data - 8], "little") >> 8
+        if end0 % 4:
+            break
+    else:
+        pytest.fail("no segment of these arrays needs padding")
+    encoded[data + end0] = 0x01
+    with pytest.raises(ValueError, match="bad padding"):
+        wc.decode(bytes(encoded))
+    with pytest.raises(wc.ChunkError, match="nonzero padding"):
+        wc.decode_batch([cp.asarray(np.frombuffer(bytes(encoded), np.uint8))], device="cuda")
 
 
 @pytest.mark.parametrize("checksum", [True, False])

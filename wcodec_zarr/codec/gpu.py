@@ -2,7 +2,9 @@
 
 ``decode_batch_gpu`` gathers the chunks into one pinned host buffer, copies it to the device in
 one transfer, plans the batch on the host (headers, tables and index are parsed and validated
-there) and decodes every chunk in one kernel launch on the given stream. It then waits for that
+there) and decodes every chunk in one kernel launch on the given stream. Chunks already in
+device memory (CuPy arrays) stay there: only their heads (header, tables, index) are copied to
+the host to plan. It then waits for that
 stream, because per-chunk errors are reported as exceptions; ``PreparedBatch`` separates the
 steps for callers that wait themselves, and the native API underneath
 (``native/include/wcodec/cuda_decode.h``) never synchronises.
@@ -66,9 +68,26 @@ def storage_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
     return np.dtype(_BITS_DTYPE.get(str(dtype), dtype))
 
 
+# Bytes of each device-resident chunk copied to the host first: its fixed header, and the whole
+# head (as bounded by core.head: the largest tables a descriptor can hold, then the index) of a
+# chunk of up to about 880 segments of one plane or 110 of four (7 MiB of fp32).
+HEAD_PREFIX = 8192
+
+
+def _heads(devs: Sequence[Any], sizes: Sequence[int]) -> list[np.ndarray]:
+    """The first sizes[i] bytes of each device array, gathered on the device and copied to the
+    host in one transfer."""
+    import cupy as cp
+
+    if not devs:
+        return []
+    host = cp.concatenate([d[:n] for d, n in zip(devs, sizes, strict=True)]).get()
+    return np.split(host, np.cumsum(sizes)[:-1])
+
+
 def _host_bytes(chunk: Any) -> np.ndarray:
-    """Host bytes of a chunk (a chunk in device memory is copied back: the plan is made on the
-    host)."""
+    """Host bytes of a chunk (a chunk in device memory, in a batch that mixes host and device
+    chunks, is copied back)."""
     if hasattr(chunk, "__cuda_array_interface__"):
         import cupy as cp
 
@@ -84,6 +103,8 @@ class PreparedBatch:
     raises ``ChunkError`` for a chunk that failed. ``results`` are the output arrays (the
     outputs of a batch made by ``planned`` belong to its caller)."""
 
+    results: list[Any]
+
     def __init__(
         self,
         chunks: Sequence[Any],
@@ -97,6 +118,9 @@ class PreparedBatch:
             raise RuntimeError(f"GPU decoding is unavailable: {gpu_status()['reason']}")
         if outs is not None and len(outs) != len(chunks):
             raise ValueError(f"got {len(outs)} output arrays for {len(chunks)} chunks")
+        if chunks and all(hasattr(c, "__cuda_array_interface__") for c in chunks):
+            self._from_device(chunks, outs, stream, max_nbytes)
+            return
         hosts = [_host_bytes(c) for c in chunks]
         count = len(hosts)
         # every chunk copied into place by native threads
@@ -108,24 +132,88 @@ class PreparedBatch:
             ALIGN,
             lambda n: np.frombuffer(cp.cuda.alloc_pinned_memory(n), np.uint8, n),
         )
-        self.results: list[Any] = []
+        self.results = []
         for i, host in enumerate(hosts):
             try:
                 code, shape = native.core.header(host)
-                check_declared(code, shape, max_nbytes)
             except ValueError as exc:
                 raise ChunkError(f"chunk {i}: {exc}", i, str(exc)) from None
-            dtype = storage_dtype(CODE_TO_DTYPE[code])
-            out = None if outs is None else outs[i]
-            if out is None:
-                out = cp.empty(shape, dtype)
-            elif out.dtype != dtype or out.shape != tuple(shape) or not out.flags.c_contiguous:
-                reason = f"out must be a C-contiguous {dtype} array of shape {tuple(shape)}"
-                raise ChunkError(f"chunk {i}: {reason}", i, reason)
-            self.results.append(out)
+            self.results.append(self._output(i, code, shape, outs, max_nbytes))
         out_ptrs = np.asarray([r.data.ptr for r in self.results], np.uint64)
         out_lens = np.asarray([r.nbytes for r in self.results], np.uint64)
         self._setup(staging, offsets, lens, out_ptrs, out_lens, stream)
+
+    @staticmethod
+    def _output(
+        i: int,
+        code: int,
+        shape: Sequence[int],
+        outs: Sequence[Any | None] | None,
+        limit: int | None,
+    ) -> Any:
+        """Chunk i's output: the caller's array, checked, or a new one."""
+        import cupy as cp
+
+        try:
+            check_declared(code, shape, limit)
+        except ValueError as exc:
+            raise ChunkError(f"chunk {i}: {exc}", i, str(exc)) from None
+        dtype = storage_dtype(CODE_TO_DTYPE[code])
+        out = None if outs is None else outs[i]
+        if out is None:
+            return cp.empty(shape, dtype)
+        if out.dtype != dtype or out.shape != tuple(shape) or not out.flags.c_contiguous:
+            reason = f"out must be a C-contiguous {dtype} array of shape {tuple(shape)}"
+            raise ChunkError(f"chunk {i}: {reason}", i, reason)
+        return out
+
+    def _from_device(
+        self,
+        chunks: Sequence[Any],
+        outs: Sequence[Any | None] | None,
+        stream: Any,
+        max_nbytes: int | None,
+    ) -> None:
+        """Chunks already in device memory are planned from their heads (header, descriptors,
+        index: a few KiB each, copied to the host in one transfer, two for chunks with long
+        indexes) and decoded where they are; only a chunk not 16-byte aligned is copied, on the
+        device."""
+        import cupy as cp
+
+        _cuda = native.cuda()
+        self.device_id = cp.cuda.Device().id
+        self.stream = stream if stream is not None else cp.cuda.get_current_stream()
+        with self.stream:
+            devs = [cp.ascontiguousarray(cp.asarray(c)).reshape(-1).view(cp.uint8) for c in chunks]
+            devs = [d if d.data.ptr % 16 == 0 else d.copy() for d in devs]
+            lens = [d.size for d in devs]
+            heads = _heads(devs, [min(n, HEAD_PREFIX) for n in lens])
+            self.results = []
+            bounds = []
+            for i, (h, n) in enumerate(zip(heads, lens, strict=True)):
+                try:
+                    code, shape, bound = native.core.head(h, n)
+                except ValueError as exc:
+                    raise ChunkError(f"chunk {i}: {exc}", i, str(exc)) from None
+                bounds.append(bound)
+                self.results.append(self._output(i, code, shape, outs, max_nbytes))
+            longer = [i for i, h in enumerate(heads) if bounds[i] > h.size]
+            more = _heads([devs[i] for i in longer], [bounds[i] for i in longer])
+            for i, h in zip(longer, more, strict=True):
+                heads[i] = h
+            head_lens = np.asarray([h.size for h in heads], np.uint64)
+            head_offsets = np.concatenate([[0], np.cumsum(head_lens)[:-1]]).astype(np.uint64)
+            self._plan = _cuda.plan_heads(
+                np.concatenate(heads),
+                head_offsets,
+                head_lens,
+                np.asarray(lens, np.uint64),
+                np.asarray([d.data.ptr for d in devs], np.uint64),
+                np.asarray([r.data.ptr for r in self.results], np.uint64),
+                np.asarray([r.nbytes for r in self.results], np.uint64),
+            )
+        self._inputs = devs  # the chunks stay alive while the batch can launch
+        self._prepare(np.empty(0, np.uint8))
 
     @classmethod
     def planned(cls, plan: Any, arena: Any, staging: np.ndarray, stream: Any) -> PreparedBatch:

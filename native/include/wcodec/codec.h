@@ -54,6 +54,7 @@ struct PlaneInfo {
   uint64_t index_offset = 0;      // absolute offset of this plane's segment index (rANS planes)
   uint64_t payload_offset = 0;    // absolute offset of the plane payload (4-aligned)
   uint64_t payload_bytes = 0;
+  uint32_t pad_before = 0;        // zero bytes (0..3) between the previous plane and this one
 };
 
 struct ChunkInfo {
@@ -86,6 +87,19 @@ ChunkInfo parse_header(const uint8_t* src, size_t n);
 // Validates the whole container structure: descriptors, tables, index, padding, total length.
 // Payload contents are checked while decoding (final states, stream ends, checksum).
 ChunkInfo parse_chunk(const uint8_t* src, size_t n);
+
+// A chunk's head is everything before its data section: header, shape, plane descriptors and
+// segment index. With at least min(n, kMaxFixedHead) of the n bytes of a chunk at src, returns
+// how many of its first bytes hold its whole head if the chunk is well formed (at most n): a
+// decoder whose payload lies elsewhere (in device memory) reads that many, then parses them
+// with parse_chunk_head. Throws FormatError for a bad header.
+inline constexpr size_t kMaxFixedHead = kHeaderBytes + 8 * kMaxNdim;
+uint64_t chunk_head_bound(const uint8_t* src, size_t avail, size_t n);
+// parse_chunk of an n-byte chunk of which only the first `avail` bytes are at src (its head,
+// see chunk_head_bound): every check but the zero padding inside the data section (between
+// segments and planes), which a decoder of the payload must make. With avail >= n it is
+// parse_chunk.
+ChunkInfo parse_chunk_head(const uint8_t* src, size_t avail, size_t n);
 
 struct DecodeJob {
   const uint8_t* src;

@@ -32,6 +32,7 @@ enum DecodeStatus : int32_t {
   kUnreadWords = 3,       // words left over at the end of a segment
   kFinalStateMismatch = 4,
   kChecksumMismatch = 5,
+  kBadPadding = 6,  // nonzero padding before a segment or plane (checked here for heads-only plans)
 };
 const char* status_message(int32_t status);
 
@@ -41,6 +42,9 @@ struct ChunkRef {
   const uint8_t* device;  // the same bytes in device memory
   uint8_t* out_dev;       // output, out_len bytes, in device memory
   size_t out_len;         // must equal the chunk's decoded size
+  // how many of the chunk's bytes are at `host`: all of them, or its head only (at least
+  // chunk_head_bound's count, wcodec/codec.h) when the payload is in device memory alone
+  size_t host_len = SIZE_MAX;
 };
 
 class DecodePlan {

@@ -39,6 +39,8 @@ enum class PlaneMode : uint8_t { Raw = 0, Constant = 1, Rans = 2 };
 enum class SegCoding : uint8_t { Raw = 0, Rans = 1 };
 enum class Predictor : uint8_t { None = 0, Delta = 1 };
 inline constexpr uint32_t kNumPredictors = 2;
+// A frequency table: a 32-byte presence bitmap, then one or two bytes per present symbol.
+inline constexpr size_t kMaxTableBytes = 32 + 2 * 256;
 
 // Segment index entry: bits 0-3 coding, bits 4-7 predictor, bits 8-63 end offset of the segment
 // payload relative to the start of its plane's payload. Segment j starts at align4(end_{j-1}).
