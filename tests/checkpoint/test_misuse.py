@@ -424,6 +424,29 @@ def test_a_checkpoint_replaced_while_read_is_an_error_not_a_mix(tmp_path: Path) 
     assert all(fresh[k].tobytes() == expected[k].tobytes() for k in expected)
 
 
+def test_a_checkpoint_replaced_by_one_of_the_same_shape_is_still_noticed(tmp_path: Path) -> None:
+    """Two chunks of a weight swapped inside their shard: the same names, shapes, header, sizes
+    and entropy, so the same root document but for the generation each convert writes; a
+    reader that opened the first still finds it replaced."""
+    old, _ = two_models(tmp_path)
+    tensors = load_file(str(old))
+    w = np.concatenate([tensors["w"][64:128], tensors["w"][:64], tensors["w"][128:]])
+    (tmp_path / "swapped").mkdir()
+    swapped = tmp_path / "swapped" / old.name
+    write_raw(
+        swapped,
+        [("w", "I8", [1024, 64], w.tobytes()), ("ids", "I64", [32], tensors["ids"].tobytes())],
+    )
+    ckpt = tmp_path / "ckpt"
+    first = wc.convert(old, ckpt, progress=False, **SMALL)
+    opened = wc.open_checkpoint(ckpt)
+    second = wc.convert(swapped, ckpt, overwrite=True, progress=False, **SMALL)
+    differ = {k for k in first if first[k] != second[k]}
+    assert differ == {"generation", "checksum"}, differ
+    with pytest.raises(ValueError, match="replaced while it was read"):
+        load_to_cpu([opened[name] for name in opened])
+
+
 def test_readers_during_overwrites_see_old_new_or_an_error(tmp_path: Path) -> None:
     """Whole loads while another process converts two models into the same place over and
     over: every load is one model or the other, whole, or an error; never a mix."""

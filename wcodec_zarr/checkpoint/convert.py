@@ -452,6 +452,9 @@ def _write(
     manifest = {
         "checksum": UNSEALED,  # first: the root document begins with it (layout.seal_root)
         "version": MANIFEST_VERSION,
+        # new at every convert: a reader that finds the root document changed under it knows
+        # it read two checkpoints, even where both hold the same names, shapes and sizes
+        "generation": uuid.uuid4().hex,
         # every array's, as in its metadata: loads name objects without the consolidated metadata
         "chunk_key_encoding": CHUNK_KEYS.to_dict(),
         "files": [{"name": f.name, "size": f.size, "header": f.header.text} for f in source.files],
