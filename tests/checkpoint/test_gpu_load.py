@@ -5,6 +5,7 @@ naming the object, and the caller's device."""
 from __future__ import annotations
 
 import itertools
+import json
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ from helpers import weight_like
 
 import wcodec_zarr as wc
 from wcodec_zarr.checkpoint.frameworks import to_torch
+from wcodec_zarr.checkpoint.layout import seal_root
 
 pytestmark = pytest.mark.gpu
 
@@ -123,6 +125,19 @@ def test_whole_load_errors_name_the_object(tmp_path: Any) -> None:
         wc.load_checkpoint(ckpt, device="cuda")
     shard.write_bytes(good)
     assert wc.load_checkpoint(ckpt, device="cuda")["c.i8"].shape == (2000, 1024)
+
+
+def test_a_manifest_claiming_more_than_the_card_is_a_value_error(tmp_path: Any) -> None:
+    """A writer's bug (checksum and all) that claims an exabyte tensor: a GPU load refuses it
+    before allocating, with a ValueError rather than CuPy's OutOfMemoryError."""
+    ckpt = sharded_model(tmp_path)
+    root = ckpt / "zarr.json"
+    document = json.loads(root.read_bytes())
+    manifest = document["attributes"]["wcodec_checkpoint"]
+    manifest["tensors"]["c.i8"].update(shape=[2**50, 1024], chunks=[2**50, 1024], shards=None)
+    root.write_bytes(seal_root(json.dumps(document, separators=(",", ":")).encode()))
+    with pytest.raises(ValueError, match="more than cuda:0's memory"):
+        wc.load_checkpoint(ckpt, device="cuda:0")
 
 
 def test_decodes_on_the_callers_device(tmp_path: Any) -> None:

@@ -484,10 +484,15 @@ def load_to_gpu(
         objects = stored_objects(tensors)
         results: dict[str, Any] = {}
         if objects.tensors:
-            block = cp.empty(
-                sum(-(-padded_nbytes(t) // BLOCK_ALIGN) * BLOCK_ALIGN for t in objects.tensors),
-                cp.uint8,
-            )
+            nbytes = sum(-(-padded_nbytes(t) // BLOCK_ALIGN) * BLOCK_ALIGN for t in objects.tensors)
+            total = cp.cuda.Device().mem_info[1]
+            if nbytes > total:
+                # the sizes come from the manifest: a claim past the card is refused, not tried
+                raise ValueError(
+                    f"the tensors to load claim {nbytes} bytes, more than {device}'s memory "
+                    f"({total} bytes)"
+                )
+            block = cp.empty(nbytes, cp.uint8)
             places = _block(objects.tensors, lambda _: block)
             typed = _TorchViews(block) if framework == "torch" else None
             for t, dest in stream_to_gpu(objects, lambda t: places[id(t)], window):
