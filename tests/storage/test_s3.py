@@ -297,9 +297,14 @@ def test_missing_and_forbidden(server: LoopbackS3, bucket: str, model: Path) -> 
         server.required_key = None
 
 
+@pytest.mark.parametrize("over", [False, True], ids=["fresh", "overwrite"])
 def test_killed_writer_leaves_no_complete_checkpoint(
-    server: LoopbackS3, bucket: str, tmp_path: Path
+    server: LoopbackS3, bucket: str, tmp_path: Path, over: bool
 ) -> None:
+    """A convert killed (SIGKILL) while it writes objects: the destination is refused as
+    incomplete, also where it replaced a checkpoint (a remote convert removes the old one
+    first: readers get the old model, an error, or the new one, never a mix), and the next
+    convert gets through."""
     rng = np.random.default_rng(1)
     tensors = [
         (f"w{i}", "I8", [512, 512], weight_like(rng, (512, 512), np.dtype(np.int8)).tobytes())
@@ -309,10 +314,15 @@ def test_killed_writer_leaves_no_complete_checkpoint(
     write_raw(src, tensors)
     url = f"s3://{bucket}/killed.zarr"
     opts = server.storage_options()
+    if over:
+        old = tmp_path / "old.safetensors"
+        write_raw(old, [(n, code, shape, bytes(reversed(b))) for n, code, shape, b in tensors])
+        wc.convert(old, url, storage_options=opts, progress=False)
+        server.reset_log()
     script = (
         "import json, sys, wcodec_zarr as wc; "
         "wc.convert(sys.argv[1], sys.argv[2], storage_options=json.loads(sys.argv[3]), "
-        "chunk_bytes=16384, shard_bytes=65536)"
+        "chunk_bytes=16384, shard_bytes=65536, overwrite=True)"
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", script, str(src), url, json.dumps(opts)], cwd=tmp_path
@@ -325,6 +335,9 @@ def test_killed_writer_leaves_no_complete_checkpoint(
     proc.wait()
     with pytest.raises(IncompleteCheckpointError, match="not a complete wcodec checkpoint"):
         wc.open_checkpoint(url, storage_options=opts)
+    wc.convert(src, url, storage_options=opts, overwrite=True, progress=False)
+    loaded = wc.load_checkpoint(url, storage_options=opts)
+    assert {k: v.tobytes() for k, v in loaded.items()} == {n: b for n, _, _, b in tensors}
 
 
 def test_server_in_its_own_process(model: Path) -> None:
