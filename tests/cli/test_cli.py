@@ -274,9 +274,12 @@ def test_ctrl_c_is_one_line_and_leaves_nothing(
 ) -> None:
     """Interrupted while it writes (its remote side slowed down by the server's bandwidth limit),
     a command prints one line, exits with 130 and leaves nothing of what it was writing."""
-    weight = weight_like(np.random.default_rng(5), (2048, 1024), np.dtype(np.float32))
+    rng = np.random.default_rng(5)
+    # 8 MiB in eight tensors: their objects are read and written one after another over the
+    # throttled seconds, so a command is still at work when its first output appears
+    weights = [weight_like(rng, (256, 1024), np.dtype(np.float32)) for _ in range(8)]
     model = tmp_path / "m.safetensors"
-    write_raw(model, [("w", "F32", [2048, 1024], weight.tobytes())])  # 8 MiB
+    write_raw(model, [(f"w{i}", "F32", [256, 1024], w.tobytes()) for i, w in enumerate(weights)])
     bucket = new_bucket(server)
     options = server.storage_options()
     wc.convert(model, f"s3://{bucket}/ckpt", storage_options=options, progress=False)
