@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,13 +49,21 @@ def test_to_zarr_with_wcodec_serializer(client: Any, tmp_path: Path) -> None:
 
 def test_convert_and_verify_on_the_cluster_match_serial(client: Any, tmp_path: Path) -> None:
     """Each shard of each tensor is one Dask task; the checkpoint is byte-identical to the one
-    converted in this process."""
+    converted in this process but for the generation each convert draws (and the root
+    document's checksum over it)."""
     import wcodec_zarr as wc
 
     src = tmp_path / "m.safetensors"
     write_raw(src, synthetic_tensors(np.random.default_rng(2)))
     layout = {"chunk_bytes": 4096, "shard_bytes": 16384, "progress": False}
-    wc.convert(src, tmp_path / "serial", **layout)
-    wc.convert(src, tmp_path / "dask", workers=client, **layout)
-    assert tree_bytes(tmp_path / "dask") == tree_bytes(tmp_path / "serial")
+    serial = wc.convert(src, tmp_path / "serial", **layout)
+    dask = wc.convert(src, tmp_path / "dask", workers=client, **layout)
+    trees = [tree_bytes(tmp_path / name) for name in ("serial", "dask")]
+    roots = [json.loads(tree.pop("zarr.json")) for tree in trees]
+    assert trees[0] == trees[1]  # every chunk, shard and array document
+    for root, manifest in zip(roots, (serial, dask), strict=True):
+        assert root["attributes"]["wcodec_checkpoint"] == manifest
+        del manifest["generation"], manifest["checksum"]
+    assert serial == dask
+    assert roots[0]["consolidated_metadata"] == roots[1]["consolidated_metadata"]
     assert wc.verify(src, tmp_path / "dask", workers=client).ok
