@@ -286,6 +286,17 @@ DecodePlan lay_out(const ChunkRef* refs, const ChunkInfo* infos, size_t count) {
         }
       }
     }
+    // A thread block's warps decode eight consecutive segments and its slots free only when the
+    // slowest ends: segments of one kind (plane modes, predictor) are put side by side, so that
+    // a few delta or raw segments of a chunk slow their own blocks, not every block of it. Each
+    // segment's descriptor holds all it needs (output, checksum shift), so their order is free.
+    auto kind = [](const DevSegment& s) {
+      uint32_t k = 0;
+      for (const DevPlane& d : s.planes) k = (k << 3) | (uint32_t{d.mode} << 1) | d.delta;
+      return k;
+    };
+    std::stable_sort(segments.begin() + static_cast<std::ptrdiff_t>(first_segment), segments.end(),
+                     [&kind](const DevSegment& a, const DevSegment& b) { return kind(a) < kind(b); });
     if (groups.empty() || key(k) != std::array<uint32_t, 3>{groups.back().nplanes, groups.back().rans, groups.back().tables}) {
       groups.push_back(needs[k]);
     }
