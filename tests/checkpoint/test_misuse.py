@@ -12,6 +12,7 @@ import sys
 import tracemalloc
 import zipfile
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -513,6 +514,19 @@ def _zip_with_a_bomb(ckpt: Path, dst: Path, bombed: str, inflated: int) -> None:
                 member.write(zeros)
 
 
+def _refused_before_inflating(read: Callable[[], object], match: str) -> None:
+    """``read`` raises a ValueError matching ``match`` while Python's allocations stay under
+    16 MiB (the bombed member inflates to 256 MiB)."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=match):
+            read()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20
+
+
 @pytest.mark.parametrize("read", ["slice", "zarr", "load"])
 def test_a_deflate_bomb_in_a_zip_checkpoint_is_refused_before_it_inflates(
     tmp_path: Path, read: str
@@ -522,19 +536,12 @@ def test_a_deflate_bomb_in_a_zip_checkpoint_is_refused_before_it_inflates(
     wc.convert(tmp_path / "m.safetensors", tmp_path / "ckpt", chunk_bytes=1 << 14, progress=False)
     _zip_with_a_bomb(tmp_path / "ckpt", tmp_path / "ckpt.zip", "w/c.0.0", 256 << 20)
     ckpt = wc.open_checkpoint(tmp_path / "ckpt.zip")
-    tracemalloc.start()
-    try:
-        with pytest.raises(ValueError, match=r"w/c\.0\.0: object of 268435456 bytes is larger"):
-            if read == "slice":
-                ckpt["w"][0:4]
-            elif read == "zarr":
-                ckpt["w"].array[0:4, 3]
-            else:
-                wc.load_checkpoint(tmp_path / "ckpt.zip")
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 16 << 20
+    reads = {
+        "slice": lambda: ckpt["w"][0:4],
+        "zarr": lambda: ckpt["w"].array[0:4, 3],
+        "load": lambda: wc.load_checkpoint(tmp_path / "ckpt.zip"),
+    }
+    _refused_before_inflating(reads[read], r"w/c\.0\.0: object of 268435456 bytes is larger")
 
 
 @pytest.mark.parametrize("read", ["zarr", "load"])
@@ -544,16 +551,10 @@ def test_a_deflate_bomb_in_a_version_1_zip_checkpoint_is_refused(tmp_path: Path,
         golden.extractall(tmp_path / "ckpt")
     _zip_with_a_bomb(tmp_path / "ckpt", tmp_path / "ckpt.zip", "layer.0.i8/c/0/0", 256 << 20)
     ckpt = wc.open_checkpoint(tmp_path / "ckpt.zip")
-    tracemalloc.start()
-    try:
-        with pytest.raises(
-            ValueError, match=r"layer\.0\.i8/c/0/0: object of 268435456 bytes is larger"
-        ):
-            if read == "zarr":
-                ckpt["layer.0.i8"].array[0:2]
-            else:
-                wc.load_checkpoint(tmp_path / "ckpt.zip")
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak < 16 << 20
+    reads = {
+        "zarr": lambda: ckpt["layer.0.i8"].array[0:2],
+        "load": lambda: wc.load_checkpoint(tmp_path / "ckpt.zip"),
+    }
+    _refused_before_inflating(
+        reads[read], r"layer\.0\.i8/c/0/0: object of 268435456 bytes is larger"
+    )
