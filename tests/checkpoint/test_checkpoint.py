@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -439,11 +440,16 @@ def test_convert_memory_stays_bounded(tmp_path: Path) -> None:
         print(before * 1024, after * 1024)
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=tmp_path
-    )
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=tmp_path
+        )
+        assert os.path.getsize(src) > 2 * 10**9
+    finally:
+        # 4 GB of model and checkpoint: gone before the next test writes its own
+        src.unlink()
+        shutil.rmtree(tmp_path / "ckpt", ignore_errors=True)
     before, after = map(int, result.stdout.split())
-    assert os.path.getsize(src) > 2 * 10**9
     growth = after - before
     assert growth < 4 * size, f"peak RSS grew {growth / 2**20:.0f} MiB (to {after / 2**20:.0f})"
 
