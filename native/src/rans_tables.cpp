@@ -172,6 +172,7 @@ void build_encode_table_simd(const FreqTable& table, EncodeTableSimd* out) {
   for (uint32_t s = 0; s < 256; ++s) {
     const uint32_t f = table.freq[s];
     out->freq_cum[s] = f | (cum << 12);
+    for (int k = 0; k < 3; ++k) out->bytes[k][s] = static_cast<uint8_t>(out->freq_cum[s] >> (8 * k));
     cum += f;
   }
 }

@@ -41,6 +41,17 @@ size_t encode_segment(const uint8_t* sym, uint64_t n, const EncodeTable& tab,
   return encode_segment_scalar(sym, n, tab, out);
 }
 
+void symbol_presence(const uint8_t* x, uint64_t n, uint8_t seen[256]) {
+#if defined(__x86_64__)
+  if (cpu_simd() == Simd::Avx512) {
+    symbol_presence_avx512(x, n, seen);
+    return;
+  }
+#endif
+  std::memset(seen, 0, 256);
+  for (uint64_t i = 0; i < n; ++i) seen[x[i]] = 1;
+}
+
 void encode_segment_group(EncodeJob* jobs, int count) {
 #if defined(__x86_64__)
   if (cpu_simd() == Simd::Avx512) {

@@ -29,6 +29,13 @@ inline const uint8_t* payload_words(const uint8_t* out, uint64_t n, size_t len) 
   return out + kStateBytes + 2 * n - (len - kStateBytes);
 }
 
+// seen[s] = 1 for every byte value s among x[0..n), 0 for the others: which symbols a table
+// built from sampled counts must still give a slot. Every implementation gives the same result.
+void symbol_presence(const uint8_t* x, uint64_t n, uint8_t seen[256]);
+#if defined(__x86_64__)
+void symbol_presence_avx512(const uint8_t* x, uint64_t n, uint8_t seen[256]);
+#endif
+
 // One segment to encode, for the group encoders; len is set to the payload length.
 struct EncodeJob {
   const uint8_t* sym;

@@ -3,10 +3,12 @@
 // compressed (ascending lanes) into the word stream, which grows downwards. Compiled with
 // AVX-512 F/BW/VL/VBMI2 and called only after a runtime check (segment_encode.cpp).
 //
-// The quotient x / f uses no division: r = 1/f from the 14-bit reciprocal estimate and two
-// Newton steps has a relative error below 2^-50, and x < f << 20 after renormalisation, so
-// x * r is within 2^-29 of x / f = q + k / f (0 <= k < f <= 4095). Adding 2^-13 and truncating
-// therefore gives q: the fraction k / f is 0 or lies in [2^-12, 1 - 2^-12].
+// The quotient x / f uses no division: x < f << 20 after renormalisation, so q = x / f < 2^20,
+// and in single precision x * (1/f), with 1/f from the 14-bit reciprocal estimate and one Newton
+// step, is within a relative 2^-21.9 (five roundings of 2^-24 and the squared estimate error)
+// of x / f, that is within 0.26 of it: truncated, it is q - 1, q or q + 1. The remainder
+// x - q f then lies in (-f, 2f), exact in 32-bit arithmetic, and one comparison each way
+// corrects both; x' = (q << 12) + remainder + cum needs no second multiply.
 #if defined(__x86_64__)
 #include <immintrin.h>
 
@@ -19,19 +21,39 @@ namespace wcodec {
 
 namespace {
 
-inline __m256i quotient(__m256i x, __m256i f) {
-  const __m512d fd = _mm512_cvtepi32_pd(f);
-  const __m512d two = _mm512_set1_pd(2.0);
-  __m512d r = _mm512_rcp14_pd(fd);
-  r = _mm512_mul_pd(r, _mm512_fnmadd_pd(fd, r, two));
-  r = _mm512_mul_pd(r, _mm512_fnmadd_pd(fd, r, two));
-  const __m512d q = _mm512_fmadd_pd(_mm512_cvtepu32_pd(x), r, _mm512_set1_pd(1.0 / 8192));
-  return _mm512_cvttpd_epu32(q);
+// The freq_cum entries of 32 symbols, lanes 0-15 in fc0 and 16-31 in fc1, by byte permutes of
+// the three byte tables instead of gathers (a 16-lane gather costs several times as much, on AMD
+// Zen most of all): a two-table permute covers 128 entries, the symbol's top bit picks the half.
+inline void lookup32(const uint8_t* sym32, const EncodeTableSimd& t, __m512i& fc0, __m512i& fc1) {
+  // lanes 32-63 are looked up too and never used
+  const __m512i idx = _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sym32)));
+  const __mmask64 high = _mm512_movepi8_mask(idx);
+  __m512i b[3];
+  for (int k = 0; k < 3; ++k) {
+    const uint8_t* tab = t.bytes[k];
+    const __m512i lo = _mm512_permutex2var_epi8(_mm512_load_si512(tab), idx, _mm512_load_si512(tab + 64));
+    const __m512i hi = _mm512_permutex2var_epi8(_mm512_load_si512(tab + 128), idx, _mm512_load_si512(tab + 192));
+    b[k] = _mm512_mask_blend_epi8(high, lo, hi);
+  }
+  // byte 2j = b0[j], byte 2j + 1 = b1[j] (j < 32); then dword j = that word | b2[j] << 16
+  alignas(64) static constexpr uint8_t kWords[64] = {
+      0,  64, 1,  65, 2,  66, 3,  67, 4,  68, 5,  69, 6,  70, 7,  71, 8,  72, 9,  73, 10, 74,
+      11, 75, 12, 76, 13, 77, 14, 78, 15, 79, 16, 80, 17, 81, 18, 82, 19, 83, 20, 84, 21, 85,
+      22, 86, 23, 87, 24, 88, 25, 89, 26, 90, 27, 91, 28, 92, 29, 93, 30, 94, 31, 95};
+  alignas(64) static constexpr uint8_t kDwords[2][64] = {
+      {0,  1,  64, 0, 2,  3,  65, 0, 4,  5,  66, 0, 6,  7,  67, 0, 8,  9,  68, 0, 10, 11,
+       69, 0,  12, 13, 70, 0, 14, 15, 71, 0, 16, 17, 72, 0, 18, 19, 73, 0, 20, 21, 74, 0,
+       22, 23, 75, 0, 24, 25, 76, 0, 26, 27, 77, 0, 28, 29, 78, 0, 30, 31, 79, 0},
+      {32, 33, 80, 0, 34, 35, 81, 0, 36, 37, 82, 0, 38, 39, 83, 0, 40, 41, 84, 0, 42, 43,
+       85, 0,  44, 45, 86, 0, 46, 47, 87, 0, 48, 49, 88, 0, 50, 51, 89, 0, 52, 53, 90, 0,
+       54, 55, 91, 0, 56, 57, 92, 0, 58, 59, 93, 0, 60, 61, 94, 0, 62, 63, 95, 0}};
+  constexpr __mmask64 kLow3 = 0x7777777777777777ull;  // byte 3 of each dword stays zero
+  const __m512i w = _mm512_permutex2var_epi8(b[0], _mm512_load_si512(kWords), b[1]);
+  fc0 = _mm512_maskz_permutex2var_epi8(kLow3, w, _mm512_load_si512(kDwords[0]), b[2]);
+  fc1 = _mm512_maskz_permutex2var_epi8(kLow3, w, _mm512_load_si512(kDwords[1]), b[2]);
 }
 
-inline __m512i encode_half(__m512i x, const uint8_t* sym16, const EncodeTableSimd& t, uint16_t*& w) {
-  const __m512i idx = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sym16)));
-  const __m512i fc = _mm512_i32gather_epi32(idx, t.freq_cum, 4);
+inline __m512i encode_half(__m512i x, __m512i fc, uint16_t*& w) {
   const __m512i f = _mm512_and_si512(fc, _mm512_set1_epi32(0xfff));
   const __m512i cum = _mm512_srli_epi32(fc, 12);
   // renormalise: lanes with x >= f << 20 emit their low 16 bits and shift them out
@@ -44,12 +66,18 @@ inline __m512i encode_half(__m512i x, const uint8_t* sym16, const EncodeTableSim
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(w - 16), top);
   w -= count;
   x = _mm512_mask_srli_epi32(x, need, x, 16);
-  // x' = x + cum + q * (4096 - f), q = x / f
-  const __m256i q_lo = quotient(_mm512_castsi512_si256(x), _mm512_castsi512_si256(f));
-  const __m256i q_hi = quotient(_mm512_extracti64x4_epi64(x, 1), _mm512_extracti64x4_epi64(f, 1));
-  const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(q_lo), q_hi, 1);
-  const __m512i cmpl = _mm512_sub_epi32(_mm512_set1_epi32(kProbScale), f);
-  return _mm512_add_epi32(_mm512_add_epi32(x, cum), _mm512_mullo_epi32(q, cmpl));
+  // x' = (q << 12) + (x - q f) + cum, q = x / f
+  const __m512 fs = _mm512_cvtepi32_ps(f);
+  __m512 r = _mm512_rcp14_ps(fs);
+  r = _mm512_mul_ps(r, _mm512_fnmadd_ps(fs, r, _mm512_set1_ps(2.0f)));
+  __m512i q = _mm512_cvttps_epu32(_mm512_mul_ps(_mm512_cvtepu32_ps(x), r));
+  __m512i rem = _mm512_sub_epi32(x, _mm512_mullo_epi32(q, f));
+  const __m512i one = _mm512_set1_epi32(1);
+  const __mmask16 over = _mm512_cmplt_epi32_mask(rem, _mm512_setzero_si512());
+  const __mmask16 under = _mm512_cmpge_epi32_mask(rem, f);
+  q = _mm512_mask_add_epi32(_mm512_mask_sub_epi32(q, over, q, one), under, q, one);
+  rem = _mm512_mask_sub_epi32(_mm512_mask_add_epi32(rem, over, rem, f), under, rem, f);
+  return _mm512_add_epi32(_mm512_add_epi32(_mm512_slli_epi32(q, 12), rem), cum);
 }
 
 // One segment's encoder: its lane states (in registers while the loop runs) and word stream.
@@ -75,9 +103,10 @@ Coder open_coder(const EncodeJob& job) {
 
 inline void encode_step(Coder& c, const EncodeJob& job) {
   --c.steps;
-  const uint8_t* sym = job.sym + c.steps * kLanes;
-  c.x1 = encode_half(c.x1, sym + 16, *job.simd, c.w);
-  c.x0 = encode_half(c.x0, sym, *job.simd, c.w);
+  __m512i fc0, fc1;
+  lookup32(job.sym + c.steps * kLanes, *job.simd, fc0, fc1);
+  c.x1 = encode_half(c.x1, fc1, c.w);
+  c.x0 = encode_half(c.x0, fc0, c.w);
 }
 
 size_t close_coder(const Coder& c, uint8_t* out) {
@@ -109,6 +138,31 @@ void encode_group(EncodeJob* jobs) {
 }
 
 }  // namespace
+
+void symbol_presence_avx512(const uint8_t* x, uint64_t n, uint8_t seen[256]) {
+  // The seen symbols as a 256-bit map, held both as four 64-bit words and as four registers of
+  // 0 / 0xff bytes (made from the words, not loaded from stored bytes, which would stall on
+  // store forwarding); a block of 64 bytes is one lookup of its bytes (as in lookup32), and only
+  // a block holding a symbol not seen before leaves the loop.
+  uint64_t bits[4] = {};
+  __m512i t[4];
+  for (int k = 0; k < 4; ++k) t[k] = _mm512_setzero_si512();
+  uint64_t i = 0;
+  for (; i + 64 <= n; i += 64) {
+    const __m512i v = _mm512_loadu_si512(x + i);
+    const __m512i lo = _mm512_permutex2var_epi8(t[0], v, t[1]);
+    const __m512i hi = _mm512_permutex2var_epi8(t[2], v, t[3]);
+    const __mmask64 known = _mm512_movepi8_mask(_mm512_mask_blend_epi8(_mm512_movepi8_mask(v), lo, hi));
+    if (known == ~__mmask64{0}) continue;
+    for (uint64_t m = ~known; m; m &= m - 1) {
+      const uint8_t s = x[i + __builtin_ctzll(m)];
+      bits[s >> 6] |= uint64_t{1} << (s & 63);
+    }
+    for (int k = 0; k < 4; ++k) t[k] = _mm512_movm_epi8(bits[k]);
+  }
+  for (; i < n; ++i) bits[x[i] >> 6] |= uint64_t{1} << (x[i] & 63);
+  for (int s = 0; s < 256; ++s) seen[s] = (bits[s >> 6] >> (s & 63)) & 1;
+}
 
 size_t encode_segment_avx512(const uint8_t* sym, uint64_t n, const EncodeTable& tab,
                              const EncodeTableSimd& simd, uint8_t* out) {

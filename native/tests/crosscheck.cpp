@@ -43,8 +43,10 @@ int main(int argc, char** argv) {
   for (uint8_t dt = 1; dt <= 10; ++dt) {
     DTypeLayout layout;
     dtype_layout(dt, &layout);
-    for (int round = 0; round < 6; ++round) {
-      const uint64_t shape[2] = {1 + rng() % 64, 1 + rng() % 5000};
+    // rounds 6 and 7: chunks large enough that the encoder counts samples, with a few rare
+    // values anywhere, which the tables must still hold
+    for (int round = 0; round < 8; ++round) {
+      const uint64_t shape[2] = {round < 6 ? 1 + rng() % 64 : 300 + rng() % 200, 1 + rng() % 5000 + (round < 6 ? 0 : 1000)};
       std::vector<uint8_t> data(shape[0] * shape[1] * layout.itemsize);
       // weight-like: narrow low planes, a few values in the high ones, smooth rows in some rounds
       const int spread = 2 + static_cast<int>(rng() % 200);
@@ -53,6 +55,7 @@ int main(int argc, char** argv) {
         walk = static_cast<uint8_t>(walk + rng() % 3 - 1);
         const uint8_t noise = static_cast<uint8_t>(rng() % spread);
         data[i] = round % 3 == 2 ? walk : static_cast<uint8_t>(noise + (i % layout.itemsize) * 40);
+        if (round >= 6 && rng() % 100000 == 0) data[i] = static_cast<uint8_t>(rng());
       }
       EncodeOptions opt;
       opt.threads = 1 + round % 2;

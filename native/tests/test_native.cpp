@@ -291,7 +291,8 @@ static void test_shards() {
 #if defined(__x86_64__)
 static bool have_avx512() {
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vbmi2");
+         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vbmi") &&
+         __builtin_cpu_supports("avx512vbmi2");
 }
 #endif
 
@@ -370,12 +371,17 @@ static void test_encoders_agree() {
   if (!__builtin_cpu_supports("avx2")) return;
   std::mt19937 rng(5);
   for (uint64_t n : {uint64_t{1}, uint64_t{31}, uint64_t{32}, uint64_t{1000}, uint64_t{65536}}) {
-    // spread 0: one symbol holds almost all of the 4096 slots, the others one slot each
-    for (int spread : {2, 7, 256, 0}) {
+    // spread 0: one symbol holds almost all of the 4096 slots, the others one slot each;
+    // spread -1: geometric, frequencies of every size from about 2048 down to 1
+    for (int spread : {2, 7, 256, 0, -1}) {
       std::vector<uint8_t> sym(n);
       uint64_t counts[256] = {};
       for (auto& b : sym) {
-        b = static_cast<uint8_t>(spread ? rng() % spread : (rng() % 512 == 0 ? rng() : 0));
+        if (spread < 0) {
+          b = static_cast<uint8_t>(__builtin_ctz(static_cast<uint32_t>(rng()) | 0x1000u) * 20 + rng() % 20);
+        } else {
+          b = static_cast<uint8_t>(spread ? rng() % spread : (rng() % 512 == 0 ? rng() : 0));
+        }
         ++counts[b];
       }
       counts[(sym[0] + 1) & 0xff] += 1;  // at least two symbols
@@ -411,6 +417,32 @@ static void test_encoders_agree() {
     }
   }
 #endif
+}
+
+// Which symbols occur, for tables built from sampled counts: every kernel finds exactly those,
+// a symbol that occurs once anywhere (in a block's last byte, in the tail) included.
+static void test_presence() {
+  std::mt19937 rng(9);
+  for (uint64_t n : {uint64_t{0}, uint64_t{1}, uint64_t{63}, uint64_t{64}, uint64_t{65}, uint64_t{4096},
+                     uint64_t{100003}}) {
+    std::vector<uint8_t> x(n);
+    for (auto& b : x) b = static_cast<uint8_t>(100 + rng() % 9);
+    for (int k = 0; k < 5 && n; ++k) x[rng() % n] = static_cast<uint8_t>(rng());
+    if (n) x[n - 1] = 255;
+    if (n > 64) x[63] = 0;
+    uint8_t expect[256] = {};
+    for (uint8_t b : x) expect[b] = 1;
+    uint8_t seen[256];
+    symbol_presence(x.data(), n, seen);
+    CHECK(std::memcmp(seen, expect, 256) == 0);
+#if defined(__x86_64__)
+    if (have_avx512()) {
+      std::memset(seen, 7, 256);
+      symbol_presence_avx512(x.data(), n, seen);
+      CHECK(std::memcmp(seen, expect, 256) == 0);
+    }
+#endif
+  }
 }
 
 static void test_corruption() {
@@ -524,6 +556,7 @@ int main() {
   test_shards();
   test_scalar_matches_simd();
   test_encoders_agree();
+  test_presence();
   test_corruption();
   test_heads();
   test_pool();

@@ -87,8 +87,12 @@ void build_encode_table(const FreqTable& table, EncodeTable* out);
 // 4096 - f follow. The quotient x / f is a double-precision division truncated: x < 2^32 and
 // f < 2^12 are exact in double, and x / f = q + r / f with r / f <= 1 - 2^-12 cannot round up
 // to q + 1 (that needs a fraction above 1 - 2^-22).
+// The AVX-512 encoder looks the same entries up without gathers: byte k of every freq_cum entry
+// (k < 3; the top byte is zero since cum < 2^12) forms a 256-byte table that byte permutes
+// index by the symbols themselves.
 struct EncodeTableSimd {
   uint32_t freq_cum[256];
+  alignas(64) uint8_t bytes[3][256];
 };
 void build_encode_table_simd(const FreqTable& table, EncodeTableSimd* out);
 
