@@ -43,8 +43,15 @@ size_t encode_segment(const uint8_t* sym, uint64_t n, const EncodeTable& tab,
 
 void symbol_presence(const uint8_t* x, uint64_t n, uint8_t seen[256]) {
 #if defined(__x86_64__)
-  if (cpu_simd() == Simd::Avx512) {
-    symbol_presence_avx512(x, n, seen);
+  switch (cpu_simd()) {
+    case Simd::Avx512: symbol_presence_avx512(x, n, seen); return;
+    case Simd::Avx2: symbol_presence_avx2(x, n, seen); return;
+    case Simd::Scalar:
+    case Simd::Neon: break;
+  }
+#elif defined(__aarch64__)
+  if (cpu_simd() == Simd::Neon) {
+    symbol_presence_neon(x, n, seen);
     return;
   }
 #endif

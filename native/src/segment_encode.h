@@ -33,8 +33,19 @@ inline const uint8_t* payload_words(const uint8_t* out, uint64_t n, size_t len) 
 // built from sampled counts must still give a slot. Every implementation gives the same result.
 void symbol_presence(const uint8_t* x, uint64_t n, uint8_t seen[256]);
 #if defined(__x86_64__)
+void symbol_presence_avx2(const uint8_t* x, uint64_t n, uint8_t seen[256]);
 void symbol_presence_avx512(const uint8_t* x, uint64_t n, uint8_t seen[256]);
+#elif defined(__aarch64__)
+void symbol_presence_neon(const uint8_t* x, uint64_t n, uint8_t seen[256]);
 #endif
+// The vector kernels keep the seen symbols as a 256-bit map, bit s & 63 of word s >> 6, whose
+// bytes in memory order are the map of symbols 8k..8k+7 (k = 0..31): a block of bytes is
+// tested by table lookups into those bytes, and only a block holding a symbol not seen before
+// updates the map, a rare event once the common symbols are in.
+inline void mark_symbol(uint64_t bits[4], uint8_t s) { bits[s >> 6] |= uint64_t{1} << (s & 63); }
+inline void presence_from_bits(const uint64_t bits[4], uint8_t seen[256]) {
+  for (int s = 0; s < 256; ++s) seen[s] = static_cast<uint8_t>((bits[s >> 6] >> (s & 63)) & 1);
+}
 
 // One segment to encode, for the group encoders; len is set to the payload length.
 struct EncodeJob {

@@ -93,5 +93,32 @@ size_t encode_segment_avx2(const uint8_t* sym, uint64_t n, const EncodeTable& ta
   return kStateBytes + 2 * nwords;
 }
 
+void symbol_presence_avx2(const uint8_t* x, uint64_t n, uint8_t seen[256]) {
+  // The map's 32 bytes (segment_encode.h) as two 16-byte shuffle tables in both lanes: a byte v
+  // finds its map byte at v >> 3 (the low or the high table by its top bit) and its bit there by
+  // a shuffle of v & 7.
+  uint64_t bits[4] = {};
+  __m256i lo = _mm256_setzero_si256(), hi = lo;
+  const __m256i bit_of = _mm256_setr_epi8(1, 2, 4, 8, 16, 32, 64, -128, 1, 2, 4, 8, 16, 32, 64, -128, 1, 2, 4, 8, 16,
+                                          32, 64, -128, 1, 2, 4, 8, 16, 32, 64, -128);
+  uint64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + i));
+    const __m256i at = _mm256_and_si256(_mm256_srli_epi16(v, 3), _mm256_set1_epi8(0x1f));
+    const __m256i row = _mm256_blendv_epi8(_mm256_shuffle_epi8(lo, at), _mm256_shuffle_epi8(hi, at), v);
+    const __m256i bit = _mm256_shuffle_epi8(bit_of, _mm256_and_si256(v, _mm256_set1_epi8(7)));
+    const __m256i unseen = _mm256_cmpeq_epi8(_mm256_and_si256(row, bit), _mm256_setzero_si256());
+    const unsigned mask = static_cast<unsigned>(_mm256_movemask_epi8(unseen));
+    if (!mask) continue;
+    for (unsigned m = mask; m; m &= m - 1) mark_symbol(bits, x[i + __builtin_ctz(m)]);
+    lo = _mm256_set_epi64x(static_cast<int64_t>(bits[1]), static_cast<int64_t>(bits[0]),
+                           static_cast<int64_t>(bits[1]), static_cast<int64_t>(bits[0]));
+    hi = _mm256_set_epi64x(static_cast<int64_t>(bits[3]), static_cast<int64_t>(bits[2]),
+                           static_cast<int64_t>(bits[3]), static_cast<int64_t>(bits[2]));
+  }
+  for (; i < n; ++i) mark_symbol(bits, x[i]);
+  presence_from_bits(bits, seen);
+}
+
 }  // namespace wcodec
 #endif

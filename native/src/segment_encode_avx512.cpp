@@ -1,7 +1,7 @@
 // AVX-512 segment encoder: the 32 lanes are two 16-lane vectors, symbols are encoded from the
 // last step to the first as in the scalar encoder, and each vector's renormalisation words are
 // compressed (ascending lanes) into the word stream, which grows downwards. Compiled with
-// AVX-512 F/BW/VL/VBMI2 and called only after a runtime check (segment_encode.cpp).
+// AVX-512 F/BW/VL/VBMI/VBMI2 and called only after a runtime check (segment_encode.cpp).
 //
 // The quotient x / f uses no division: x < f << 20 after renormalisation, so q = x / f < 2^20,
 // and in single precision x * (1/f), with 1/f from the 14-bit reciprocal estimate and one Newton
@@ -116,7 +116,7 @@ size_t close_coder(const Coder& c, uint8_t* out) {
   return kStateBytes + 2 * nwords;
 }
 
-// A segment's steps form one dependency chain (gather, quotient, multiply), so N segments run
+// A segment's steps form one dependency chain (lookup, quotient, remainder), so N segments run
 // side by side: each first runs alone for the steps it has beyond the shortest, then all step
 // together down to the first.
 template <int N>
@@ -140,10 +140,9 @@ void encode_group(EncodeJob* jobs) {
 }  // namespace
 
 void symbol_presence_avx512(const uint8_t* x, uint64_t n, uint8_t seen[256]) {
-  // The seen symbols as a 256-bit map, held both as four 64-bit words and as four registers of
-  // 0 / 0xff bytes (made from the words, not loaded from stored bytes, which would stall on
-  // store forwarding); a block of 64 bytes is one lookup of its bytes (as in lookup32), and only
-  // a block holding a symbol not seen before leaves the loop.
+  // The map (segment_encode.h) also as four registers of 0 / 0xff bytes, made from its words
+  // (not loaded from bytes just stored, which would stall on store forwarding): a block of 64
+  // bytes is one lookup of its bytes, as in lookup32.
   uint64_t bits[4] = {};
   __m512i t[4];
   for (int k = 0; k < 4; ++k) t[k] = _mm512_setzero_si512();
@@ -154,14 +153,11 @@ void symbol_presence_avx512(const uint8_t* x, uint64_t n, uint8_t seen[256]) {
     const __m512i hi = _mm512_permutex2var_epi8(t[2], v, t[3]);
     const __mmask64 known = _mm512_movepi8_mask(_mm512_mask_blend_epi8(_mm512_movepi8_mask(v), lo, hi));
     if (known == ~__mmask64{0}) continue;
-    for (uint64_t m = ~known; m; m &= m - 1) {
-      const uint8_t s = x[i + __builtin_ctzll(m)];
-      bits[s >> 6] |= uint64_t{1} << (s & 63);
-    }
+    for (uint64_t m = ~known; m; m &= m - 1) mark_symbol(bits, x[i + __builtin_ctzll(m)]);
     for (int k = 0; k < 4; ++k) t[k] = _mm512_movm_epi8(bits[k]);
   }
-  for (; i < n; ++i) bits[x[i] >> 6] |= uint64_t{1} << (x[i] & 63);
-  for (int s = 0; s < 256; ++s) seen[s] = (bits[s >> 6] >> (s & 63)) & 1;
+  for (; i < n; ++i) mark_symbol(bits, x[i]);
+  presence_from_bits(bits, seen);
 }
 
 size_t encode_segment_avx512(const uint8_t* sym, uint64_t n, const EncodeTable& tab,

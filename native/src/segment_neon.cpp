@@ -9,6 +9,7 @@
 #include <arm_neon.h>
 
 #include "segment_decode.h"
+#include "segment_encode.h"
 
 namespace wcodec {
 
@@ -89,6 +90,27 @@ void decode_segment_neon(const DecodeTable& table, const uint8_t* payload, size_
 
 void decode_segment_group_neon(const SegmentJob* jobs, int count) {
   for (int k = 0; k < count; ++k) decode(jobs[k]);
+}
+
+void symbol_presence_neon(const uint8_t* x, uint64_t n, uint8_t seen[256]) {
+  // The map's 32 bytes (segment_encode.h) as a two-register table: a byte v finds its map byte
+  // at v >> 3 and its bit there by a lookup of v & 7.
+  uint64_t bits[4] = {};
+  uint8x16x2_t map = {{vdupq_n_u8(0), vdupq_n_u8(0)}};
+  static const uint8_t kBitOf[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+  const uint8x16_t bit_of = vld1q_u8(kBitOf);
+  uint64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const uint8x16_t v = vld1q_u8(x + i);
+    const uint8x16_t row = vqtbl2q_u8(map, vshrq_n_u8(v, 3));
+    const uint8x16_t bit = vqtbl1q_u8(bit_of, vandq_u8(v, vdupq_n_u8(7)));
+    if (vminvq_u8(vtstq_u8(row, bit)) != 0) continue;  // every byte's bit is set
+    for (int k = 0; k < 16; ++k) mark_symbol(bits, x[i + k]);
+    map.val[0] = vreinterpretq_u8_u64(vcombine_u64(vcreate_u64(bits[0]), vcreate_u64(bits[1])));
+    map.val[1] = vreinterpretq_u8_u64(vcombine_u64(vcreate_u64(bits[2]), vcreate_u64(bits[3])));
+  }
+  for (; i < n; ++i) mark_symbol(bits, x[i]);
+  presence_from_bits(bits, seen);
 }
 
 }  // namespace wcodec

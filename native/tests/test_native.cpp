@@ -436,11 +436,20 @@ static void test_presence() {
     symbol_presence(x.data(), n, seen);
     CHECK(std::memcmp(seen, expect, 256) == 0);
 #if defined(__x86_64__)
+    if (__builtin_cpu_supports("avx2")) {
+      std::memset(seen, 7, 256);
+      symbol_presence_avx2(x.data(), n, seen);
+      CHECK(std::memcmp(seen, expect, 256) == 0);
+    }
     if (have_avx512()) {
       std::memset(seen, 7, 256);
       symbol_presence_avx512(x.data(), n, seen);
       CHECK(std::memcmp(seen, expect, 256) == 0);
     }
+#elif defined(__aarch64__)
+    std::memset(seen, 7, 256);
+    symbol_presence_neon(x.data(), n, seen);
+    CHECK(std::memcmp(seen, expect, 256) == 0);
 #endif
   }
 }
