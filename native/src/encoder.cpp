@@ -250,14 +250,14 @@ EncodedChunk encode_chunk(const uint8_t* data, uint8_t dtype, const uint64_t* sh
         // Delta residuals of every fourth 4 KiB block, their counts scaled to the segment: enough
         // to choose the predictor; segments that choose it are counted in full before tables
         // are built.
-        // Every eighth block comes first: where its residuals cost clearly more than the plane
-        // bytes (noise-like weights), the other half of the sample would not change the choice.
+        // Every sixteenth block comes first: where its residuals cost clearly more than the
+        // plane bytes (noise-like weights), the rest of the sample would not change the choice.
         uint32_t* h1 = H(j, p, 1);
         std::fill(h1, h1 + 256, 0u);
         uint64_t sampled = 0;
         auto sample = [&](uint64_t first) {
           uint32_t part[256];
-          for (uint64_t o = first; o < n; o += 8 * kSampleBlock) {
+          for (uint64_t o = first; o < n; o += 16 * kSampleBlock) {
             const uint64_t len = std::min<uint64_t>(kSampleBlock, n - o);
             uint8_t* r = kept_scratch<0>(residual_bytes);
             delta_residuals(dst[p] + o, b + o, len, row, r);
@@ -268,7 +268,7 @@ EncodedChunk encode_chunk(const uint8_t* data, uint8_t dtype, const uint64_t* sh
         };
         sample(0);
         if (self_bits(h1, sampled) * n < kClearlyWorse * self_bits(H(j, p, 0), n) * sampled) {
-          sample(4 * kSampleBlock);
+          for (uint64_t k = 4; k < 16; k += 4) sample(k * kSampleBlock);
         }
         // scaled to the segment, as its plane bytes are counted
         const uint32_t weight = static_cast<uint32_t>((n + sampled / 2) / sampled);
