@@ -2,7 +2,8 @@
 // of up to kMaxGroup segments (every plane of each, the rANS ones interleaved by the group
 // decoder) into per-worker scratch (64 KiB a plane, so it stays in L2), merges the planes into
 // the outputs and checksums those output ranges; the per-segment checksums are combined per
-// chunk at the end.
+// chunk at the end. A two-byte dtype with one coded plane (bf16 and fp16 weights: the exponent
+// plane) is merged by the AVX-512 group decoder as it decodes, which saves the merge pass.
 #include <algorithm>
 #include <string>
 #include <vector>
@@ -89,6 +90,25 @@ void decode_task(const std::vector<ChunkState>& chunks, const Piece* pieces, int
       ++njobs;
     }
   }
+  // A two-byte element's plane decoded alone (no delta predictor, the other plane raw or
+  // constant, so its bytes are there already) may be merged into the output as it decodes.
+  MergeTarget merge[kMaxGroup];
+  int merge_job[kMaxGroup];
+  for (int g = 0; g < count; ++g) {
+    merge_job[g] = -1;
+    const ChunkState& c = chunks[pieces[g].chunk];
+    if (c.info.nplanes != 2) continue;
+    int only = -1;
+    for (int k = 0; k < njobs; ++k) {
+      if (job_piece[k] != g) continue;
+      only = only == -1 && job_pred[k] == Predictor::None ? k : -2;
+    }
+    if (only < 0) continue;
+    const uint32_t p = job_plane[only];
+    merge[g] = {plane_ptr[g][1 - p], c.dst + c.info.seg_begin(pieces[g].seg) * 2, p == 0, c.info.layout.rotate};
+    jobs[only].merge = &merge[g];
+    merge_job[g] = only;
+  }
   const SegmentGroupDecoder group_decoder = select_segment_group_decoder();
   const SegmentDecoder single_decoder = select_segment_decoder();
   for (int k0 = 0; k0 < njobs; k0 += kMaxGroup) {
@@ -97,7 +117,8 @@ void decode_task(const std::vector<ChunkState>& chunks, const Piece* pieces, int
       group_decoder(jobs + k0, n);
       continue;
     } catch (const FormatError&) {
-      // decoded singly below, which names the failing segment
+      // decoded singly below, which names the failing segment; the merge pass then merges all
+      for (int k = k0; k < k0 + n; ++k) jobs[k].merged = 0;
     }
     for (int k = k0; k < k0 + n; ++k) {
       try {
@@ -122,9 +143,13 @@ void decode_task(const std::vector<ChunkState>& chunks, const Piece* pieces, int
     uint8_t* out = c.dst + info.seg_begin(j) * info.nplanes;
     if (info.nplanes == 1) {
       if (plane_ptr[g][0] != out) std::memcpy(out, plane_ptr[g][0], n);
-    } else {
-      merge_planes(plane_ptr[g], n, info.layout, out);
+      continue;
     }
+    // what the decoder did not merge: all of it, or the segment's last symbols
+    const uint64_t done = merge_job[g] >= 0 ? jobs[merge_job[g]].merged : 0;
+    const uint8_t* rest[4];
+    for (uint32_t p = 0; p < info.nplanes; ++p) rest[p] = plane_ptr[g][p] + done;
+    merge_planes(rest, n - done, info.layout, out + done * info.nplanes);
   }
 }
 

@@ -114,7 +114,7 @@ void decode_group(const SegmentJob* jobs) {
   for (int k = 0; k < N; ++k) finish(s[k]);
 }
 
-void decode_segment_group_avx2(const SegmentJob* jobs, int count) {
+void decode_segment_group_avx2(SegmentJob* jobs, int count) {
   for (; count >= 2; count -= 2, jobs += 2) decode_group<2>(jobs);
   if (count == 1) decode_group<1>(jobs);
 }

@@ -40,8 +40,8 @@ inline bool can_step(size_t i, size_t n, const uint8_t* wp, const uint8_t* wend)
 
 // Decodes symbols out[0..31]. The states are passed as values (not through the Stream) so that
 // they stay in registers across the interleaved steps.
-__attribute__((always_inline)) inline void step(const uint32_t* table, __m512i& x0, __m512i& x1,
-                                                const uint8_t*& wp, uint8_t* out) {
+__attribute__((always_inline)) inline __m256i step(const uint32_t* table, __m512i& x0, __m512i& x1,
+                                                   const uint8_t*& wp) {
   const __m512i slot_mask = _mm512_set1_epi32(kProbScale - 1);
   const __m512i low = _mm512_set1_epi32(static_cast<int>(kStateLow));
   const __m512i slot0 = _mm512_and_si512(x0, slot_mask);
@@ -56,8 +56,7 @@ __attribute__((always_inline)) inline void step(const uint32_t* table, __m512i& 
   const __m512i low_bytes = _mm512_set_epi8(
       0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 124, 120, 116, 112,
       108, 104, 100, 96, 92, 88, 84, 80, 76, 72, 68, 64, 60, 56, 52, 48, 44, 40, 36, 32, 28, 24, 20, 16, 12, 8, 4, 0);
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(out),
-                      _mm512_castsi512_si256(_mm512_permutex2var_epi8(e0, low_bytes, e1)));
+  const __m256i symbols = _mm512_castsi512_si256(_mm512_permutex2var_epi8(e0, low_bytes, e1));
   const __mmask16 need0 = _mm512_cmplt_epu32_mask(x0, low);
   const __mmask16 need1 = _mm512_cmplt_epu32_mask(x1, low);
   const __mmask32 need = _mm512_kunpackw(need1, need0);
@@ -68,12 +67,23 @@ __attribute__((always_inline)) inline void step(const uint32_t* table, __m512i& 
   x1 = _mm512_or_si512(_mm512_mask_slli_epi32(x1, need1, x1, 16),
                        _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(words, 1)));
   wp += 2 * __builtin_popcount(static_cast<unsigned>(need));
+  return symbols;
+}
+
+// Elements i..i+31 of a merge target from this plane's symbols i..i+31.
+inline void store_merged(const MergeTarget& m, size_t i, __m256i symbols) {
+  const __m512i mine = _mm512_cvtepu8_epi16(symbols);
+  const __m512i other = _mm512_cvtepu8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(m.partner + i)));
+  __m512i v = m.high ? _mm512_or_si512(_mm512_slli_epi16(mine, 8), other)
+                     : _mm512_or_si512(_mm512_slli_epi16(other, 8), mine);
+  if (m.rotate) v = _mm512_shrdi_epi16(v, v, 1);  // rotated right by one bit
+  _mm512_storeu_si512(m.dst + 2 * i, v);
 }
 
 // Steps every segment that can still take a whole step, so that segments of different lengths
 // keep interleaving until the longest ends; then each segment's scalar tail.
 template <int N>
-void decode_group(const SegmentJob* jobs) {
+void decode_group(SegmentJob* jobs) {
   Stream s[N];
   for (int k = 0; k < N; ++k) s[k] = open_stream(jobs[k]);
   __m512i x0[N], x1[N];
@@ -90,7 +100,12 @@ void decode_group(const SegmentJob* jobs) {
 #pragma GCC unroll 4
     for (int k = 0; k < N; ++k) {
       if (!can_step(i[k], s[k].n, wp[k], s[k].wend)) continue;
-      step(s[k].table, x0[k], x1[k], wp[k], s[k].out + i[k]);
+      const __m256i symbols = step(s[k].table, x0[k], x1[k], wp[k]);
+      if (jobs[k].merge) {
+        store_merged(*jobs[k].merge, i[k], symbols);
+      } else {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(s[k].out + i[k]), symbols);
+      }
       i[k] += kLanes;
       any = true;
     }
@@ -100,6 +115,7 @@ void decode_group(const SegmentJob* jobs) {
     _mm512_store_si512(state, x0[k]);
     _mm512_store_si512(state + 16, x1[k]);
     decode_segment_tail(*jobs[k].table, state, i[k], s[k].n, wp[k], s[k].wend, s[k].out);
+    if (jobs[k].merge) jobs[k].merged = i[k];
   }
 }
 
@@ -107,11 +123,11 @@ void decode_group(const SegmentJob* jobs) {
 
 void decode_segment_avx512(const DecodeTable& table, const uint8_t* payload, size_t len, uint8_t* out,
                            size_t n) {
-  const SegmentJob job{&table, payload, len, out, n};
+  SegmentJob job{&table, payload, len, out, n};
   decode_group<1>(&job);
 }
 
-void decode_segment_group_avx512(const SegmentJob* jobs, int count) {
+void decode_segment_group_avx512(SegmentJob* jobs, int count) {
   static_assert(kMaxGroup == 4, "one case per group size");
   switch (count) {
     case 1: decode_group<1>(jobs); break;

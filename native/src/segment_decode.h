@@ -26,25 +26,39 @@ void decode_segment_neon(const DecodeTable& table, const uint8_t* payload, size_
                          size_t n);
 #endif
 
-// One segment to decode, for the group decoders.
+// Where a group decoder may put a two-byte dtype's elements directly, merged with the other plane
+// as it decodes this one (planes.h: element i is hi << 8 | lo, rotated right by one bit for
+// floats), instead of leaving the plane's bytes for a separate merge pass.
+struct MergeTarget {
+  const uint8_t* partner;  // the other plane's bytes of the segment
+  uint8_t* dst;            // the segment's elements
+  bool high;               // the decoded plane is the high byte
+  bool rotate;
+};
+
+// One segment to decode, for the group decoders. With `merge` set, a decoder that merges (the
+// AVX-512 one) writes elements 0..merged-1 to merge->dst and only symbols merged..n-1 to out;
+// the others leave merged at 0.
 struct SegmentJob {
   const DecodeTable* table;
   const uint8_t* payload;
   size_t len;
   uint8_t* out;
   size_t n;
+  const MergeTarget* merge = nullptr;
+  size_t merged = 0;
 };
 // Decodes up to kMaxGroup independent segments at once: a single segment's steps are bound by
 // latency, so interleaving several keeps more work in flight per core. On error it throws without
 // saying which segment failed; callers decode them singly to find out.
 inline constexpr int kMaxGroup = 4;
-using SegmentGroupDecoder = void (*)(const SegmentJob* jobs, int count);
-void decode_segment_group_scalar(const SegmentJob* jobs, int count);
+using SegmentGroupDecoder = void (*)(SegmentJob* jobs, int count);
+void decode_segment_group_scalar(SegmentJob* jobs, int count);
 #if defined(__x86_64__)
-void decode_segment_group_avx2(const SegmentJob* jobs, int count);
-void decode_segment_group_avx512(const SegmentJob* jobs, int count);
+void decode_segment_group_avx2(SegmentJob* jobs, int count);
+void decode_segment_group_avx512(SegmentJob* jobs, int count);
 #elif defined(__aarch64__)
-void decode_segment_group_neon(const SegmentJob* jobs, int count);
+void decode_segment_group_neon(SegmentJob* jobs, int count);
 #endif
 SegmentGroupDecoder select_segment_group_decoder();
 

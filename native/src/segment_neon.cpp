@@ -88,7 +88,7 @@ void decode_segment_neon(const DecodeTable& table, const uint8_t* payload, size_
   decode(SegmentJob{&table, payload, len, out, n});
 }
 
-void decode_segment_group_neon(const SegmentJob* jobs, int count) {
+void decode_segment_group_neon(SegmentJob* jobs, int count) {
   for (int k = 0; k < count; ++k) decode(jobs[k]);
 }
 

@@ -58,7 +58,7 @@ void decode_segment_scalar(const DecodeTable& table, const uint8_t* payload, siz
   decode_segment_tail(table, state, i, n, wp, wend, out);
 }
 
-void decode_segment_group_scalar(const SegmentJob* jobs, int count) {
+void decode_segment_group_scalar(SegmentJob* jobs, int count) {
   for (int k = 0; k < count; ++k) {
     decode_segment_scalar(*jobs[k].table, jobs[k].payload, jobs[k].len, jobs[k].out, jobs[k].n);
   }

@@ -200,6 +200,39 @@ static void test_round_trips() {
   }
 }
 
+// Two-byte elements with one coded plane and one raw: the decoder may merge the coded plane into
+// the output as it decodes it (the rest of the segment, its last symbols, by the merge pass).
+// Every length, either plane coded, floats rotated or not; a corrupt coded plane still fails.
+static void test_merged_planes() {
+  std::mt19937 rng(11);
+  for (DType dt : {DType::UInt16, DType::Float16, DType::BFloat16}) {
+    for (bool high_coded : {true, false}) {
+      for (uint64_t n : {uint64_t{31}, uint64_t{100}, uint64_t{65536}, uint64_t{65536 + 17}, uint64_t{200003}}) {
+        std::vector<uint8_t> data(2 * n);
+        std::normal_distribution<double> normal(0.0, 6.0);
+        for (uint64_t i = 0; i < n; ++i) {
+          const uint8_t peaked = static_cast<uint8_t>(static_cast<int>(normal(rng)));
+          const uint8_t noise = static_cast<uint8_t>(rng());
+          uint16_t v = static_cast<uint16_t>(high_coded ? peaked << 8 | noise : noise << 8 | peaked);
+          if (dt != DType::UInt16) v = static_cast<uint16_t>((v >> 1) | (v << 15));  // planes are of the rotated word
+          std::memcpy(data.data() + 2 * i, &v, 2);
+        }
+        std::vector<uint8_t> chunk = encode(data, dt, {n});
+        const ChunkInfo info = parse_chunk(chunk.data(), chunk.size());
+        if (n >= 65536) {  // shorter planes do not pay for their lane states and stay raw
+          CHECK(info.planes[high_coded ? 0 : 1].mode == PlaneMode::Rans);
+          CHECK(info.planes[high_coded ? 1 : 0].mode == PlaneMode::Raw);
+        }
+        CHECK(decode(chunk, 1) == data);
+        CHECK(decode(chunk, 3) == data);
+        const PlaneInfo& coded = info.planes[high_coded ? 0 : 1];
+        chunk[coded.payload_offset + coded.payload_bytes / 2] ^= 0x10;
+        CHECK(throws_format_error([&] { decode(chunk, 1); }));
+      }
+    }
+  }
+}
+
 // A 3-D block of uint16 whose data ends inside its last inner chunks: every stored chunk decodes
 // to its part of the data padded with the fill, chunks past the data are not stored, and the
 // index (with its CRC32C) says where each one is.
@@ -312,7 +345,7 @@ static void test_scalar_matches_simd() {
   std::vector<uint8_t> a(65536), b(65536), c(65536), d(65536);
   decode_segment_scalar(table, payload, len, a.data(), a.size());
   decode_segment_avx2(table, payload, len, b.data(), b.size());
-  const SegmentJob pair[2] = {{&table, payload, len, c.data(), c.size()}, {&table, payload, len, d.data(), d.size()}};
+  SegmentJob pair[2] = {{&table, payload, len, c.data(), c.size()}, {&table, payload, len, d.data(), d.size()}};
   decode_segment_group_avx2(pair, 2);
   CHECK(a == data && b == data && c == data && d == data);
   if (!have_avx512()) return;
@@ -349,7 +382,7 @@ static void test_scalar_matches_simd() {
     std::vector<uint8_t> a(n), b(n), c(n);
     decode_segment_scalar(table, payload, len, a.data(), n);
     decode_segment_neon(table, payload, len, b.data(), n);
-    const SegmentJob job{&table, payload, len, c.data(), n};
+    SegmentJob job{&table, payload, len, c.data(), n};
     decode_segment_group_neon(&job, 1);
     CHECK(a == data && b == data && c == data);
     const size_t cut = kStateBytes + rng() % (len - kStateBytes);
@@ -565,6 +598,7 @@ int main() {
   test_shards();
   test_scalar_matches_simd();
   test_encoders_agree();
+  test_merged_planes();
   test_presence();
   test_corruption();
   test_heads();
