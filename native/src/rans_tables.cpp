@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "wcodec/rans.h"
@@ -127,6 +128,52 @@ size_t parse_table(const uint8_t* p, size_t n, FreqTable* table) {
   return pos;
 }
 
+namespace {
+
+void build_rank_tables(const FreqTable& table, RankTables* out) {
+  std::memset(out, 0, sizeof *out);
+  uint8_t slot_rank[kProbScale];
+  uint32_t start[257];  // first slot of each rank
+  uint32_t cum = 0, rank = 0;
+  for (uint32_t s = 0; s < 256; ++s) {
+    const uint32_t f = table.freq[s];
+    if (f == 0) continue;
+    const uint32_t fc = f | (cum << 12);
+    for (int k = 0; k < 3; ++k) out->fc[k][rank] = static_cast<uint8_t>(fc >> (8 * k));
+    out->symbol[rank] = static_cast<uint8_t>(s);
+    start[rank] = cum;
+    std::memset(slot_rank + cum, static_cast<int>(rank), f);
+    cum += f;
+    ++rank;
+  }
+  start[rank] = kProbScale;
+  out->usable = true;
+  uint32_t complex = 0;
+  for (uint32_t b = 0; b < 256; ++b) {
+    const uint32_t r0 = slot_rank[16 * b];
+    uint32_t d[3] = {};
+    uint32_t later = 0;  // ranges starting inside the bucket after its first slot
+    for (uint32_t r = r0 + 1; start[r] < 16 * b + 16; ++r, ++later) {
+      if (later < 3) d[later] = 16 - (start[r] - 16 * b);
+    }
+    out->first[b] = static_cast<uint8_t>(r0);
+    if (later <= 3) {
+      out->bounds01[b] = static_cast<uint8_t>(d[0] | d[1] << 4);
+      out->bounds2[b] = static_cast<uint8_t>(d[2]);
+      continue;
+    }
+    if (complex == 15) {
+      out->usable = false;
+      return;
+    }
+    out->bounds2[b] = static_cast<uint8_t>((complex + 1) << 4);
+    std::memcpy(out->complex + 16 * complex, slot_rank + 16 * b, 16);
+    ++complex;
+  }
+}
+
+}  // namespace
+
 void build_decode_table(const FreqTable& table, DecodeTable* out) {
   uint32_t cum = 0;
   for (uint32_t s = 0; s < 256; ++s) {
@@ -139,6 +186,7 @@ void build_decode_table(const FreqTable& table, DecodeTable* out) {
     }
     cum += f;
   }
+  build_rank_tables(table, &out->ranks);
 }
 
 void build_encode_table(const FreqTable& table, EncodeTable* out) {

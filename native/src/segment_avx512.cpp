@@ -1,11 +1,14 @@
-// AVX-512 segment decoder: the 32 lanes are two 16-lane vectors. Compiled with AVX-512 F/BW/VL/VBMI/VBMI2
-// and called only after a runtime check (segment_scalar.cpp). Renormalisation is one masked
-// expand: the 32-bit mask of lanes below L places the next popcount(mask) stream words in those
-// lanes, in lane order. A step's latency (gather, multiply, expand) bounds a single segment, so
-// the group decoder runs the steps of several independent segments side by side.
+// AVX-512 segment decoder: the 32 lanes are two 16-lane vectors. Compiled with AVX-512
+// F/BW/VL/VBMI/VBMI2/VPOPCNTDQ and called only after a runtime check (segment_scalar.cpp).
+// Renormalisation places the next popcount(mask) stream words in the lanes below L, in lane
+// order. A step's latency (lookup, multiply, renormalisation) bounds a single segment, so the
+// group decoder runs the steps of several independent segments side by side. Entries are looked
+// up by gathers, or, where cpu_prefers_permute_lookups, by byte permutes of the rank tables, two
+// segments of one table at a time.
 #if defined(__x86_64__)
 #include <immintrin.h>
 
+#include "cpu_features.h"
 #include "segment_decode.h"
 
 namespace wcodec {
@@ -38,12 +41,51 @@ inline bool can_step(size_t i, size_t n, const uint8_t* wp, const uint8_t* wend)
   return i + kLanes <= n && wend - wp >= 64;
 }
 
+// Renormalises the 32 lanes of one segment: the lanes below L take the next words of its stream
+// in lane order (lanes that take none keep x: their word is zero).
+// Renormalises the 32 lanes of one segment: the lanes below L take the next words of its stream
+// in lane order (lanes that take none keep x: their word is zero). One masked expand places them.
+__attribute__((always_inline)) inline void renormalise(__m512i& x0, __m512i& x1, const uint8_t*& wp) {
+  const __m512i low = _mm512_set1_epi32(static_cast<int>(kStateLow));
+  const __mmask16 need0 = _mm512_cmplt_epu32_mask(x0, low);
+  const __mmask16 need1 = _mm512_cmplt_epu32_mask(x1, low);
+  const __mmask32 need = _mm512_kunpackw(need1, need0);
+  const __m512i words = _mm512_maskz_expand_epi16(need, _mm512_loadu_si512(wp));
+  x0 = _mm512_or_si512(_mm512_mask_slli_epi32(x0, need0, x0, 16),
+                       _mm512_cvtepu16_epi32(_mm512_castsi512_si256(words)));
+  x1 = _mm512_or_si512(_mm512_mask_slli_epi32(x1, need1, x1, 16),
+                       _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(words, 1)));
+  wp += 2 * __builtin_popcount(static_cast<unsigned>(need));
+}
+
+// The same by a prefix count and a word permute, which AMD's cores run faster than the expand:
+// lane j takes word popcount(need & (2^j - 1)); the permute's upper half of each lane indexes a
+// zero vector, so that each lane gets one zero-extended word.
+__attribute__((always_inline)) inline void renormalise_by_count(__m512i& x0, __m512i& x1, const uint8_t*& wp) {
+  const __m512i low = _mm512_set1_epi32(static_cast<int>(kStateLow));
+  const __mmask16 need0 = _mm512_cmplt_epu32_mask(x0, low);
+  const __mmask16 need1 = _mm512_cmplt_epu32_mask(x1, low);
+  const uint32_t need = static_cast<uint32_t>(_mm512_kunpackw(need1, need0));
+  const __m512i all = _mm512_set1_epi32(static_cast<int>(need));
+  const __m512i below0 = _mm512_set_epi32(0x7fff, 0x3fff, 0x1fff, 0xfff, 0x7ff, 0x3ff, 0x1ff, 0xff, 0x7f, 0x3f, 0x1f,
+                                          0xf, 0x7, 0x3, 0x1, 0x0);
+  const __m512i below1 = _mm512_or_si512(_mm512_slli_epi32(below0, 16), _mm512_set1_epi32(0xffff));
+  const __m512i zero_half = _mm512_set1_epi32(32 << 16);
+  const __m512i words = _mm512_loadu_si512(wp);
+  const __m512i idx0 = _mm512_or_si512(_mm512_popcnt_epi32(_mm512_and_si512(all, below0)), zero_half);
+  const __m512i idx1 = _mm512_or_si512(_mm512_popcnt_epi32(_mm512_and_si512(all, below1)), zero_half);
+  x0 = _mm512_mask_or_epi32(x0, need0, _mm512_slli_epi32(x0, 16),
+                            _mm512_permutex2var_epi16(words, idx0, _mm512_setzero_si512()));
+  x1 = _mm512_mask_or_epi32(x1, need1, _mm512_slli_epi32(x1, 16),
+                            _mm512_permutex2var_epi16(words, idx1, _mm512_setzero_si512()));
+  wp += 2 * __builtin_popcount(need);
+}
+
 // Decodes symbols out[0..31]. The states are passed as values (not through the Stream) so that
 // they stay in registers across the interleaved steps.
 __attribute__((always_inline)) inline __m256i step(const uint32_t* table, __m512i& x0, __m512i& x1,
                                                    const uint8_t*& wp) {
   const __m512i slot_mask = _mm512_set1_epi32(kProbScale - 1);
-  const __m512i low = _mm512_set1_epi32(static_cast<int>(kStateLow));
   const __m512i slot0 = _mm512_and_si512(x0, slot_mask);
   const __m512i slot1 = _mm512_and_si512(x1, slot_mask);
   const __m512i e0 = _mm512_i32gather_epi32(slot0, table, 4);
@@ -57,16 +99,97 @@ __attribute__((always_inline)) inline __m256i step(const uint32_t* table, __m512
       0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 124, 120, 116, 112,
       108, 104, 100, 96, 92, 88, 84, 80, 76, 72, 68, 64, 60, 56, 52, 48, 44, 40, 36, 32, 28, 24, 20, 16, 12, 8, 4, 0);
   const __m256i symbols = _mm512_castsi512_si256(_mm512_permutex2var_epi8(e0, low_bytes, e1));
-  const __mmask16 need0 = _mm512_cmplt_epu32_mask(x0, low);
-  const __mmask16 need1 = _mm512_cmplt_epu32_mask(x1, low);
-  const __mmask32 need = _mm512_kunpackw(need1, need0);
-  const __m512i words = _mm512_maskz_expand_epi16(need, _mm512_loadu_si512(wp));
-  // lanes that take no word keep x (their word is zero)
-  x0 = _mm512_or_si512(_mm512_mask_slli_epi32(x0, need0, x0, 16),
-                       _mm512_cvtepu16_epi32(_mm512_castsi512_si256(words)));
-  x1 = _mm512_or_si512(_mm512_mask_slli_epi32(x1, need1, x1, 16),
-                       _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(words, 1)));
-  wp += 2 * __builtin_popcount(static_cast<unsigned>(need));
+  renormalise(x0, x1, wp);
+  return symbols;
+}
+
+// Entry i of a 256-byte table for each byte i of idx (its top bit given as `high`).
+__attribute__((always_inline)) inline __m512i lookup256(const uint8_t* t, __m512i idx, __mmask64 high) {
+  const __m512i lo = _mm512_permutex2var_epi8(_mm512_load_si512(t), idx, _mm512_load_si512(t + 64));
+  const __m512i hi = _mm512_permutex2var_epi8(_mm512_load_si512(t + 128), idx, _mm512_load_si512(t + 192));
+  return _mm512_mask_blend_epi8(high, lo, hi);
+}
+
+// One step of two segments A and B that share a table, without gathers: the 64 lanes' slots
+// become bytes (bucket, offset), the rank tables (rans.h) give each lane's rank, symbol and
+// freq | cum << 12 by byte permutes, and the states advance as in step(). Returns A's 32 symbols
+// in bytes 0-31, B's in 32-63.
+__attribute__((always_inline)) inline __m512i rank_step(const RankTables& t, __m512i& a0, __m512i& a1, __m512i& b0,
+                                                        __m512i& b1, const uint8_t*& wpa, const uint8_t*& wpb) {
+  // byte 0 of each 32-bit lane of two vectors, in lane order (bytes 32-63: don't care)
+  alignas(64) static constexpr uint8_t kLowBytes[64] = {
+      0,  4,  8,  12, 16, 20, 24, 28, 32, 36, 40,  44,  48,  52,  56,  60,  64, 68, 72, 76, 80, 84,
+      88, 92, 96, 100, 104, 108, 112, 116, 120, 124, 0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44,
+      48, 52, 56, 60, 64, 68, 72, 76, 80, 84, 88, 92, 96, 100, 104, 108, 112, 116, 120, 124};
+  // words of (fc[0], fc[1]) for lanes 0-31 and 32-63, then dword j of lane group q: that word
+  // and fc[2] of lane 16q + j
+  alignas(64) static constexpr uint8_t kWords[2][64] = {
+      {0,  64, 1,  65, 2,  66, 3,  67, 4,  68, 5,  69, 6,  70, 7,  71, 8,  72, 9,  73, 10, 74,
+       11, 75, 12, 76, 13, 77, 14, 78, 15, 79, 16, 80, 17, 81, 18, 82, 19, 83, 20, 84, 21, 85,
+       22, 86, 23, 87, 24, 88, 25, 89, 26, 90, 27, 91, 28, 92, 29, 93, 30, 94, 31, 95},
+      {32, 96,  33, 97,  34, 98,  35, 99,  36, 100, 37, 101, 38, 102, 39, 103, 40, 104, 41, 105, 42, 106,
+       43, 107, 44, 108, 45, 109, 46, 110, 47, 111, 48, 112, 49, 113, 50, 114, 51, 115, 52, 116, 53, 117,
+       54, 118, 55, 119, 56, 120, 57, 121, 58, 122, 59, 123, 60, 124, 61, 125, 62, 126, 63, 127}};
+  alignas(64) static constexpr uint8_t kDwords[4][64] = {
+      {0,  1,  64, 0, 2,  3,  65, 0, 4,  5,  66, 0, 6,  7,  67, 0, 8,  9,  68, 0, 10, 11,
+       69, 0,  12, 13, 70, 0, 14, 15, 71, 0, 16, 17, 72, 0, 18, 19, 73, 0, 20, 21, 74, 0,
+       22, 23, 75, 0, 24, 25, 76, 0, 26, 27, 77, 0, 28, 29, 78, 0, 30, 31, 79, 0},
+      {32, 33, 80, 0, 34, 35, 81, 0, 36, 37, 82, 0, 38, 39, 83, 0, 40, 41, 84, 0, 42, 43,
+       85, 0,  44, 45, 86, 0, 46, 47, 87, 0, 48, 49, 88, 0, 50, 51, 89, 0, 52, 53, 90, 0,
+       54, 55, 91, 0, 56, 57, 92, 0, 58, 59, 93, 0, 60, 61, 94, 0, 62, 63, 95, 0},
+      {0,  1,  96,  0, 2,  3,  97,  0, 4,  5,  98,  0, 6,  7,  99,  0, 8,  9,  100, 0, 10, 11,
+       101, 0, 12, 13, 102, 0, 14, 15, 103, 0, 16, 17, 104, 0, 18, 19, 105, 0, 20, 21, 106, 0,
+       22, 23, 107, 0, 24, 25, 108, 0, 26, 27, 109, 0, 28, 29, 110, 0, 30, 31, 111, 0},
+      {32, 33, 112, 0, 34, 35, 113, 0, 36, 37, 114, 0, 38, 39, 115, 0, 40, 41, 116, 0, 42, 43,
+       117, 0, 44, 45, 118, 0, 46, 47, 119, 0, 48, 49, 120, 0, 50, 51, 121, 0, 52, 53, 122, 0,
+       54, 55, 123, 0, 56, 57, 124, 0, 58, 59, 125, 0, 60, 61, 126, 0, 62, 63, 127, 0}};
+  constexpr __mmask64 kLow3 = 0x7777777777777777ull;  // byte 3 of each dword stays zero
+  const __m512i pack = _mm512_load_si512(kLowBytes);
+  const __m512i nibble = _mm512_set1_epi8(15);
+  // slot bits 4-11 (the bucket) and 0-3 (the offset) of the 64 lanes as bytes
+  const __m512i bucket = _mm512_inserti64x4(
+      _mm512_permutex2var_epi8(_mm512_srli_epi32(a0, 4), pack, _mm512_srli_epi32(a1, 4)),
+      _mm512_castsi512_si256(_mm512_permutex2var_epi8(_mm512_srli_epi32(b0, 4), pack, _mm512_srli_epi32(b1, 4))), 1);
+  const __m512i offset = _mm512_and_si512(
+      _mm512_inserti64x4(_mm512_permutex2var_epi8(a0, pack, a1),
+                         _mm512_castsi512_si256(_mm512_permutex2var_epi8(b0, pack, b1)), 1),
+      nibble);
+  const __mmask64 high = _mm512_movepi8_mask(bucket);
+  __m512i rank = lookup256(t.first, bucket, high);
+  const __m512i d01 = lookup256(t.bounds01, bucket, high);
+  const __m512i d2 = lookup256(t.bounds2, bucket, high);
+  // offset + d >= 16 (a later range has begun) as the top bit of offset + 112 + d
+  const __m512i o112 = _mm512_add_epi8(offset, _mm512_set1_epi8(112));
+  const __m512i one = _mm512_set1_epi8(1);
+  const __m512i d[3] = {_mm512_and_si512(d01, nibble), _mm512_and_si512(_mm512_srli_epi16(d01, 4), nibble),
+                        _mm512_and_si512(d2, nibble)};
+  for (int k = 0; k < 3; ++k) {
+    rank = _mm512_mask_add_epi8(rank, _mm512_movepi8_mask(_mm512_add_epi8(o112, d[k])), rank, one);
+  }
+  // complex buckets: complex[16 k + offset], with (k + 1) << 4 in bounds2
+  const __m512i at = _mm512_sub_epi8(_mm512_or_si512(_mm512_andnot_si512(nibble, d2), offset), _mm512_set1_epi8(16));
+  rank = _mm512_mask_blend_epi8(_mm512_cmpge_epu8_mask(d2, _mm512_set1_epi8(16)), rank,
+                                lookup256(t.complex, at, _mm512_movepi8_mask(at)));
+  const __mmask64 rank_high = _mm512_movepi8_mask(rank);
+  const __m512i symbols = lookup256(t.symbol, rank, rank_high);
+  const __m512i f0 = lookup256(t.fc[0], rank, rank_high);
+  const __m512i f1 = lookup256(t.fc[1], rank, rank_high);
+  const __m512i f2 = lookup256(t.fc[2], rank, rank_high);
+  const __m512i w0 = _mm512_permutex2var_epi8(f0, _mm512_load_si512(kWords[0]), f1);
+  const __m512i w1 = _mm512_permutex2var_epi8(f0, _mm512_load_si512(kWords[1]), f1);
+  const __m512i slot_mask = _mm512_set1_epi32(kProbScale - 1);
+  __m512i* x[4] = {&a0, &a1, &b0, &b1};
+  for (int q = 0; q < 4; ++q) {
+    const __m512i fc = _mm512_maskz_permutex2var_epi8(kLow3, q < 2 ? w0 : w1, _mm512_load_si512(kDwords[q]), f2);
+    const __m512i f = _mm512_and_si512(fc, slot_mask);
+    const __m512i cum = _mm512_srli_epi32(fc, 12);
+    // x' = f (x >> 12) + slot - cum
+    *x[q] = _mm512_sub_epi32(
+        _mm512_add_epi32(_mm512_mullo_epi32(f, _mm512_srli_epi32(*x[q], kProbBits)), _mm512_and_si512(*x[q], slot_mask)),
+        cum);
+  }
+  renormalise_by_count(a0, a1, wpa);
+  renormalise_by_count(b0, b1, wpb);
   return symbols;
 }
 
@@ -81,20 +204,10 @@ inline void store_merged(const MergeTarget& m, size_t i, __m256i symbols) {
 }
 
 // Steps every segment that can still take a whole step, so that segments of different lengths
-// keep interleaving until the longest ends; then each segment's scalar tail.
+// keep interleaving until the longest ends; then each segment's scalar tail. The states and
+// positions come from open_stream or from the steps rank_step took.
 template <int N>
-void decode_group(SegmentJob* jobs) {
-  Stream s[N];
-  for (int k = 0; k < N; ++k) s[k] = open_stream(jobs[k]);
-  __m512i x0[N], x1[N];
-  const uint8_t* wp[N];
-  size_t i[N];
-  for (int k = 0; k < N; ++k) {
-    x0[k] = s[k].x[0];
-    x1[k] = s[k].x[1];
-    wp[k] = s[k].wp;
-    i[k] = 0;
-  }
+void finish_group(SegmentJob* jobs, const Stream* s, __m512i* x0, __m512i* x1, const uint8_t** wp, size_t* i) {
   for (bool any = true; any;) {
     any = false;
 #pragma GCC unroll 4
@@ -119,21 +232,78 @@ void decode_group(SegmentJob* jobs) {
   }
 }
 
+// N segments (N = 2 or 4), each pair (0, 1) and (2, 3) sharing a table whose rank tables are
+// usable: the pairs take rank steps side by side while all four can, then finish_group.
+template <int N>
+void decode_group(SegmentJob* jobs, bool by_ranks) {
+  Stream s[N];
+  for (int k = 0; k < N; ++k) s[k] = open_stream(jobs[k]);
+  __m512i x0[N], x1[N];
+  const uint8_t* wp[N];
+  size_t i[N];
+  for (int k = 0; k < N; ++k) {
+    x0[k] = s[k].x[0];
+    x1[k] = s[k].x[1];
+    wp[k] = s[k].wp;
+    i[k] = 0;
+  }
+  if constexpr (N % 2 == 0) {
+    while (by_ranks) {
+      for (int k = 0; k < N; ++k) by_ranks &= can_step(i[k], s[k].n, wp[k], s[k].wend);
+      if (!by_ranks) break;
+#pragma GCC unroll 2
+      for (int k = 0; k < N; k += 2) {
+        const __m512i symbols =
+            rank_step(jobs[k].table->ranks, x0[k], x1[k], x0[k + 1], x1[k + 1], wp[k], wp[k + 1]);
+        for (int h = 0; h < 2; ++h) {
+          const __m256i half = h ? _mm512_extracti64x4_epi64(symbols, 1) : _mm512_castsi512_si256(symbols);
+          if (jobs[k + h].merge) {
+            store_merged(*jobs[k + h].merge, i[k + h], half);
+          } else {
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(s[k + h].out + i[k + h]), half);
+          }
+          i[k + h] += kLanes;
+        }
+      }
+    }
+  }
+  finish_group<N>(jobs, s, x0, x1, wp, i);
+}
+
+bool pair_by_ranks(const SegmentJob* pair) {
+  return cpu_prefers_permute_lookups() && pair[0].table == pair[1].table && pair[0].table->ranks.usable;
+}
+
 }  // namespace
 
 void decode_segment_avx512(const DecodeTable& table, const uint8_t* payload, size_t len, uint8_t* out,
                            size_t n) {
   SegmentJob job{&table, payload, len, out, n};
-  decode_group<1>(&job);
+  decode_group<1>(&job, false);
 }
 
 void decode_segment_group_avx512(SegmentJob* jobs, int count) {
   static_assert(kMaxGroup == 4, "one case per group size");
+  // Pairs of segments that share a table step by ranks, without gathers (AMD's gathers cost
+  // several times the permutes that replace them); the rest step by gathers.
   switch (count) {
-    case 1: decode_group<1>(jobs); break;
-    case 2: decode_group<2>(jobs); break;
-    case 3: decode_group<3>(jobs); break;
-    default: decode_group<4>(jobs); break;
+    case 1: decode_group<1>(jobs, false); break;
+    case 2: decode_group<2>(jobs, pair_by_ranks(jobs)); break;
+    case 3:
+      if (pair_by_ranks(jobs)) {
+        decode_group<2>(jobs, true);
+        decode_group<1>(jobs + 2, false);
+      } else {
+        decode_group<3>(jobs, false);
+      }
+      break;
+    default:
+      if (pair_by_ranks(jobs) && pair_by_ranks(jobs + 2)) {
+        decode_group<4>(jobs, true);
+      } else {
+        decode_group<4>(jobs, false);
+      }
+      break;
   }
 }
 

@@ -325,7 +325,7 @@ static void test_shards() {
 static bool have_avx512() {
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
          __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vbmi") &&
-         __builtin_cpu_supports("avx512vbmi2");
+         __builtin_cpu_supports("avx512vbmi2") && __builtin_cpu_supports("avx512vpopcntdq");
 }
 #endif
 
@@ -450,6 +450,52 @@ static void test_encoders_agree() {
     }
   }
 #endif
+}
+
+// The rank tables (rans.h) give every slot the symbol, frequency and offset of its decode
+// entry, for tables with few and with many symbols; a table whose tail crowds more than 15
+// buckets with more than four ranges each is marked unusable.
+static void test_rank_tables() {
+  std::mt19937 rng(13);
+  bool saw_unusable = false, saw_complex = false;
+  for (int round = 0; round < 60; ++round) {
+    uint64_t counts[256] = {};
+    const int kind = round % 4;
+    for (int s = 0; s < 256; ++s) {
+      if (kind == 0) counts[s] = 1 + rng() % 1000;                                        // all present
+      if (kind == 1) counts[s] = rng() % 3 == 0 ? 0 : uint64_t{1} << (rng() % 20);        // wide spread
+      if (kind == 2) counts[s] = s < 2 + round ? 1 + rng() % 50 : 0;                       // few symbols
+      if (kind == 3) counts[s] = s == 0 ? 100000000 : (rng() % 256 < 40 + round * 4 ? 1 : 0);  // crowded tail
+    }
+    counts[0] += 1;
+    counts[255] += 1;
+    FreqTable t;
+    normalize_freqs(counts, &t);
+    static DecodeTable d;
+    build_decode_table(t, &d);
+    const RankTables& r = d.ranks;
+    if (!r.usable) {
+      saw_unusable = true;
+      continue;
+    }
+    bool exact = true;
+    for (uint32_t slot = 0; slot < kProbScale; ++slot) {
+      const uint32_t b = slot >> 4, o = slot & 15;
+      uint32_t rank = r.first[b];
+      if (r.bounds2[b] >= 16) {
+        saw_complex = true;
+        rank = r.complex[16 * ((r.bounds2[b] >> 4) - 1) + o];
+      } else {
+        const uint32_t ds[3] = {r.bounds01[b] & 15u, static_cast<uint32_t>(r.bounds01[b] >> 4), r.bounds2[b] & 15u};
+        for (uint32_t dk : ds) rank += o + dk >= 16;
+      }
+      const uint32_t fc = r.fc[0][rank] | r.fc[1][rank] << 8 | r.fc[2][rank] << 16;
+      const uint32_t e = d.entry[slot];
+      exact &= r.symbol[rank] == dec_symbol(e) && (fc & 0xfff) == dec_freq(e) && slot - (fc >> 12) == dec_offset(e);
+    }
+    CHECK(exact);
+  }
+  CHECK(saw_unusable && saw_complex);
 }
 
 // Which symbols occur, for tables built from sampled counts: every kernel finds exactly those,
@@ -598,6 +644,7 @@ int main() {
   test_shards();
   test_scalar_matches_simd();
   test_encoders_agree();
+  test_rank_tables();
   test_merged_planes();
   test_presence();
   test_corruption();

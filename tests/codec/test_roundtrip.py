@@ -197,16 +197,20 @@ print(core.simd(), hashlib.sha256(b"".join(d.tobytes() for d in decoded)).hexdig
 """
 
 
-@pytest.mark.parametrize("level", ["scalar", "avx2", "best"])
+@pytest.mark.parametrize("level", ["scalar", "avx2", "best", "best-gather", "best-permute"])
 def test_every_simd_level_decodes_and_encodes_the_same_bytes(level: str, tmp_path: Path) -> None:
-    # WCODEC_SIMD caps the kernels at a level; every level must agree byte for byte, with
-    # segments of unequal length (the last one short) interleaved in one group.
+    # WCODEC_SIMD caps the kernels at a level, WCODEC_LOOKUP picks how the AVX-512 decoder looks
+    # entries up; every choice must agree byte for byte, with segments of unequal length (the
+    # last one short) interleaved in one group.
     array = weight_like(np.random.default_rng(12), (3, 70001), np.dtype(np.int8))
     encoded = wc.encode(array)
     (tmp_path / "chunk").write_bytes(encoded)
-    env = {k: v for k, v in os.environ.items() if k != "WCODEC_SIMD"}
+    env = {k: v for k, v in os.environ.items() if k not in ("WCODEC_SIMD", "WCODEC_LOOKUP")}
+    level, _, lookup = level.partition("-")
     if level != "best":
         env["WCODEC_SIMD"] = level
+    if lookup:
+        env["WCODEC_LOOKUP"] = lookup
     results = {
         threads: subprocess.run(
             [sys.executable, "-c", SIMD_SCRIPT, str(tmp_path / "chunk"), str(threads)],

@@ -58,9 +58,32 @@ size_t parse_table(const uint8_t* p, size_t n, FreqTable* table);
 // x' = freq * (x >> 12) + offset. 16 KiB, so it stays in L1. The build fills whole runs of
 // kFillRun entries per symbol, which may spill into the padding past the last slot.
 inline constexpr uint32_t kFillRun = 8;
+
+// The same table as 256-entry byte tables, for decoders that look entries up with byte permutes
+// instead of gathers (segment_avx512.cpp). Symbols are numbered by rank among the present ones,
+// so that consecutive ranges hold consecutive ranks. A slot s lies in bucket s >> 4 at offset
+// o = s & 15; a bucket spanning at most four ranges is "simple": its rank is
+// first[b] + #{i : o + d_i >= 16}, the d_i (1..15, 0 for none) being 16 minus the offsets where
+// its later ranges start, nibbles of bounds01 (d1 | d2 << 4) and of bounds2 (d3). Any other
+// bucket is "complex": bounds2 holds (k + 1) << 4, k < 15, and complex[16k + o] is the slot's
+// rank. Then symbol[rank] and the bytes of freq | cum << 12 (fc[0..2]) complete the entry.
+// usable is false for a table with more than 15 complex buckets, which those decoders leave to
+// the gathering one.
+struct RankTables {
+  alignas(64) uint8_t first[256];
+  alignas(64) uint8_t bounds01[256];
+  alignas(64) uint8_t bounds2[256];
+  alignas(64) uint8_t complex[256];
+  alignas(64) uint8_t symbol[256];
+  alignas(64) uint8_t fc[3][256];
+  bool usable;
+};
+
 struct DecodeTable {
   uint32_t entry[kProbScale + kFillRun];
+  RankTables ranks;
 };
+// Builds entry and ranks.
 void build_decode_table(const FreqTable& table, DecodeTable* out);
 
 inline uint32_t dec_symbol(uint32_t e) { return e & 0xffu; }
