@@ -193,16 +193,7 @@ class LazyTensor:
 
     def _read(self, selection: tuple[Any, ...]) -> np.ndarray:
         """``selection`` (ints and slices, whole-tensor coordinates) read through the row fast
-        path when it applies (a step-1 range of rows), else through zarr; then checked against
-        a replacement of the checkpoint meanwhile (``open_checkpoint``'s ``check_replaced``)."""
-        return self._checked(self._fetch(selection))
-
-    def _checked(self, data: np.ndarray) -> np.ndarray:
-        if self.checkpoint.check_replaced or local_root(self.checkpoint.store) is not None:
-            self.checkpoint.check_unchanged()
-        return data
-
-    def _fetch(self, selection: tuple[Any, ...]) -> np.ndarray:
+        path when it applies (a step-1 range of rows), else through zarr."""
         first = selection[0] if selection else None
         if isinstance(first, slice) and first.step in (None, 1) and first.stop > first.start:
             rows = read_rows(self.checkpoint[self.name], first.start, first.stop)
@@ -224,7 +215,7 @@ class LazyTensor:
         if not self.quantized:
             raise ValueError(f"{self.name} is not quantized")
         scales = self.checkpoint.array(f"{SCALES_GROUP}/{self.name}")
-        return self._checked(np.asarray(scales[self._region[0]]))
+        return np.asarray(scales[self._region[0]])
 
     def dequantize(self) -> np.ndarray:
         """A quantized tensor as ``q * scale[row]``, in its original float dtype (lossy)."""
@@ -430,12 +421,9 @@ class Checkpoint(Mapping[str, LazyTensor]):
         device: str = "cpu",
         owns_store: bool = False,
         fingerprint: int | None = None,
-        check_replaced: bool = True,
     ) -> None:
         self.url = url
         self.store = store
-        # whether lazy reads of a remote checkpoint end with check_unchanged (open_checkpoint)
-        self.check_replaced = check_replaced
         # of the root document read at open (``root_fingerprint``), checked by check_unchanged
         self._fingerprint = fingerprint
         self.device = device
@@ -737,7 +725,6 @@ def open_checkpoint(
     storage_options: dict[str, Any] | None = None,
     framework: str | None = None,
     device: str = "cpu",
-    check_replaced: bool = True,
 ) -> Checkpoint:
     """Opens a checkpoint (a URL or a Zarr store) read-only: one read of the root metadata, no
     tensor data. Use it as safetensors' ``safe_open``, as a context manager::
@@ -748,13 +735,7 @@ def open_checkpoint(
 
     ``framework`` ("numpy" or "np", "torch" or "pt", "cupy") and ``device`` ("cpu", "cuda",
     "cuda:1") are where ``get_tensor`` and ``get_slice`` hand tensors over; NumPy on the CPU by
-    default (CuPy when ``device`` is CUDA).
-
-    Every read checks, after it, that the checkpoint was not replaced meanwhile
-    (``Checkpoint.check_unchanged``; ``ReplacedError`` if it was, never a mix of two). For a
-    remote checkpoint a lazy read (a slice, one tensor) pays one more request for that, a read
-    of the root document; ``check_replaced=False`` leaves it out there, for checkpoints nobody
-    overwrites in place. Whole-model loads and local reads are checked either way."""
+    default (CuPy when ``device`` is CUDA)."""
     framework = resolve_framework(device, framework)
     try:
         store = open_store(url, storage_options=storage_options, mode="r")
@@ -791,7 +772,6 @@ def open_checkpoint(
         device=device,
         owns_store=not isinstance(url, Store),
         fingerprint=fingerprint,
-        check_replaced=check_replaced,
     )
 
 
