@@ -9,6 +9,7 @@
 #include <immintrin.h>
 
 #include "cpu_features.h"
+#include "permute_avx512.h"
 #include "segment_decode.h"
 
 namespace wcodec {
@@ -103,13 +104,6 @@ __attribute__((always_inline)) inline __m256i step(const uint32_t* table, __m512
   return symbols;
 }
 
-// Entry i of a 256-byte table for each byte i of idx (its top bit given as `high`).
-__attribute__((always_inline)) inline __m512i lookup256(const uint8_t* t, __m512i idx, __mmask64 high) {
-  const __m512i lo = _mm512_permutex2var_epi8(_mm512_load_si512(t), idx, _mm512_load_si512(t + 64));
-  const __m512i hi = _mm512_permutex2var_epi8(_mm512_load_si512(t + 128), idx, _mm512_load_si512(t + 192));
-  return _mm512_mask_blend_epi8(high, lo, hi);
-}
-
 // One step of two segments A and B that share a table, without gathers: the 64 lanes' slots
 // become bytes (bucket, offset), the rank tables (rans.h) give each lane's rank, symbol and
 // freq | cum << 12 by byte permutes, and the states advance as in step(). Returns A's 32 symbols
@@ -121,29 +115,6 @@ __attribute__((always_inline)) inline __m512i rank_step(const RankTables& t, __m
       0,  4,  8,  12, 16, 20, 24, 28, 32, 36, 40,  44,  48,  52,  56,  60,  64, 68, 72, 76, 80, 84,
       88, 92, 96, 100, 104, 108, 112, 116, 120, 124, 0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44,
       48, 52, 56, 60, 64, 68, 72, 76, 80, 84, 88, 92, 96, 100, 104, 108, 112, 116, 120, 124};
-  // words of (fc[0], fc[1]) for lanes 0-31 and 32-63, then dword j of lane group q: that word
-  // and fc[2] of lane 16q + j
-  alignas(64) static constexpr uint8_t kWords[2][64] = {
-      {0,  64, 1,  65, 2,  66, 3,  67, 4,  68, 5,  69, 6,  70, 7,  71, 8,  72, 9,  73, 10, 74,
-       11, 75, 12, 76, 13, 77, 14, 78, 15, 79, 16, 80, 17, 81, 18, 82, 19, 83, 20, 84, 21, 85,
-       22, 86, 23, 87, 24, 88, 25, 89, 26, 90, 27, 91, 28, 92, 29, 93, 30, 94, 31, 95},
-      {32, 96,  33, 97,  34, 98,  35, 99,  36, 100, 37, 101, 38, 102, 39, 103, 40, 104, 41, 105, 42, 106,
-       43, 107, 44, 108, 45, 109, 46, 110, 47, 111, 48, 112, 49, 113, 50, 114, 51, 115, 52, 116, 53, 117,
-       54, 118, 55, 119, 56, 120, 57, 121, 58, 122, 59, 123, 60, 124, 61, 125, 62, 126, 63, 127}};
-  alignas(64) static constexpr uint8_t kDwords[4][64] = {
-      {0,  1,  64, 0, 2,  3,  65, 0, 4,  5,  66, 0, 6,  7,  67, 0, 8,  9,  68, 0, 10, 11,
-       69, 0,  12, 13, 70, 0, 14, 15, 71, 0, 16, 17, 72, 0, 18, 19, 73, 0, 20, 21, 74, 0,
-       22, 23, 75, 0, 24, 25, 76, 0, 26, 27, 77, 0, 28, 29, 78, 0, 30, 31, 79, 0},
-      {32, 33, 80, 0, 34, 35, 81, 0, 36, 37, 82, 0, 38, 39, 83, 0, 40, 41, 84, 0, 42, 43,
-       85, 0,  44, 45, 86, 0, 46, 47, 87, 0, 48, 49, 88, 0, 50, 51, 89, 0, 52, 53, 90, 0,
-       54, 55, 91, 0, 56, 57, 92, 0, 58, 59, 93, 0, 60, 61, 94, 0, 62, 63, 95, 0},
-      {0,  1,  96,  0, 2,  3,  97,  0, 4,  5,  98,  0, 6,  7,  99,  0, 8,  9,  100, 0, 10, 11,
-       101, 0, 12, 13, 102, 0, 14, 15, 103, 0, 16, 17, 104, 0, 18, 19, 105, 0, 20, 21, 106, 0,
-       22, 23, 107, 0, 24, 25, 108, 0, 26, 27, 109, 0, 28, 29, 110, 0, 30, 31, 111, 0},
-      {32, 33, 112, 0, 34, 35, 113, 0, 36, 37, 114, 0, 38, 39, 115, 0, 40, 41, 116, 0, 42, 43,
-       117, 0, 44, 45, 118, 0, 46, 47, 119, 0, 48, 49, 120, 0, 50, 51, 121, 0, 52, 53, 122, 0,
-       54, 55, 123, 0, 56, 57, 124, 0, 58, 59, 125, 0, 60, 61, 126, 0, 62, 63, 127, 0}};
-  constexpr __mmask64 kLow3 = 0x7777777777777777ull;  // byte 3 of each dword stays zero
   const __m512i pack = _mm512_load_si512(kLowBytes);
   const __m512i nibble = _mm512_set1_epi8(15);
   // slot bits 4-11 (the bucket) and 0-3 (the offset) of the 64 lanes as bytes
@@ -175,12 +146,10 @@ __attribute__((always_inline)) inline __m512i rank_step(const RankTables& t, __m
   const __m512i f0 = lookup256(t.fc[0], rank, rank_high);
   const __m512i f1 = lookup256(t.fc[1], rank, rank_high);
   const __m512i f2 = lookup256(t.fc[2], rank, rank_high);
-  const __m512i w0 = _mm512_permutex2var_epi8(f0, _mm512_load_si512(kWords[0]), f1);
-  const __m512i w1 = _mm512_permutex2var_epi8(f0, _mm512_load_si512(kWords[1]), f1);
   const __m512i slot_mask = _mm512_set1_epi32(kProbScale - 1);
   __m512i* x[4] = {&a0, &a1, &b0, &b1};
   for (int q = 0; q < 4; ++q) {
-    const __m512i fc = _mm512_maskz_permutex2var_epi8(kLow3, q < 2 ? w0 : w1, _mm512_load_si512(kDwords[q]), f2);
+    const __m512i fc = bytes_to_dwords(f0, f1, f2, q);
     const __m512i f = _mm512_and_si512(fc, slot_mask);
     const __m512i cum = _mm512_srli_epi32(fc, 12);
     // x' = f (x >> 12) + slot - cum

@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "permute_avx512.h"
 #include "segment_encode.h"
 
 namespace wcodec {
@@ -22,35 +23,16 @@ namespace wcodec {
 namespace {
 
 // The freq_cum entries of 32 symbols, lanes 0-15 in fc0 and 16-31 in fc1, by byte permutes of
-// the three byte tables instead of gathers (a 16-lane gather costs several times as much, on AMD
-// Zen most of all): a two-table permute covers 128 entries, the symbol's top bit picks the half.
+// the three byte tables instead of gathers (permute_avx512.h).
 inline void lookup32(const uint8_t* sym32, const EncodeTableSimd& t, __m512i& fc0, __m512i& fc1) {
   // lanes 32-63 are looked up too and never used
   const __m512i idx = _mm512_zextsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sym32)));
   const __mmask64 high = _mm512_movepi8_mask(idx);
-  __m512i b[3];
-  for (int k = 0; k < 3; ++k) {
-    const uint8_t* tab = t.bytes[k];
-    const __m512i lo = _mm512_permutex2var_epi8(_mm512_load_si512(tab), idx, _mm512_load_si512(tab + 64));
-    const __m512i hi = _mm512_permutex2var_epi8(_mm512_load_si512(tab + 128), idx, _mm512_load_si512(tab + 192));
-    b[k] = _mm512_mask_blend_epi8(high, lo, hi);
-  }
-  // byte 2j = b0[j], byte 2j + 1 = b1[j] (j < 32); then dword j = that word | b2[j] << 16
-  alignas(64) static constexpr uint8_t kWords[64] = {
-      0,  64, 1,  65, 2,  66, 3,  67, 4,  68, 5,  69, 6,  70, 7,  71, 8,  72, 9,  73, 10, 74,
-      11, 75, 12, 76, 13, 77, 14, 78, 15, 79, 16, 80, 17, 81, 18, 82, 19, 83, 20, 84, 21, 85,
-      22, 86, 23, 87, 24, 88, 25, 89, 26, 90, 27, 91, 28, 92, 29, 93, 30, 94, 31, 95};
-  alignas(64) static constexpr uint8_t kDwords[2][64] = {
-      {0,  1,  64, 0, 2,  3,  65, 0, 4,  5,  66, 0, 6,  7,  67, 0, 8,  9,  68, 0, 10, 11,
-       69, 0,  12, 13, 70, 0, 14, 15, 71, 0, 16, 17, 72, 0, 18, 19, 73, 0, 20, 21, 74, 0,
-       22, 23, 75, 0, 24, 25, 76, 0, 26, 27, 77, 0, 28, 29, 78, 0, 30, 31, 79, 0},
-      {32, 33, 80, 0, 34, 35, 81, 0, 36, 37, 82, 0, 38, 39, 83, 0, 40, 41, 84, 0, 42, 43,
-       85, 0,  44, 45, 86, 0, 46, 47, 87, 0, 48, 49, 88, 0, 50, 51, 89, 0, 52, 53, 90, 0,
-       54, 55, 91, 0, 56, 57, 92, 0, 58, 59, 93, 0, 60, 61, 94, 0, 62, 63, 95, 0}};
-  constexpr __mmask64 kLow3 = 0x7777777777777777ull;  // byte 3 of each dword stays zero
-  const __m512i w = _mm512_permutex2var_epi8(b[0], _mm512_load_si512(kWords), b[1]);
-  fc0 = _mm512_maskz_permutex2var_epi8(kLow3, w, _mm512_load_si512(kDwords[0]), b[2]);
-  fc1 = _mm512_maskz_permutex2var_epi8(kLow3, w, _mm512_load_si512(kDwords[1]), b[2]);
+  const __m512i b0 = lookup256(t.bytes[0], idx, high);
+  const __m512i b1 = lookup256(t.bytes[1], idx, high);
+  const __m512i b2 = lookup256(t.bytes[2], idx, high);
+  fc0 = bytes_to_dwords(b0, b1, b2, 0);
+  fc1 = bytes_to_dwords(b0, b1, b2, 1);
 }
 
 inline __m512i encode_half(__m512i x, __m512i fc, uint16_t*& w) {
