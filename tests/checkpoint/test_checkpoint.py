@@ -22,7 +22,7 @@ import pytest
 import zarr
 from helpers import tree_bytes, weight_like
 from safetensors_helpers import synthetic_tensors, write_header, write_raw, write_sharded_model
-from zarr.abc.store import SuffixByteRequest
+from zarr.abc.store import RangeByteRequest, SuffixByteRequest
 from zarr.storage import LocalStore
 from zarr_helpers import CountingStore
 
@@ -156,14 +156,18 @@ def test_lazy_slice_reads_only_its_chunks(tmp_path: Path) -> None:
     part = ckpt.shard("w", 0, rank=0, world_size=8)  # rows 0..124: chunks 0 to 4 of shard 0
     assert part.shape == (125, 64)
     assert part.numpy().tobytes() == weight[:125].tobytes()
-    # the shard index, then chunks 0 to 4, stored one after the other, in one ranged read
-    assert [key for key, _ in store.log.reads] == ["w/c.0.0"] * 2
+    # the shard index, then chunks 0 to 4, stored one after the other, in one ranged read;
+    # then the check that the checkpoint was not replaced meanwhile: the few bytes of the root
+    # document that hold the manifest's generation
+    assert [key for key, _ in store.log.reads] == ["w/c.0.0"] * 2 + ["zarr.json"]
+    check = store.log.reads[-1][1]
+    assert isinstance(check, RangeByteRequest) and check.end - check.start < 64
     index_bytes = 10 * 16 + 4
-    assert store.log.bytes_read < tensor.stored_nbytes / 8 * 1.05 + index_bytes
+    assert store.log.bytes_read < tensor.stored_nbytes / 8 * 1.05 + index_bytes + 64
 
     store.log.reset()
     assert part[10:20, 5].tobytes() == weight[10:20, 5].tobytes()
-    assert len(store.log.reads) == 2  # the index and chunk 0
+    assert [key for key, _ in store.log.reads] == ["w/c.0.0"] * 2 + ["zarr.json"]  # chunk 0
 
 
 def test_every_rank_of_an_uneven_split_reads_only_its_chunks(tmp_path: Path) -> None:
@@ -184,7 +188,13 @@ def test_every_rank_of_an_uneven_split_reads_only_its_chunks(tmp_path: Path) -> 
         part = ckpt.shard("w", 0, rank, 8).numpy()
         assert part.tobytes() == weight[126 * rank : 126 * (rank + 1)].tobytes()
         index_reads = [r for _, r in store.log.reads if isinstance(r, SuffixByteRequest)]
-        data_read += store.log.bytes_read - len(index_reads) * (16 * per_shard + 4)
+        (check,) = [r for key, r in store.log.reads if key == "zarr.json"]  # not replaced
+        assert isinstance(check, RangeByteRequest)
+        data_read += (
+            store.log.bytes_read
+            - len(index_reads) * (16 * per_shard + 4)
+            - (check.end - check.start)
+        )
     # every chunk once: the shards' bytes without their indexes
     shard_bytes = sum((tmp_path / "ckpt" / "w" / f"c.{i}.0").stat().st_size for i in range(nshards))
     assert data_read == shard_bytes - nshards * (16 * per_shard + 4)

@@ -63,7 +63,8 @@ def test_open_and_partial_reads_are_counted(
     server: LoopbackGCS, bucket: str, model: Path, local: Path
 ) -> None:
     """Opening costs one object read; one inner chunk of a shard costs the shard index (a suffix
-    range) and one ranged read; the same chunk again costs one read."""
+    range), one ranged read and the check against a replacement (a ranged read of the root
+    document); the same chunk again costs the last two."""
     url = f"gs://{bucket}/model.zarr"
     convert_to_store(server, model, url)
     # a new filesystem instance, as a new reader process would have: no listings cached
@@ -75,13 +76,18 @@ def test_open_and_partial_reads_are_counted(
     server.reset_log()
     rows = ckpt["layers.1.q.weight"][0:4]
     shard = f"{objects}/layers.1.q.weight/c.0.0"
-    index, chunk = server.requests
+    index, chunk, check = server.requests
     assert (index.key, index.range) == (shard, f"bytes=-{8 * 16 + 4}")  # 8 chunks + CRC32C
     assert chunk.key == shard and chunk.range is not None and chunk.range.startswith("bytes=0-")
     assert chunk.nbytes < 32 * 256  # one compressed chunk, not the shard
+    # not replaced meanwhile: the root document's bytes that hold the manifest's generation
+    assert check.key == f"{objects}/zarr.json" and check.nbytes < 64
     server.reset_log()
     assert ckpt["layers.1.q.weight"][0:4].tobytes() == rows.tobytes()
-    assert [(r.key, r.range) for r in server.requests] == [(shard, chunk.range)]
+    assert [(r.key, r.range) for r in server.requests] == [
+        (shard, chunk.range),
+        (check.key, check.range),
+    ]
     assert rows.tobytes() == wc.open_checkpoint(local)["layers.1.q.weight"][0:4].tobytes()
 
 

@@ -41,13 +41,16 @@ def test_open_and_partial_reads_are_counted(served: tuple[LoopbackHTTP, Path]) -
     server.reset_log()
     rows = ckpt["w8"][0:8]
     shard = "ckpt/w8/c.0.0"
-    index, chunk = server.requests  # the shard index (4 chunks), then one ranged GET
+    # the shard index (4 chunks), one ranged GET, then the check that the checkpoint was not
+    # replaced meanwhile: the root document's bytes that hold the manifest's generation
+    index, chunk, check = server.requests
     assert (index.key, index.range) == (shard, f"bytes=-{4 * 16 + 4}")
     assert chunk.key == shard and chunk.range is not None and chunk.range.startswith("bytes=0-")
     assert chunk.nbytes < 64 * 256  # one compressed chunk, not the shard
+    assert check.key == "ckpt/zarr.json" and check.nbytes < 64
     server.reset_log()
     assert ckpt["w8"][0:8].tobytes() == rows.tobytes()
-    assert len(server.requests) == 1  # the shard index is cached
+    assert len(server.requests) == 2  # the shard index is cached
     local = wc.open_checkpoint(root / "ckpt")
     assert rows.tobytes() == local["w8"][0:8].tobytes()
 

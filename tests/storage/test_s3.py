@@ -104,8 +104,9 @@ READER = textwrap.dedent(
 
 
 def test_requests_counted_at_the_server(server: LoopbackS3, bucket: str, model: Path) -> None:
-    """A new process: opening costs one GET; one inner chunk of a shard costs the shard index
-    and one ranged GET; the same chunk again costs one GET (the index is cached)."""
+    """A new process: opening costs one GET; one inner chunk of a shard costs the shard index,
+    one ranged GET and the check against a replacement (a ranged GET of the root document);
+    the same chunk again costs the last two (the index is cached)."""
     url = f"s3://{bucket}/model.zarr"
     opts = convert_to_store(server, model, url)
     ckpt = wc.open_checkpoint(url, storage_options=opts)
@@ -132,11 +133,17 @@ def test_requests_counted_at_the_server(server: LoopbackS3, bucket: str, model: 
     assert [r.key for r in counts["opened"]] == [f"{bucket}/model.zarr/zarr.json"]
     shard = f"{bucket}/model.zarr/layers.1.q.weight/c.0.0"
     read = counts["read"]
-    assert [r.key for r in read] == [shard, shard]
+    root = f"{bucket}/model.zarr/zarr.json"
+    assert [r.key for r in read] == [shard, shard, root]
     assert read[0].range == f"bytes=-{8 * 16 + 4}"  # the index: 8 chunks x 16 bytes + CRC32C
     assert read[1].range is not None and read[1].range.startswith("bytes=0-")
     assert read[1].nbytes < 32 * 256  # one compressed chunk, not the shard
-    assert [(r.key, r.range) for r in counts["again"]] == [(shard, read[1].range)]
+    # not replaced meanwhile: the root document's bytes that hold the manifest's generation
+    assert read[2].range is not None and read[2].nbytes < 64
+    assert [(r.key, r.range) for r in counts["again"]] == [
+        (shard, read[1].range),
+        (root, read[2].range),
+    ]
     expected = np.asarray(wc.open_checkpoint(url, storage_options=opts)["layers.1.q.weight"][0:4])
     assert bytes.fromhex(result["first"]) == bytes.fromhex(result["again"]) == expected.tobytes()
     assert not [r for r in server.requests if r.method == "HEAD"]
@@ -203,8 +210,8 @@ def test_damaging_proxies_give_exact_results_or_named_errors(
 
 def test_obstore_backend(server: LoopbackS3, bucket: str, model: Path) -> None:
     """The same checkpoint through zarr's ObjectStore over obstore: bit-exact whole and in
-    slices, one GET to open, the shard index and one ranged GET for one inner chunk, transient
-    faults retried, a missing checkpoint a FileNotFoundError."""
+    slices, one GET to open, the shard index, one ranged GET for one inner chunk and the
+    replacement check, transient faults retried, a missing checkpoint a FileNotFoundError."""
     url = f"s3://{bucket}/model.zarr"
     convert_to_store(server, model, url)
     local = wc.load_checkpoint(_local_copy(model, bucket))
@@ -219,8 +226,8 @@ def test_obstore_backend(server: LoopbackS3, bucket: str, model: Path) -> None:
     first = ckpt["layers.1.q.weight"][0:4]
     shard = f"{bucket}/model.zarr/layers.1.q.weight/c.0.0"
     read = gets(server)
-    assert [r.key for r in read] == [shard, shard]
-    assert read[1].nbytes < 32 * 256
+    assert [r.key for r in read] == [shard, shard, f"{bucket}/model.zarr/zarr.json"]
+    assert read[1].nbytes < 32 * 256 and read[2].nbytes < 64
     assert first.tobytes() == local["layers.1.q.weight"][0:4].tobytes()
     loaded = wc.load_checkpoint(store())
     assert all(loaded[k].tobytes() == local[k].tobytes() for k in local)

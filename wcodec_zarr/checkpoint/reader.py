@@ -21,7 +21,7 @@ from typing import Any
 import google_crc32c
 import numpy as np
 import zarr
-from zarr.abc.store import ByteRequest, Store, SuffixByteRequest
+from zarr.abc.store import ByteRequest, RangeByteRequest, Store, SuffixByteRequest
 from zarr.core.buffer import Buffer, BufferPrototype, default_buffer_prototype
 from zarr.core.group import AsyncGroup
 from zarr.core.sync import sync
@@ -193,7 +193,16 @@ class LazyTensor:
 
     def _read(self, selection: tuple[Any, ...]) -> np.ndarray:
         """``selection`` (ints and slices, whole-tensor coordinates) read through the row fast
-        path when it applies (a step-1 range of rows), else through zarr."""
+        path when it applies (a step-1 range of rows), else through zarr; then checked against
+        a replacement of the checkpoint meanwhile (``open_checkpoint``'s ``check_replaced``)."""
+        return self._checked(self._fetch(selection))
+
+    def _checked(self, data: np.ndarray) -> np.ndarray:
+        if self.checkpoint.check_replaced or local_root(self.checkpoint.store) is not None:
+            self.checkpoint.check_unchanged()
+        return data
+
+    def _fetch(self, selection: tuple[Any, ...]) -> np.ndarray:
         first = selection[0] if selection else None
         if isinstance(first, slice) and first.step in (None, 1) and first.stop > first.start:
             rows = read_rows(self.checkpoint[self.name], first.start, first.stop)
@@ -215,7 +224,7 @@ class LazyTensor:
         if not self.quantized:
             raise ValueError(f"{self.name} is not quantized")
         scales = self.checkpoint.array(f"{SCALES_GROUP}/{self.name}")
-        return np.asarray(scales[self._region[0]])
+        return self._checked(np.asarray(scales[self._region[0]]))
 
     def dequantize(self) -> np.ndarray:
         """A quantized tensor as ``q * scale[row]``, in its original float dtype (lossy)."""
@@ -420,11 +429,14 @@ class Checkpoint(Mapping[str, LazyTensor]):
         framework: str | None = None,
         device: str = "cpu",
         owns_store: bool = False,
-        fingerprint: int | None = None,
+        fingerprint: RootMark | None = None,
+        check_replaced: bool = True,
     ) -> None:
         self.url = url
         self.store = store
-        # of the root document read at open (``root_fingerprint``), checked by check_unchanged
+        # whether lazy reads of a remote checkpoint end with check_unchanged (open_checkpoint)
+        self.check_replaced = check_replaced
+        # of the root document read at open, checked by check_unchanged
         self._fingerprint = fingerprint
         self.device = device
         self.framework = resolve_framework(device, framework)
@@ -566,8 +578,7 @@ class Checkpoint(Mapping[str, LazyTensor]):
             return
         if self._fingerprint is None:
             return  # opened from a document given, not read
-        raw = sync(_fetch_root(self.store))
-        if raw is None or root_fingerprint(raw) != self._fingerprint:
+        if not sync(self._fingerprint.matches(self.store)):
             raise ReplacedError(f"{self.url}: the checkpoint was replaced while it was read")
 
     def _check_open(self) -> None:
@@ -725,6 +736,7 @@ def open_checkpoint(
     storage_options: dict[str, Any] | None = None,
     framework: str | None = None,
     device: str = "cpu",
+    check_replaced: bool = True,
 ) -> Checkpoint:
     """Opens a checkpoint (a URL or a Zarr store) read-only: one read of the root metadata, no
     tensor data. Use it as safetensors' ``safe_open``, as a context manager::
@@ -735,7 +747,14 @@ def open_checkpoint(
 
     ``framework`` ("numpy" or "np", "torch" or "pt", "cupy") and ``device`` ("cpu", "cuda",
     "cuda:1") are where ``get_tensor`` and ``get_slice`` hand tensors over; NumPy on the CPU by
-    default (CuPy when ``device`` is CUDA)."""
+    default (CuPy when ``device`` is CUDA).
+
+    Every read checks, after it, that the checkpoint was not replaced meanwhile
+    (``Checkpoint.check_unchanged``; ``ReplacedError`` if it was, never a mix of two). For a
+    remote checkpoint a lazy read (a slice, one tensor) pays one more request for that, a
+    ranged read of the root document's bytes that hold the manifest's generation (``RootMark``);
+    ``check_replaced=False`` leaves it out there, for checkpoints nobody overwrites in place.
+    Whole-model loads and local reads are checked either way."""
     framework = resolve_framework(device, framework)
     try:
         store = open_store(url, storage_options=storage_options, mode="r")
@@ -772,6 +791,7 @@ def open_checkpoint(
         device=device,
         owns_store=not isinstance(url, Store),
         fingerprint=fingerprint,
+        check_replaced=check_replaced,
     )
 
 
@@ -795,8 +815,61 @@ def root_fingerprint(raw: bytes) -> int:
     return int(google_crc32c.value(raw)) << 64 | len(raw)
 
 
-def _root_document(store: Store) -> tuple[dict[str, Any], str | None, int] | None:
-    """The root ``zarr.json`` as ``split_root`` gives it, with its ``root_fingerprint``, or
+@dataclass(frozen=True)
+class RootMark:
+    """What ``check_unchanged`` compares the root document with. Every ``convert`` writes a
+    new random ``generation`` into the manifest: where the document read at open holds it,
+    those bytes at that offset are read back (a ranged read of a few dozen bytes, not the
+    document, which is mostly consolidated metadata: hundreds of KB for a large model). Another
+    document holds other bytes there (another generation, or anything else: 32 random hex
+    digits match by chance with probability 2^-128); none, or a shorter one, holds none.
+    Documents without a generation are compared whole (``root_fingerprint``)."""
+
+    fingerprint: int
+    generation: tuple[int, bytes] | None  # (offset, bytes) of the generation in the document
+
+    @classmethod
+    def of(cls, raw: bytes, document: dict[str, Any]) -> RootMark:
+        attributes = document.get("attributes")
+        manifest = attributes.get(MANIFEST_KEY) if isinstance(attributes, dict) else None
+        generation = manifest.get("generation") if isinstance(manifest, dict) else None
+        span = None
+        if isinstance(generation, str) and len(generation) >= 32:
+            needle = b'"generation":' + json.dumps(generation).encode()
+            offset = raw.find(needle)
+            if offset >= 0:
+                span = (offset, needle)
+        return cls(root_fingerprint(raw), span)
+
+    async def matches(self, store: Store) -> bool:
+        """Whether the store's root document now is the one this mark was taken of; a
+        ``ValueError`` naming ``zarr.json`` when what was read back is damaged (checked against
+        the document's checksum: damage in transit is not taken for a replacement)."""
+        await store._ensure_open()  # zarr opens stores on first use through its own calls
+        if self.generation is not None:
+            offset, expected = self.generation
+            try:
+                buffer = await store.get(
+                    "zarr.json",
+                    default_buffer_prototype(),
+                    byte_range=RangeByteRequest(offset, offset + len(expected)),
+                )
+            except FileNotFoundError:
+                return False
+            if buffer is None:
+                return False
+            if buffer.to_bytes() == expected:
+                return True
+            # another document, or these bytes damaged on the way: the whole one tells
+        raw = await _fetch_root(store)
+        if raw is None:
+            return False
+        check_root(raw)
+        return root_fingerprint(raw) == self.fingerprint
+
+
+def _root_document(store: Store) -> tuple[dict[str, Any], str | None, RootMark] | None:
+    """The root ``zarr.json`` as ``split_root`` gives it, with its ``RootMark``, or
     None when there is none (or not a format 3 group). A local checkpoint's is read from its
     file (zarr's local reads cost a hop to its event loop and a thread each)."""
     root = local_root(store)
@@ -813,7 +886,7 @@ def _root_document(store: Store) -> tuple[dict[str, Any], str | None, int] | Non
         raise ValueError(f"zarr.json is not valid JSON: {json_error(exc)}") from None
     if not isinstance(document, dict) or document.get("node_type") != "group":
         return None
-    return document, consolidated, root_fingerprint(raw)
+    return document, consolidated, RootMark.of(raw, document)
 
 
 _ROOT_HEAD = '{"attributes":'
