@@ -2,7 +2,9 @@
 symbol. Builds ``lookup_probe.cpp`` (g++, AVX-512) and times three ways to load 16 entries of a
 16 KiB table along eight dependent chains, the median of --repeats runs; prints a table with
 the decode speed (GB/s of int8) that one lookup per symbol at that cost allows, beside zstd -3's
-decode of MINILM_INT8 on one thread in the same run.
+decode of MINILM_INT8 on one thread in the same run. Then the decoder itself both ways: one
+thread's decode of MINILM_INT8 and MINILM_BF16 with ``WCODEC_LOOKUP=gather`` and ``=permute``
+(a process each, alternated, the best of 10 calls in each; medians of --repeats processes).
 
 Writes benchmarks/results/lookup-<cpu>-<date>.md.
 
@@ -13,8 +15,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -57,6 +61,41 @@ def zstd_decode_mbs(repeats: int) -> float:
     return sum(t.nbytes for t in tensors) / statistics.median(times) / 1e6
 
 
+DECODE = """
+import sys, time
+import wcodec_zarr as wc
+from wcodec_zarr.testing.weights import minilm_views
+for name in ("int8", "bf16"):
+    tensors = list(minilm_views()[name].values())
+    chunks = [wc.encode(t) for t in tensors]
+    outs = [t.copy() for t in tensors]
+    times = []
+    for _ in range(10):
+        start = time.perf_counter()
+        wc.decode_batch(chunks, outs=outs, threads=1)
+        times.append(time.perf_counter() - start)
+    print(name, sum(t.nbytes for t in tensors) / min(times) / 1e6)
+"""
+
+
+def decode_both_ways(repeats: int) -> dict[tuple[str, str], float]:
+    """MB/s of one thread's decode, by (lookup, dataset)."""
+    runs: dict[tuple[str, str], list[float]] = {}
+    for _ in range(repeats):
+        for lookup in ("gather", "permute"):
+            # -P: the installed package, not the source tree of the working directory
+            out = subprocess.run(
+                [sys.executable, "-P", "-c", DECODE],
+                check=True,
+                capture_output=True,
+                text=True,
+                env={**os.environ, "WCODEC_LOOKUP": lookup},
+            ).stdout.split()
+            for name, mbs in zip(out[::2], out[1::2], strict=True):
+                runs.setdefault((lookup, name), []).append(float(mbs))
+    return {key: statistics.median(v) for key, v in runs.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -78,6 +117,17 @@ def main() -> None:
         lines.append(f"| {way} | {t:.2f} | {rate:.2f} | {rate * 1e3:.0f} MB/s | "
                      f"{rate * 1e3 / zstd:.2f}x |")  # fmt: skip
     lines += ["", f"zstd -3 decodes MINILM_INT8 at {zstd:.0f} MB/s on one thread in this run.", ""]
+    decoded = decode_both_ways(args.repeats)
+    lines += [
+        "The AVX-512 decoder both ways (one thread, MB/s of output):",
+        "",
+        "| data | gathers | byte permutes | permutes / gathers |",
+        "|---|---:|---:|---:|",
+    ]
+    for name in ("int8", "bf16"):
+        g, p = decoded[("gather", name)], decoded[("permute", name)]
+        lines.append(f"| MINILM_{name.upper()} | {g:.0f} | {p:.0f} | {p / g:.2f}x |")
+    lines.append("")
     write_report("lookup", "\n".join(lines))
 
 
