@@ -170,6 +170,115 @@ def bounds(tensors: list[np.ndarray]) -> tuple[float, float]:
     )
 
 
+CLASSES = 8  # row or column classes of the grouped bound
+
+
+def byte_planes(t: np.ndarray) -> list[np.ndarray]:
+    """The byte planes of a tensor as wcodec cuts them (FORMAT.md section 3), each shaped as
+    the tensor: plane 0 the most significant byte, a float's word rotated left by one bit."""
+    size = t.dtype.itemsize
+    word = t.view(f"u{size}").astype(np.uint64)
+    if not np.issubdtype(t.dtype, np.integer):
+        word = ((word << np.uint64(1)) | (word >> np.uint64(8 * size - 1))) & np.uint64(
+            (1 << 8 * size) - 1
+        )
+    return [
+        ((word >> np.uint64(8 * (size - 1 - k))) & np.uint64(255)).astype(np.uint8)
+        for k in range(size)
+    ]
+
+
+def entropy_bits(
+    values: np.ndarray, classes: np.ndarray | None = None, groups: int = CLASSES
+) -> float:
+    """Plug-in order-0 bits of the bytes ``values``, with one histogram per class (``classes``
+    of the same shape, ``groups`` of them) if given; the tables themselves are not counted."""
+    if classes is None:
+        classes, groups = np.zeros(values.shape, np.int64), 1
+    key = classes.astype(np.int64) * 256 + values
+    counts = np.bincount(key.ravel(), minlength=256 * groups).reshape(groups, 256).astype(float)
+    total = counts.sum(axis=1, keepdims=True)
+    p = np.divide(counts, total, out=np.ones_like(counts), where=counts > 0)
+    return float(-(counts * np.log2(p)).sum())
+
+
+def ranked_classes(feature: np.ndarray) -> np.ndarray:
+    """Each entry's class: its rank in ``feature`` cut into CLASSES groups of equal count."""
+    ranks = np.empty(feature.size, np.int64)
+    ranks[np.argsort(feature, kind="stable")] = np.arange(feature.size)
+    return ranks * CLASSES // feature.size
+
+
+def grouped_bounds(tensors: list[np.ndarray]) -> dict[str, float]:
+    """Ratios of plug-in bounds over every byte plane (a plane at most its raw size): order-0
+    with one table per plane; rows, or columns, of each 2-D tensor put into CLASSES classes by
+    their mean absolute deviation (signed for integer weights), a table per class; the best of
+    the three for each plane; and order-1, the previous byte of the plane (in C order) as
+    context, a table per value (no encoder yet; 256 tables cost more than small chunks hold)."""
+    raw = sum(t.nbytes for t in tensors)
+    totals = dict.fromkeys(("order-0", "rows", "columns", "best", "order-1"), 0.0)
+    for t in tensors:
+        for plane in byte_planes(t):
+            cap = 8.0 * plane.size
+            flat = plane.reshape(-1)
+            previous = np.concatenate([[0], flat[:-1]])
+            totals["order-1"] += min(cap, entropy_bits(flat, previous, 256)) / 8
+            bits = {"order-0": min(cap, entropy_bits(plane))}
+            bits["rows"] = bits["columns"] = bits["order-0"]
+            if plane.ndim == 2 and min(plane.shape) >= CLASSES:
+                values = plane.view(np.int8) if t.dtype == np.int8 else plane
+                spread = np.abs(values - values.mean(axis=1, keepdims=True)).mean(axis=1)
+                rows = np.broadcast_to(ranked_classes(spread)[:, None], plane.shape)
+                bits["rows"] = min(cap, entropy_bits(plane, rows))
+                spread = np.abs(values - values.mean(axis=0, keepdims=True)).mean(axis=0)
+                cols = np.broadcast_to(ranked_classes(spread)[None, :], plane.shape)
+                bits["columns"] = min(cap, entropy_bits(plane, cols))
+            bits["best"] = min(bits.values())
+            for key, b in bits.items():
+                totals[key] += b / 8
+    return {key: raw / b for key, b in totals.items()}
+
+
+CHUNK_SIZES = (4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20)
+
+
+def chunk_rows(name: str, tensors: list[np.ndarray], repeats: int) -> list[str]:
+    """Table rows for ``tensors`` cut into chunks of each of CHUNK_SIZES bytes (each tensor's
+    elements in order, 1-D, its last chunk shorter, as a Zarr array of that chunk size):
+    ratios of wcodec, zstd -3 and Blosc; wcodec's bytes per chunk above the whole-tensor
+    order-0 bound; one thread's decode speed of wcodec and zstd -3, into new arrays."""
+    blosc = Blosc(cname="zstd", clevel=5, shuffle=Blosc.SHUFFLE)
+    numcodecs.blosc.set_nthreads(1)
+    raw = sum(t.nbytes for t in tensors)
+    bound = sum(i["coded_bound_bytes"] for i in (wc.inspect(wc.encode(t)) for t in tensors))
+    rows = []
+    for size in CHUNK_SIZES:
+        pieces = [
+            flat[i : i + size // flat.itemsize]
+            for flat in (t.reshape(-1) for t in tensors)
+            for i in range(0, flat.size, size // flat.itemsize)
+        ]
+        ours = [wc.encode(p) for p in pieces]
+        zstd = [zstandard.ZstdCompressor(level=3).compress(p.tobytes()) for p in pieces]
+        blosc_bytes = sum(len(blosc.encode(p.view(f"u{p.itemsize}"))) for p in pieces)
+        timed = interleaved(
+            {
+                "wcodec": partial(wc.decode_batch, ours, threads=1),
+                "zstd": partial(run_pool, zstandard.ZstdDecompressor().decompress, zstd, 1),
+            },
+            repeats,
+        )
+        ours_bytes = sum(len(c) for c in ours)
+        speed = {k: raw / t / 1e6 for k, (t, _) in timed.items()}
+        rows.append(
+            f"| {name} | {size >> 10} KiB | {len(pieces)} | {raw / ours_bytes:.4f} | "
+            f"{raw / sum(len(z) for z in zstd):.4f} | {raw / blosc_bytes:.4f} | "
+            f"{(ours_bytes - bound) / len(pieces):.0f} | {speed['wcodec']:.0f} | "
+            f"{speed['zstd']:.0f} |"
+        )
+    return rows
+
+
 def find(rows: list[Row], dataset: str, codec: str, threads: int) -> Row:
     return next(r for r in rows if (r.dataset, r.codec, r.threads) == (dataset, codec, threads))
 
@@ -229,14 +338,26 @@ def main() -> None:
     rows: list[Row] = []
     bound_ratio: dict[str, float] = {}
     lines = []
+    chunk_table = [
+        "| dataset | chunk | chunks | wcodec | zstd -3 | Blosc | wcodec bytes over the bound, "
+        "per chunk | wcodec decode MB/s | zstd -3 decode MB/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, tensors in datasets.items():
         rows += bench_dataset(name, tensors, args.repeats)
         bound_ratio[name], h0 = bounds(tensors)
-        lines.append(
+        grouped = grouped_bounds(tensors)
+        lines += [
             f"{name}: {sum(t.nbytes for t in tensors) / 1e6:.1f} MB, {len(tensors)} tensors; "
             f"order-0 bound {bound_ratio[name]:.4f}x over the planes wcodec codes "
-            f"(raw planes at their size), {h0:.4f}x over all planes"
-        )
+            f"(raw planes at their size), {h0:.4f}x over all planes. Grouped bounds (tables "
+            f"not counted; {CLASSES} classes of rows or columns by mean absolute deviation): "
+            f"order-0 {grouped['order-0']:.4f}x, rows {grouped['rows']:.4f}x, columns "
+            f"{grouped['columns']:.4f}x, the best of the three per plane {grouped['best']:.4f}x; "
+            f"order-1 (the previous byte of the plane as context) {grouped['order-1']:.4f}x.",
+            "",
+        ]
+        chunk_table += chunk_rows(name, tensors, min(args.repeats, 5))
     table = [
         "| dataset | codec | threads | ratio | encode MB/s | decode MB/s |",
         "|---|---|---:|---:|---:|---:|",
@@ -261,8 +382,12 @@ def main() -> None:
         f"Command: `{env}python benchmarks/bench_cpu.py --repeats {args.repeats}{model_arg}`",
         "",
         *lines,
-        "",
         *table,
+        "",
+        "Each tensor cut into 1-D chunks of one size (as a Zarr array of that chunk size), "
+        "ratios and one thread's decode into new arrays (median of up to 5 rounds):",
+        "",
+        *chunk_table,
         "",
         "Bars (same run, same machine):",
         "",
