@@ -20,9 +20,11 @@ import ml_dtypes
 import numpy as np
 import pytest
 import zarr
-from helpers import tree_bytes, weight_like
+from helpers import memory_store, tree_bytes, weight_like
 from safetensors_helpers import synthetic_tensors, write_header, write_raw, write_sharded_model
 from zarr.abc.store import RangeByteRequest, SuffixByteRequest
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
 from zarr.storage import LocalStore
 from zarr_helpers import CountingStore
 
@@ -32,6 +34,7 @@ from wcodec_zarr.checkpoint.convert import entropy_bound
 from wcodec_zarr.checkpoint.layout import CHUNK_BYTES, chunk_shape, seal_root
 from wcodec_zarr.checkpoint.objects import stored_objects
 from wcodec_zarr.codec.staging import place_objects
+from wcodec_zarr.storage import ReplacedError
 from wcodec_zarr.testing.weights import load_safetensors, minilm_path
 
 SMALL = {"chunk_bytes": 4096, "shard_bytes": 16384}  # many chunks and shards per tensor
@@ -168,6 +171,42 @@ def test_lazy_slice_reads_only_its_chunks(tmp_path: Path) -> None:
     store.log.reset()
     assert part[10:20, 5].tobytes() == weight[10:20, 5].tobytes()
     assert [key for key, _ in store.log.reads] == ["w/c.0.0"] * 2 + ["zarr.json"]  # chunk 0
+
+
+def test_a_root_document_without_a_generation_is_compared_whole(tmp_path: Path) -> None:
+    """A root document without the manifest's generation (rewritten by another tool) has no
+    bytes to read back: the check after a lazy read reads the whole document, and another
+    model's document in its place is still a replacement."""
+    store = CountingStore(memory_store_of(tmp_path, "a", 7))
+    other = memory_store_of(tmp_path, "b", 8)  # other weights of the same shape
+
+    def without_generation(source: Any) -> Any:
+        raw = sync(source.get("zarr.json", default_buffer_prototype())).to_bytes()
+        stripped = re.sub(rb'"generation":"[0-9a-f]+",', b"", raw)
+        assert stripped != raw
+        return default_buffer_prototype().buffer.from_bytes(seal_root(stripped))
+
+    sync(store.set("zarr.json", without_generation(store)))
+    ckpt = wc.open_checkpoint(store)
+    store.log.reset()
+    assert ckpt["w"][:4].tobytes() == memory_weight(7)[:4].tobytes()
+    assert store.log.reads[-1] == ("zarr.json", None)  # the whole document
+    sync(store.set("zarr.json", without_generation(other)))
+    with pytest.raises(ReplacedError, match="replaced while it was read"):
+        ckpt["w"][:4]
+
+
+def memory_weight(seed: int) -> np.ndarray:
+    return weight_like(np.random.default_rng(seed), (256, 64), np.dtype(np.int8))
+
+
+def memory_store_of(tmp_path: Path, name: str, seed: int) -> Any:
+    """``memory_weight(seed)`` converted as ``w`` into a store with no local files
+    (``memory_store``)."""
+    weight = memory_weight(seed)
+    write_raw(tmp_path / f"{name}.safetensors", [("w", "I8", [256, 64], weight.tobytes())])
+    wc.convert(tmp_path / f"{name}.safetensors", tmp_path / name, progress=False, **SMALL)
+    return memory_store(tmp_path / name)
 
 
 def test_every_rank_of_an_uneven_split_reads_only_its_chunks(tmp_path: Path) -> None:
