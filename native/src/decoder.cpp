@@ -5,6 +5,7 @@
 // chunk at the end. A two-byte dtype with one coded plane (bf16 and fp16 weights: the exponent
 // plane) is merged by the AVX-512 group decoder as it decodes, which saves the merge pass.
 #include <algorithm>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -44,11 +45,43 @@ struct PieceError {
   std::string what;
 };
 
+// The decode tables a task builds for itself, when the batch did not build them all up front
+// (decode_chunks): at most one per plane and predictor of each of its pieces, kept per thread.
+class TaskTables {
+ public:
+  TaskTables() {
+    thread_local std::unique_ptr<DecodeTable[]> kept;
+    if (!kept) kept.reset(new DecodeTable[kMaxTables]);
+    tables_ = kept.get();
+  }
+  // Chunk k's table for plane p and predictor q, built on first use in this task.
+  const DecodeTable* get(const ChunkState& c, size_t k, uint32_t p, uint32_t q) {
+    for (int i = 0; i < count_; ++i) {
+      if (key_[i].chunk == k && key_[i].plane == p && key_[i].pred == q) return tables_ + i;
+    }
+    build_decode_table(c.info.planes[p].tables[q], tables_ + count_);
+    key_[count_] = {k, p, q};
+    return tables_ + count_++;
+  }
+
+ private:
+  static constexpr int kMaxTables = kMaxGroup * 4 * kNumPredictors;
+  struct Key {
+    size_t chunk;
+    uint32_t plane, pred;
+  };
+  DecodeTable* tables_;
+  Key key_[kMaxTables];
+  int count_ = 0;
+};
+
 // Decodes a task's pieces (up to kMaxGroup segments, possibly of several chunks): the rANS
 // segments of all their planes run through the group decoder kMaxGroup at a time, then each
-// piece's planes are merged into its chunk's output and checksummed.
+// piece's planes are merged into its chunk's output and checksummed. Tables the batch did not
+// build up front are built here, just before their segments decode (still in cache).
 void decode_task(const std::vector<ChunkState>& chunks, const Piece* pieces, int count, uint8_t* scratch,
                  uint64_t scratch_stride) {
+  TaskTables own;
   const uint8_t* plane_ptr[kMaxGroup][4];
   SegmentJob jobs[kMaxGroup * 4];
   int job_piece[kMaxGroup * 4];
@@ -83,7 +116,8 @@ void decode_task(const std::vector<ChunkState>& chunks, const Piece* pieces, int
         continue;
       }
       const uint32_t pred = (e >> 4) & 0xf;
-      jobs[njobs] = {c.tables[p][pred], payload + start, (e >> 8) - start, target, n};
+      const DecodeTable* table = c.tables[p][pred] ? c.tables[p][pred] : own.get(c, pieces[g].chunk, p, pred);
+      jobs[njobs] = {table, payload + start, (e >> 8) - start, target, n};
       job_piece[njobs] = g;
       job_plane[njobs] = p;
       job_pred[njobs] = static_cast<Predictor>(pred);
@@ -153,33 +187,19 @@ void decode_task(const std::vector<ChunkState>& chunks, const Piece* pieces, int
   }
 }
 
-// Storage for a batch's decode tables (16 KiB each). The calling thread keeps room for
-// kKeptTables between calls (memory it has not touched stays unmapped): allocating megabytes of
-// tables afresh for every batch of small chunks costs as much in page faults as building them.
+// Storage for a batch's decode tables (16 KiB each) when they are built up front: room for
+// kKeptTables, kept by the calling thread between calls (memory it has not touched stays
+// unmapped). A batch that needs more (thousands of small chunks) builds each table in the task
+// that decodes its segments instead: allocating megabytes of tables afresh for every batch costs
+// as much in page faults as building them, and tables built long before their use have left
+// the cache (4 KiB chunks of int8 weights decoded twice as fast so).
 constexpr size_t kKeptTables = 512;
 
-class TableArena {
- public:
-  explicit TableArena(size_t n) {
-    thread_local std::unique_ptr<DecodeTable[]> kept;
-    thread_local size_t kept_size = 0;
-    if (n > kKeptTables) {
-      own_.reset(new DecodeTable[n]);
-      tables_ = own_.get();
-      return;
-    }
-    if (n > kept_size) {
-      kept.reset(new DecodeTable[kKeptTables]);
-      kept_size = kKeptTables;
-    }
-    tables_ = kept.get();
-  }
-  DecodeTable* operator[](size_t i) const { return tables_ + i; }
-
- private:
-  std::unique_ptr<DecodeTable[]> own_;
-  DecodeTable* tables_ = nullptr;
-};
+DecodeTable* kept_tables() {
+  thread_local std::unique_ptr<DecodeTable[]> kept;
+  if (!kept) kept.reset(new DecodeTable[kKeptTables]);
+  return kept.get();
+}
 
 }  // namespace
 
@@ -209,7 +229,24 @@ void decode_chunks(const DecodeJob* jobs, size_t njobs, int threads) {
     for (uint32_t p = 0; p < chunks[k].info.nplanes; ++p) n += __builtin_popcount(chunks[k].info.planes[p].table_mask);
     first_table[k + 1] = first_table[k] + n;
   }
-  const TableArena arena(first_table[njobs]);
+  // A task is a run of consecutive segments, crossing chunk boundaries: as many as the group
+  // decoder interleaves, fewer when that would leave threads without a task. Chunks of a
+  // checkpoint are often one segment each, so runs inside one chunk would leave the group
+  // decoder a single segment.
+  std::vector<Piece> pieces;
+  uint64_t most_segments = 0;
+  for (size_t k = 0; k < njobs; ++k) {
+    for (uint64_t j = 0; j < chunks[k].info.nseg; ++j) pieces.push_back({k, j});
+    most_segments = std::max(most_segments, chunks[k].info.nseg);
+  }
+  const int threads_wanted = resolve_threads(threads);
+  const uint64_t per_thread = (pieces.size() + threads_wanted - 1) / static_cast<uint64_t>(threads_wanted);
+  const uint64_t group = std::clamp<uint64_t>(per_thread, 1, kMaxGroup);
+  // Tables are built up front, once per chunk, only where a chunk's segments span several tasks
+  // (each would build them again) and all of them fit the kept arena; otherwise every table is
+  // built by the one task, or few tasks, that use it.
+  const bool up_front = most_segments > group && first_table[njobs] <= kKeptTables;
+  DecodeTable* const arena = up_front ? kept_tables() : nullptr;
   std::vector<std::pair<uint8_t*, uint64_t>> outputs(njobs);
   for (size_t k = 0; k < njobs; ++k) outputs[k] = {chunks[k].dst, chunks[k].info.nbytes};
   const std::vector<Region> regions = output_regions(outputs, resolve_threads(threads));
@@ -218,27 +255,17 @@ void decode_chunks(const DecodeJob* jobs, size_t njobs, int threads) {
       fault_in(regions[k - njobs]);
       return;
     }
+    if (arena == nullptr) return;  // each task builds its own (decode_task)
     ChunkState& c = chunks[k];
     size_t t = first_table[k];
     for (uint32_t p = 0; p < c.info.nplanes; ++p) {
       for (uint32_t q = 0; q < kNumPredictors; ++q) {
         if (!(c.info.planes[p].table_mask & (1u << q))) continue;
-        build_decode_table(c.info.planes[p].tables[q], arena[t]);
-        c.tables[p][q] = arena[t++];
+        build_decode_table(c.info.planes[p].tables[q], arena + t);
+        c.tables[p][q] = arena + t++;
       }
     }
   });
-  // A task is a run of consecutive segments, crossing chunk boundaries: as many as the group
-  // decoder interleaves, fewer when that would leave threads without a task. Chunks of a
-  // checkpoint are often one segment each, so runs inside one chunk would leave the group
-  // decoder a single segment.
-  std::vector<Piece> pieces;
-  for (size_t k = 0; k < njobs; ++k) {
-    for (uint64_t j = 0; j < chunks[k].info.nseg; ++j) pieces.push_back({k, j});
-  }
-  const int threads_wanted = resolve_threads(threads);
-  const uint64_t per_thread = (pieces.size() + threads_wanted - 1) / static_cast<uint64_t>(threads_wanted);
-  const uint64_t group = std::clamp<uint64_t>(per_thread, 1, kMaxGroup);
   const uint64_t ntasks = (pieces.size() + group - 1) / group;
   const int workers = static_cast<int>(std::min<uint64_t>(threads_wanted, std::max<uint64_t>(ntasks, 1)));
   uint64_t stride = 0;  // scratch per piece: every plane of the largest multi-plane segment

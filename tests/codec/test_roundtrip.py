@@ -123,6 +123,26 @@ def test_decode_batch_mixed_chunks() -> None:
     assert [o.tobytes() for o in outs] == [a.tobytes() for a in arrays]
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_batch_of_more_tables_than_are_kept_builds_them_per_task(threads: int) -> None:
+    """A batch of hundreds of small chunks (more decode tables than the decoder keeps between
+    calls: every task then builds the tables of its own segments) decodes bit-exact: every
+    dtype, delta-coded rows, and chunks of several segments beside one-segment ones."""
+    rng = np.random.default_rng(10)
+    smooth = np.cumsum(rng.integers(-2, 3, size=(16, 4096)), axis=1).astype(np.int8)
+    arrays = [weight_like(rng, (8, 300 + i % 50), DTYPES[i % len(DTYPES)]) for i in range(700)]
+    arrays[::97] = [smooth, weight_like(rng, (300, 1000), np.dtype(ml_dtypes.bfloat16))] * 4
+    chunks = [wc.encode(a) for a in arrays]
+    assert sum(wc.inspect(c)["segments"] > 1 for c in chunks) >= 4
+    assert any(p["delta_segments"] for c in chunks for p in wc.inspect(c)["planes"])
+    decoded = wc.decode_batch(chunks, threads=threads)
+    assert [d.tobytes() for d in decoded] == [a.tobytes() for a in arrays]
+    damaged = bytearray(chunks[500])
+    damaged[-1] ^= 1
+    with pytest.raises(ValueError, match=r"^chunk 500: "):
+        wc.decode_batch([*chunks[:500], bytes(damaged), *chunks[501:]], threads=threads)
+
+
 def test_delta_predictor_wins_on_smooth_rows_and_never_loses_much() -> None:
     rng = np.random.default_rng(9)
     smooth = np.cumsum(rng.integers(-2, 3, size=(64, 4096)), axis=1).astype(np.int8)
