@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu_features.h"
 #include "prefault.h"
 #include "scratch.h"
 #include "segment_decode.h"
@@ -45,6 +46,11 @@ struct PieceError {
   std::string what;
 };
 
+// Whether a chunk's tables need their rank tables: the AVX-512 decoder steps two segments of
+// one table by them where byte permutes are preferred (segment_avx512.cpp), so a chunk of one
+// segment a plane, or a CPU that looks entries up by gathers, never uses them.
+bool wants_ranks(const ChunkInfo& info) { return info.nseg >= 2 && cpu_prefers_permute_lookups(); }
+
 // The decode tables a task builds for itself, when the batch did not build them all up front
 // (decode_chunks): at most one per plane and predictor of each of its pieces, kept per thread.
 class TaskTables {
@@ -59,7 +65,7 @@ class TaskTables {
     for (int i = 0; i < count_; ++i) {
       if (key_[i].chunk == k && key_[i].plane == p && key_[i].pred == q) return tables_ + i;
     }
-    build_decode_table(c.info.planes[p].tables[q], tables_ + count_);
+    build_decode_table(c.info.planes[p].tables[q], tables_ + count_, wants_ranks(c.info));
     key_[count_] = {k, p, q};
     return tables_ + count_++;
   }
@@ -261,7 +267,7 @@ void decode_chunks(const DecodeJob* jobs, size_t njobs, int threads) {
     for (uint32_t p = 0; p < c.info.nplanes; ++p) {
       for (uint32_t q = 0; q < kNumPredictors; ++q) {
         if (!(c.info.planes[p].table_mask & (1u << q))) continue;
-        build_decode_table(c.info.planes[p].tables[q], arena + t);
+        build_decode_table(c.info.planes[p].tables[q], arena + t, wants_ranks(c.info));
         c.tables[p][q] = arena + t++;
       }
     }

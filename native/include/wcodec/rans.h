@@ -83,8 +83,9 @@ struct DecodeTable {
   uint32_t entry[kProbScale + kFillRun];
   RankTables ranks;
 };
-// Builds entry and ranks.
-void build_decode_table(const FreqTable& table, DecodeTable* out);
+// Builds entry, and ranks where a decoder may use them (with_ranks; otherwise ranks.usable is
+// false and the rest of ranks is left as it was).
+void build_decode_table(const FreqTable& table, DecodeTable* out, bool with_ranks = true);
 
 inline uint32_t dec_symbol(uint32_t e) { return e & 0xffu; }
 inline uint32_t dec_offset(uint32_t e) { return (e >> 8) & 0xfffu; }
