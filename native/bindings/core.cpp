@@ -165,12 +165,37 @@ nb::tuple head(InBuf data, uint64_t n) {
   return nb::make_tuple(info.dtype, nb::tuple(shape), bound);
 }
 
-void decode_batch(const std::vector<InBuf>& srcs, const std::vector<OutBuf>& dsts, int threads) {
-  if (srcs.size() != dsts.size()) throw std::invalid_argument("need one output buffer per chunk");
-  std::vector<wcodec::DecodeJob> jobs(srcs.size());
-  for (size_t k = 0; k < srcs.size(); ++k) {
-    jobs[k] = {srcs[k].data(), srcs[k].size(), dsts[k].data(), dsts[k].size()};
+// The buffers of a batch's objects, held through the buffer protocol for as long as it lives:
+// a batch of thousands of small chunks would spend more in converting each to an ndarray
+// (DLPack) than in decoding it.
+class HeldBuffers {
+ public:
+  HeldBuffers(const nb::list& objects, bool writable) {
+    views_.reserve(objects.size());
+    const int flags = PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
+    for (nb::handle object : objects) {
+      Py_buffer view;
+      if (PyObject_GetBuffer(object.ptr(), &view, flags) != 0) throw nb::python_error();
+      views_.push_back(view);
+    }
   }
+  ~HeldBuffers() {
+    for (Py_buffer& view : views_) PyBuffer_Release(&view);
+  }
+  HeldBuffers(const HeldBuffers&) = delete;
+  HeldBuffers& operator=(const HeldBuffers&) = delete;
+  uint8_t* data(size_t k) const { return static_cast<uint8_t*>(views_[k].buf); }
+  size_t size(size_t k) const { return static_cast<size_t>(views_[k].len); }
+
+ private:
+  std::vector<Py_buffer> views_;
+};
+
+void decode_batch(const nb::list& srcs, const nb::list& dsts, int threads) {
+  if (srcs.size() != dsts.size()) throw std::invalid_argument("need one output buffer per chunk");
+  const HeldBuffers in(srcs, false), out(dsts, true);
+  std::vector<wcodec::DecodeJob> jobs(srcs.size());
+  for (size_t k = 0; k < jobs.size(); ++k) jobs[k] = {in.data(k), in.size(k), out.data(k), out.size(k)};
   nb::gil_scoped_release release;
   wcodec::decode_chunks(jobs.data(), jobs.size(), threads);
 }
