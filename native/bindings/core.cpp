@@ -175,19 +175,24 @@ class HeldBuffers {
     const int flags = PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
     for (nb::handle object : objects) {
       Py_buffer view;
-      if (PyObject_GetBuffer(object.ptr(), &view, flags) != 0) throw nb::python_error();
+      if (PyObject_GetBuffer(object.ptr(), &view, flags) != 0) {
+        release();  // a constructor that throws runs no destructor
+        throw nb::python_error();
+      }
       views_.push_back(view);
     }
   }
-  ~HeldBuffers() {
-    for (Py_buffer& view : views_) PyBuffer_Release(&view);
-  }
+  ~HeldBuffers() { release(); }
   HeldBuffers(const HeldBuffers&) = delete;
   HeldBuffers& operator=(const HeldBuffers&) = delete;
   uint8_t* data(size_t k) const { return static_cast<uint8_t*>(views_[k].buf); }
   size_t size(size_t k) const { return static_cast<size_t>(views_[k].len); }
 
  private:
+  void release() {
+    for (Py_buffer& view : views_) PyBuffer_Release(&view);
+    views_.clear();
+  }
   std::vector<Py_buffer> views_;
 };
 

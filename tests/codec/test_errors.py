@@ -100,6 +100,24 @@ def test_batch_error_names_the_chunk(chunk: bytes) -> None:
     assert isinstance(excinfo.value, ValueError)
 
 
+def test_a_batch_that_cannot_take_a_buffer_lets_go_of_the_others(chunk: bytes) -> None:
+    """The native batch call holds every chunk and output through the buffer protocol; an
+    object that has no buffer (or a read-only output) fails the call, and the buffers already
+    taken are given back: a bytearray among them can grow again."""
+    from wcodec_zarr.codec.native import core
+
+    held = bytearray(chunk)
+    out = np.empty(wc.decode(chunk).nbytes, np.uint8)
+    with pytest.raises(TypeError):
+        core.decode_batch([held, object()], [out, out.copy()], 1)
+    read_only = out.copy()
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        core.decode_batch([held, held], [out, read_only], 1)
+    held.append(0)  # BufferError while an export is held
+    assert held[:-1] == chunk
+
+
 @pytest.mark.parametrize("threads", [1, 2, None])
 def test_corrupt_segment_among_small_chunks_names_its_chunk(threads: int | None) -> None:
     # One-segment chunks decode side by side in groups that cross chunk boundaries; a segment

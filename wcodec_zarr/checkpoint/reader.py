@@ -429,7 +429,7 @@ class Checkpoint(Mapping[str, LazyTensor]):
         framework: str | None = None,
         device: str = "cpu",
         owns_store: bool = False,
-        fingerprint: RootMark | None = None,
+        root_mark: RootMark | None = None,
         check_replaced: bool = True,
     ) -> None:
         self.url = url
@@ -437,7 +437,7 @@ class Checkpoint(Mapping[str, LazyTensor]):
         # whether lazy reads of a remote checkpoint end with check_unchanged (open_checkpoint)
         self.check_replaced = check_replaced
         # of the root document read at open, checked by check_unchanged
-        self._fingerprint = fingerprint
+        self._root_mark = root_mark
         self.device = device
         self.framework = resolve_framework(device, framework)
         self.closed = False
@@ -576,9 +576,9 @@ class Checkpoint(Mapping[str, LazyTensor]):
         if local_root(self.store) is not None:
             check_unchanged(self.store)
             return
-        if self._fingerprint is None:
+        if self._root_mark is None:
             return  # opened from a document given, not read
-        if not sync(self._fingerprint.matches(self.store)):
+        if not sync(self._root_mark.matches(self.store)):
             raise ReplacedError(f"{self.url}: the checkpoint was replaced while it was read")
 
     def _check_open(self) -> None:
@@ -768,7 +768,7 @@ def open_checkpoint(
     found = _root_document(store)
     if found is None:
         raise FileNotFoundError(f"{url}: no checkpoint there (no Zarr group){_unfinished(url)}")
-    document, consolidated, fingerprint = found
+    document, consolidated, root_mark = found
     attributes = document.get("attributes")
     manifest = attributes.get(MANIFEST_KEY) if isinstance(attributes, dict) else None
     if not isinstance(manifest, dict):
@@ -790,7 +790,7 @@ def open_checkpoint(
         framework=framework,
         device=device,
         owns_store=not isinstance(url, Store),
-        fingerprint=fingerprint,
+        root_mark=root_mark,
         check_replaced=check_replaced,
     )
 
